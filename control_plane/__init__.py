@@ -1,0 +1,1 @@
+"""pocketfleet's control plane: accounts, instances, lifecycle, engines, drivers, reconcile."""

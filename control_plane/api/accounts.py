@@ -1,0 +1,51 @@
+"""Accounts: sign up, who am I, and (operators) suspend, resume, invite."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from control_plane.api.deps import CP, CurrentAccount, Operator
+from control_plane.db.models import Account
+from control_plane.schemas import AccountCreate, AccountPublic, InviteCreated
+
+router = APIRouter(tags=["accounts"])
+
+
+def account_public(account: Account) -> AccountPublic:
+    return AccountPublic(
+        id=account.id,
+        email=account.email,
+        is_operator=account.is_operator,
+        suspended=account.suspended_at is not None,
+        created=account.created_at,
+    )
+
+
+@router.post("/api/accounts", status_code=status.HTTP_201_CREATED)
+async def sign_up(cp: CP, data: AccountCreate) -> AccountPublic:
+    return account_public(await cp.accounts.sign_up(data.email, data.password, data.invite))
+
+
+@router.get("/api/accounts/me")
+async def me(account: CurrentAccount) -> AccountPublic:
+    return account_public(account)
+
+
+@router.get("/api/accounts")
+async def list_accounts(cp: CP, _operator: Operator) -> list[AccountPublic]:
+    return [account_public(a) for a in await cp.accounts.list_accounts()]
+
+
+@router.post("/api/accounts/{account_id}/suspend")
+async def suspend(cp: CP, _operator: Operator, account_id: str) -> AccountPublic:
+    return account_public(await cp.accounts.set_suspended(account_id, True))
+
+
+@router.post("/api/accounts/{account_id}/resume")
+async def resume(cp: CP, _operator: Operator, account_id: str) -> AccountPublic:
+    return account_public(await cp.accounts.set_suspended(account_id, False))
+
+
+@router.post("/api/invites", status_code=status.HTTP_201_CREATED)
+async def create_invite(cp: CP, operator: Operator) -> InviteCreated:
+    return InviteCreated(code=(await cp.accounts.create_invite(operator)).code)

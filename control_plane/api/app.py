@@ -1,0 +1,49 @@
+"""The ASGI application of `pocketfleet serve`: the API on the apex host, the embedded proxy on
+every `NAME.domain` host."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from control_plane.api import accounts, engines, fleet, health, instances, sessions, tokens
+from control_plane.api.errors import install_error_handlers
+from control_plane.context import ControlPlane
+from control_plane.settings import Settings
+from proxy.activity import ActivityTracker
+from proxy.embedded import EmbeddedProxy
+from proxy.hostrouting import HostDispatcher
+from proxy.routes import RouteTable
+
+
+def create_api(settings: Settings, routes: RouteTable, activity: ActivityTracker) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cp = await ControlPlane.open(settings, routes=routes, activity=activity)
+        app.state.cp = cp
+        cp.start_reconciling()
+        try:
+            yield
+        finally:
+            await cp.close()
+
+    app = FastAPI(
+        title="pocketfleet",
+        summary="Self-hosted hosting for PocketBase backends",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (health, accounts, sessions, tokens, instances, fleet, engines):
+        app.include_router(module.router)
+    return app
+
+
+def create_app(settings: Settings) -> HostDispatcher:
+    routes = RouteTable()
+    activity = ActivityTracker()
+    api = create_api(settings, routes, activity)
+    proxy = EmbeddedProxy(routes, activity)
+    return HostDispatcher(api, proxy, settings.domain)

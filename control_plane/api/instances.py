@@ -1,0 +1,101 @@
+"""A user's instances: create, list, view, change, start/stop, env, logs, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from control_plane.api.deps import CP, CurrentAccount
+from control_plane.db.models import Instance
+from control_plane.schemas import (
+    EnvPublic,
+    EnvUpdate,
+    InstanceCreate,
+    InstancePublic,
+    InstanceUpdate,
+    LogsPublic,
+)
+from control_plane.settings import Settings
+
+router = APIRouter(tags=["instances"])
+
+
+def instance_public(settings: Settings, row: Instance) -> InstancePublic:
+    name = row.name or row.former_name
+    return InstancePublic(
+        id=row.id,
+        name=name,
+        url=settings.instance_url(name),
+        status=row.status,
+        status_reason=row.status_reason,
+        desired=row.desired,
+        engine=row.engine,
+        version=row.version,
+        created=row.created_at,
+        started=row.started_at,
+        last_request=row.last_request_at,
+        memory_bytes=row.memory_bytes,
+        idle_timeout_s=row.idle_timeout_s,
+    )
+
+
+@router.post("/api/instances", status_code=status.HTTP_201_CREATED)
+async def create_instance(cp: CP, account: CurrentAccount, data: InstanceCreate) -> InstancePublic:
+    return instance_public(cp.settings, await cp.instances.create(account, data))
+
+
+@router.get("/api/instances")
+async def list_instances(cp: CP, account: CurrentAccount) -> list[InstancePublic]:
+    return [instance_public(cp.settings, row) for row in await cp.instances.list_owned(account)]
+
+
+@router.get("/api/instances/{name}")
+async def get_instance(cp: CP, account: CurrentAccount, name: str) -> InstancePublic:
+    return instance_public(cp.settings, await cp.instances.get(account, name))
+
+
+@router.patch("/api/instances/{name}")
+async def update_instance(
+    cp: CP, account: CurrentAccount, name: str, data: InstanceUpdate
+) -> InstancePublic:
+    return instance_public(cp.settings, await cp.instances.update(account, name, data))
+
+
+@router.post("/api/instances/{name}/start")
+async def start_instance(cp: CP, account: CurrentAccount, name: str) -> InstancePublic:
+    return instance_public(cp.settings, await cp.instances.start(account, name))
+
+
+@router.post("/api/instances/{name}/stop")
+async def stop_instance(cp: CP, account: CurrentAccount, name: str) -> InstancePublic:
+    return instance_public(cp.settings, await cp.instances.stop(account, name))
+
+
+@router.get("/api/instances/{name}/env")
+async def get_env(cp: CP, account: CurrentAccount, name: str) -> EnvPublic:
+    return EnvPublic(vars=cp.instances.env_public(await cp.instances.get(account, name)))
+
+
+@router.put("/api/instances/{name}/env")
+async def put_env(cp: CP, account: CurrentAccount, name: str, data: EnvUpdate) -> EnvPublic:
+    row = await cp.instances.set_env(account, name, data.vars)
+    return EnvPublic(vars=cp.instances.env_public(row))
+
+
+@router.get("/api/instances/{name}/logs")
+async def get_logs(
+    cp: CP,
+    account: CurrentAccount,
+    name: str,
+    tail: Annotated[int, Query(ge=1, le=5000)] = 100,
+) -> LogsPublic:
+    return LogsPublic(lines=await cp.instances.logs(account, name, tail))
+
+
+@router.delete("/api/instances/{name}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_instance(
+    cp: CP, account: CurrentAccount, name: str, purge: bool = False
+) -> Response:
+    await cp.instances.delete(account, name, purge=purge)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

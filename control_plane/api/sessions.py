@@ -1,0 +1,23 @@
+"""Logging in and out: session tokens."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from control_plane.api.deps import CP, Credentials, client_ip
+from control_plane.schemas import SessionCreate, SessionPublic
+
+router = APIRouter(tags=["sessions"])
+
+
+@router.post("/api/sessions")
+async def log_in(cp: CP, data: SessionCreate, request: Request) -> SessionPublic:
+    token, row = await cp.auth.log_in(data.email, data.password, client_ip(request))
+    return SessionPublic(token=token, expires=row.expires_at)
+
+
+@router.delete("/api/sessions/current", status_code=status.HTTP_204_NO_CONTENT)
+async def log_out(cp: CP, credentials: Credentials) -> Response:
+    account, token = credentials
+    await cp.auth.revoke(account, token.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

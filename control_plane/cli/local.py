@@ -1,0 +1,148 @@
+"""Commands that act on this machine's control plane directly: `serve`, `down`, `operator add`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+
+from control_plane.cli.client import console, fail
+from control_plane.settings import Settings
+
+PASSWORD_MIN = 10  # as the API requires (control_plane.schemas)
+
+HttpOpt = Annotated[str | None, typer.Option(help="HOST:PORT to listen on [PF_HTTP]")]
+DataOpt = Annotated[Path | None, typer.Option(help="data folder [PF_DATA_DIR]")]
+DomainOpt = Annotated[str | None, typer.Option(help="instances at NAME.DOMAIN [PF_DOMAIN]")]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _lock_path(settings: Settings) -> Path:
+    return settings.data_dir / "serve.lock"
+
+
+def _hold_lock(settings: Settings) -> int:
+    """Only one `serve` per data folder: its reconciler must be the only one."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(_lock_path(settings), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"another `pocketfleet serve` is using {settings.data_dir}")
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def serve(
+    http: HttpOpt = None,
+    data_dir: DataOpt = None,
+    domain: DomainOpt = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Run the control plane, dashboard API and embedded proxy (instances keep running when it
+    stops; `pocketfleet down` stops them)."""
+    from control_plane.api.app import create_app
+
+    settings = load_settings(http=http, data_dir=data_dir, domain=domain)
+    lock_fd = _hold_lock(settings)
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        proxy_headers=False,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    console.print(
+        f"pocketfleet on http://{settings.http} — instances at "
+        f"{settings.instance_url('NAME')}, data in {settings.data_dir.resolve()}"
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        os.close(lock_fd)
+
+
+def _serve_pid(settings: Settings) -> int | None:
+    try:
+        text = _lock_path(settings).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _stop_serve(settings: Settings) -> None:
+    pid = _serve_pid(settings)
+    if pid is None or pid == os.getpid():
+        return
+    import psutil
+
+    with contextlib.suppress(psutil.NoSuchProcess):
+        process = psutil.Process(pid)
+        if "pocketfleet" not in " ".join(process.cmdline()):
+            return  # a stale lock file; the pid now belongs to something else
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def down(data_dir: DataOpt = None) -> None:
+    """Stop `pocketfleet serve` and every instance, cleanly; the next `serve` starts them again."""
+    settings = load_settings(data_dir=data_dir)
+    _stop_serve(settings)
+    from control_plane.admin import stop_all_instances
+
+    stopped = asyncio.run(stop_all_instances(settings))
+    console.print(f"Stopped {stopped} instance(s).")
+
+
+operator_app = typer.Typer(no_args_is_help=True, help="Operators of this server")
+
+
+def _run_admin(action: Coroutine[Any, Any, object]) -> None:
+    from control_plane.services.errors import ServiceError
+
+    try:
+        asyncio.run(action)
+    except ServiceError as exc:
+        fail(exc.message)
+
+
+@operator_app.command("create")
+def operator_create(
+    email: str,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    data_dir: DataOpt = None,
+) -> None:
+    """Create an operator account (whatever the sign-up mode)."""
+    settings = load_settings(data_dir=data_dir)
+    if len(password) < PASSWORD_MIN:
+        fail(f"the password needs at least {PASSWORD_MIN} characters")
+    from control_plane.admin import create_operator
+
+    _run_admin(create_operator(settings, email, password))
+    console.print(f"Operator {email} created.")
+
+
+@operator_app.command("add")
+def operator_add(email: str, data_dir: DataOpt = None) -> None:
+    """Make an existing account an operator."""
+    settings = load_settings(data_dir=data_dir)
+    from control_plane.admin import make_operator
+
+    _run_admin(make_operator(settings, email))
+    console.print(f"{email} is now an operator.")

@@ -1,0 +1,1 @@
+"""The control database: desired state of every account and instance (SQLModel)."""

@@ -1,0 +1,1 @@
+"""Drivers: where and how instances run (child processes now, containers later)."""

@@ -1,0 +1,99 @@
+"""The `Driver` seam: start, stop, observe and remove instances somewhere.
+
+Contract, for every method: idempotent (starting a running instance or stopping a stopped one
+succeeds and changes nothing), safe to call after the control plane restarted (state is passed
+in, never remembered only in memory), and never blocks the event loop. Only the reconciler
+calls a driver; handlers write desired state.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from control_plane.engines.base import Engine, InstanceLayout
+
+
+class StartError(Exception):
+    """The instance did not become healthy; `reason` says why (with the last log lines)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything a driver needs to run one instance; built from the control DB."""
+
+    id: str
+    name: str
+    engine: Engine
+    version: str
+    layout: InstanceLayout
+    port: int
+    uid: int | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    memory_limit_mb: int = 512
+    max_open_files: int = 4096
+    log_max_bytes: int = 1_000_000
+
+
+class RunState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a driver sees of an instance. `pid` is None when nothing runs."""
+
+    state: RunState
+    pid: int | None = None
+    healthy: bool = False
+
+
+@dataclass(frozen=True)
+class Stats:
+    memory_bytes: int
+    cpu_seconds: float
+
+
+class Driver(ABC):
+    @abstractmethod
+    async def start(self, spec: InstanceSpec) -> int:
+        """Prepare the folder, start the instance, wait until healthy; return its pid.
+
+        Raises `StartError` when it exits or is not healthy within the start timeout (and leaves
+        nothing running).
+        """
+
+    @abstractmethod
+    async def stop(self, spec: InstanceSpec, pid: int | None) -> None:
+        """Stop it cleanly (SIGTERM, then SIGKILL after the stop timeout)."""
+
+    @abstractmethod
+    async def status(self, spec: InstanceSpec, pid: int | None) -> Observed:
+        """Whether the instance known by `pid` is running and healthy (adopting it if needed)."""
+
+    @abstractmethod
+    async def stats(self, spec: InstanceSpec, pid: int | None) -> Stats | None:
+        """Memory and CPU of a running instance; None when it does not run."""
+
+    @abstractmethod
+    async def run_task(self, spec: InstanceSpec, argv: list[str]) -> tuple[int, str]:
+        """Run a one-off command as the instance would run (same user, folder, env)."""
+
+    @abstractmethod
+    async def remove(self, spec: InstanceSpec, *, keep_at: Path | None) -> None:
+        """Release everything the instance holds; its folder moves to `keep_at` or is deleted."""
+
+    @abstractmethod
+    def read_logs(self, spec: InstanceSpec, tail: int) -> list[str]:
+        """The last `tail` lines of the instance's output."""
+
+    def cap_log(self, spec: InstanceSpec) -> None:  # noqa: B027  (optional hook)
+        """Keep the instance's output under its size cap; called periodically (blocking)."""

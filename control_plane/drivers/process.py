@@ -1,0 +1,614 @@
+"""The `process` driver: every instance is a child process serving on 127.0.0.1:PORT.
+
+- Each child leads its own session (`start_new_session`), so it outlives a restart of the
+  control plane; the pid is stored by the caller and passed back in. A pid counts as the
+  instance's only if that process is alive and its command line names the instance's data
+  folder (this guards against pid reuse and stale pids).
+- Isolation: the instance folder is mode 0700; when the control plane runs as root and the
+  spec has a uid, the folder tree belongs to that uid and the child runs as uid/gid `uid` with
+  no supplementary groups. The child gets a fresh minimal environment (never ours) plus
+  `spec.env`, with stdout and stderr appended to the layout's log file.
+- Limits: RLIMIT_NOFILE; RLIMIT_AS as a backstop only, well above the memory limit, because Go
+  runtimes reserve ~1.3 GiB of address space at idle (a Go server measured here died at startup
+  under 1 GiB); GOMEMLIMIT (read by Go runtimes, ignored by others) as the soft limit; and,
+  where the cgroup v1 memory controller below our own cgroup is writable, a per-instance cgroup
+  `pocketfleet-ID` with `memory.limit_in_bytes` as the hard limit (skipped silently otherwise).
+- Linux only: liveness and identity come from /proc.
+
+Nothing here knows which engine runs: commands, health path and folders come from the spec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+from control_plane.drivers.base import Driver, InstanceSpec, Observed, RunState, StartError, Stats
+from control_plane.engines.base import EngineError
+from control_plane.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
+CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
+CGROUP_PREFIX = "pocketfleet-"
+_POLL_FIRST_S = 0.002
+_POLL_MAX_S = 0.05
+_STATUS_HEALTH_TIMEOUT_S = 0.5
+_TASK_TIMEOUT_S = 60.0
+_ERROR_LOG_LINES = 20
+_ADDRESS_SPACE_HEADROOM_MB = 2048
+_ROTATED_SUFFIX = ".1"
+
+
+def address_space_limit_mb(memory_limit_mb: int) -> int:
+    """RLIMIT_AS for a memory limit: 4x it, and never less than the limit + 2 GiB."""
+    return max(4 * memory_limit_mb, memory_limit_mb + _ADDRESS_SPACE_HEADROOM_MB)
+
+
+def memory_cgroup_parent() -> Path | None:
+    """Our own cgroup v1 memory folder if we may create child cgroups in it, else None."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            folder = CGROUP_V1_MEMORY / path.lstrip("/")
+            if (folder / "memory.limit_in_bytes").is_file() and os.access(folder, os.W_OK):
+                return folder
+    return None
+
+
+def _cgroup_of(pid: int) -> Path | None:
+    """The per-instance memory cgroup `pid` runs in, if it runs in one of ours."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "memory" in controllers.split(",") and Path(path).name.startswith(CGROUP_PREFIX):
+                return CGROUP_V1_MEMORY / path.lstrip("/")
+    return None
+
+
+def _drop_cgroup(folder: Path) -> None:
+    """Remove an (emptied) cgroup folder, retrying briefly while the kernel lets go of it."""
+    for _ in range(50):
+        try:
+            folder.rmdir()
+            return
+        except OSError as err:
+            if err.errno != errno.EBUSY:
+                if err.errno != errno.ENOENT:
+                    log.debug("cannot remove cgroup %s: %s", folder, err)
+                return
+            time.sleep(0.01)
+
+
+def _data_dir_names(spec: InstanceSpec) -> frozenset[str]:
+    data_dir = spec.layout.data_dir
+    return frozenset({str(data_dir.absolute()), str(data_dir.resolve())})
+
+
+def _names_data_dir(cmdline: list[str], names: frozenset[str]) -> bool:
+    """Whether an argv names the data folder (`DIR` or `--flag=DIR`)."""
+    return any(arg in names or arg.partition("=")[2] in names for arg in cmdline)
+
+
+def _accepting(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _tail_lines(path: Path, count: int) -> list[str]:
+    """The last `count` lines of a file, reading backwards from its end in blocks."""
+    if count <= 0:
+        return []
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as file:
+        end = file.seek(0, os.SEEK_END)
+        data = b""
+        while end > 0 and data.count(b"\n") <= count:
+            start = max(0, end - 65536)
+            file.seek(start)
+            data = file.read(end - start) + data
+            end = start
+    return data.decode("utf-8", errors="replace").splitlines()[-count:]
+
+
+def _limits(max_open_files: int, address_space_bytes: int) -> Callable[[], None]:
+    """A preexec function setting the child's rlimits (soft = hard; never above our hard)."""
+    hard_files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard_files != resource.RLIM_INFINITY:
+        max_open_files = min(max_open_files, hard_files)
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+        resource.setrlimit(resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
+
+    return apply
+
+
+@dataclass(frozen=True)
+class _Proc:
+    """A live process of an instance; `popen` is set when this driver started it."""
+
+    ps: psutil.Process
+    popen: subprocess.Popen[bytes] | None
+
+    @property
+    def pid(self) -> int:
+        return self.ps.pid
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        try:
+            return self.ps.is_running() and self.ps.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def exit_code(self) -> int | None:
+        return self.popen.returncode if self.popen is not None else None
+
+    def listens_on(self, port: int) -> bool:
+        try:
+            conns = self.ps.net_connections(kind="tcp")
+        except psutil.Error:
+            return False
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
+
+
+class ProcessDriver(Driver):
+    """Instances as local child processes. See the module docstring for the guarantees."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.cgroup_parent = memory_cgroup_parent()
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._child_of: dict[str, int] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._client: httpx.AsyncClient | None = None
+
+    async def aclose(self) -> None:
+        """Close the HTTP client. Running instances are left running."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- the Driver contract ------------------------------------------------------------------
+
+    async def start(self, spec: InstanceSpec) -> int:
+        """Start the instance (or adopt the one already serving it) and wait until healthy.
+
+        Adopts a process this driver started, or any process whose command line names the data
+        folder and which listens on `spec.port`; refuses to start while another process
+        accepts connections on the port. On failure kills what it started or adopted.
+        """
+        async with self._lock(spec):
+            self._reap()
+            deadline = time.monotonic() + self.settings.start_timeout_s
+            proc = await asyncio.to_thread(self._existing, spec)
+            if proc is None:
+                try:
+                    argv = spec.engine.serve_command(spec.version, spec.layout, spec.port)
+                except EngineError as err:
+                    raise StartError(f"instance {spec.id}: {err}") from err
+                spawned = time.monotonic()
+                proc = await asyncio.to_thread(self._spawn, spec, argv)
+                await self._healthy_or_kill(spec, proc, deadline)
+                log.info(
+                    "instance %s: pid %d healthy %.1f ms after spawn",
+                    spec.id,
+                    proc.pid,
+                    (time.monotonic() - spawned) * 1000,
+                )
+            else:
+                await self._healthy_or_kill(spec, proc, deadline)
+            return proc.pid
+
+    async def stop(self, spec: InstanceSpec, pid: int | None) -> None:
+        """SIGTERM the process group, SIGKILL after `stop_timeout_s`; idempotent.
+
+        When `pid` is None, dead or not the instance's, stops whatever process names the
+        instance's data folder instead (there is usually none).
+        """
+        async with self._lock(spec):
+            self._reap()
+            proc = self._own(spec, pid)
+            targets = [proc] if proc is not None else await asyncio.to_thread(self._scan, spec)
+            for target in targets:
+                await self._end(spec, target, graceful=True)
+            cgroup = self._cgroup(spec)
+            if cgroup is not None and not targets:
+                await asyncio.to_thread(_drop_cgroup, cgroup)
+
+    async def status(self, spec: InstanceSpec, pid: int | None) -> Observed:
+        """RUNNING (with one quick health probe) if `pid`, or the process this driver started
+        for the instance, is alive and the instance's; else STOPPED."""
+        self._reap()
+        proc = self._own(spec, pid) or self._own(spec, self._child_of.get(spec.id))
+        if proc is None:
+            return Observed(RunState.STOPPED)
+        healthy = await self._probe(spec, _STATUS_HEALTH_TIMEOUT_S)
+        return Observed(RunState.RUNNING, proc.pid, healthy)
+
+    async def stats(self, spec: InstanceSpec, pid: int | None) -> Stats | None:
+        """Memory (PSS, else RSS) and CPU seconds (user + system) of the instance's process."""
+        proc = self._own(spec, pid)
+        return None if proc is None else await asyncio.to_thread(self._measure, proc)
+
+    async def run_task(self, spec: InstanceSpec, argv: list[str]) -> tuple[int, str]:
+        """Run `argv` like the instance (uid, env, folder, limits); 60 s timeout.
+
+        Returns the exit code and stdout+stderr; 127 when it cannot be executed at all.
+        """
+        return await asyncio.to_thread(self._run_task, spec, argv)
+
+    async def remove(self, spec: InstanceSpec, *, keep_at: Path | None) -> None:
+        """Stop anything left, then move the folder to `keep_at` (parents created; a suffix
+        `.N` is added if `keep_at` exists) or delete it. Idempotent."""
+        await self.stop(spec, None)
+        await asyncio.to_thread(self._move_or_delete, spec, keep_at)
+
+    def read_logs(self, spec: InstanceSpec, tail: int) -> list[str]:
+        """The last `tail` lines of the log, continuing into the rotated `.1` file if short."""
+        current = spec.layout.log_file
+        lines = _tail_lines(current, tail)
+        if len(lines) < tail:
+            rotated = current.with_name(current.name + _ROTATED_SUFFIX)
+            lines = _tail_lines(rotated, tail - len(lines)) + lines
+        return lines
+
+    def cap_log(self, spec: InstanceSpec) -> None:
+        """If the log exceeds `spec.log_max_bytes`, copy it to `output.log.1` and truncate it
+        in place (the child appends with O_APPEND, so it keeps writing at the new end).
+        Blocking (copies up to the cap); lines written during the copy may be lost."""
+        current = spec.layout.log_file
+        try:
+            fd = os.open(current, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return
+        with os.fdopen(fd, "r+b") as file:
+            info = os.fstat(fd)
+            if info.st_size <= spec.log_max_bytes:
+                return
+            out_fd, tmp = tempfile.mkstemp(prefix=".output.", dir=current.parent)
+            try:
+                with os.fdopen(out_fd, "wb") as out:
+                    shutil.copyfileobj(file, out, 1 << 20)
+                    if os.geteuid() == 0:
+                        os.fchown(out.fileno(), info.st_uid, info.st_gid)
+                os.replace(tmp, current.with_name(current.name + _ROTATED_SUFFIX))
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+            os.ftruncate(fd, 0)
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def _lock(self, spec: InstanceSpec) -> asyncio.Lock:
+        return self._locks.setdefault(spec.id, asyncio.Lock())
+
+    def _reap(self) -> None:
+        """Collect exited children so they do not stay zombies."""
+        for pid, popen in list(self._children.items()):
+            if popen.poll() is not None:
+                del self._children[pid]
+        for instance_id, pid in list(self._child_of.items()):
+            if pid not in self._children:
+                del self._child_of[instance_id]
+
+    def _own(self, spec: InstanceSpec, pid: int | None) -> _Proc | None:
+        """The live process `pid` if it is the instance's (its argv names the data folder)."""
+        if pid is None or pid <= 0 or pid == os.getpid():
+            return None
+        popen = self._children.get(pid)
+        if popen is not None and popen.poll() is not None:
+            return None
+        try:
+            ps = psutil.Process(pid)
+            if ps.status() == psutil.STATUS_ZOMBIE:
+                return None
+            if not _names_data_dir(ps.cmdline(), _data_dir_names(spec)):
+                return None
+        except psutil.Error:
+            return None
+        return _Proc(ps, popen)
+
+    def _scan(self, spec: InstanceSpec) -> list[_Proc]:
+        """Every live process whose argv names the instance's data folder (reads /proc)."""
+        names = _data_dir_names(spec)
+        needles = [name.encode() for name in names]
+        found: list[_Proc] = []
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as file:
+                    raw = file.read()
+            except OSError:
+                continue
+            if any(needle in raw for needle in needles):
+                proc = self._own(spec, int(entry.name))
+                if proc is not None:
+                    found.append(proc)
+        return found
+
+    def _existing(self, spec: InstanceSpec) -> _Proc | None:
+        """A process already serving the instance, None if the port is free; raises
+        `StartError` if another process has the port."""
+        proc = self._own(spec, self._child_of.get(spec.id))
+        if proc is not None:
+            return proc
+        if not _accepting(spec.port):
+            return None
+        for candidate in self._scan(spec):
+            if candidate.listens_on(spec.port):
+                return candidate
+        raise StartError(
+            f"instance {spec.id}: port {spec.port} is already in use by another process"
+        )
+
+    def _run_as(self, spec: InstanceSpec) -> int | None:
+        return spec.uid if spec.uid is not None and os.geteuid() == 0 else None
+
+    def _child_env(self, spec: InstanceSpec) -> dict[str, str]:
+        env = {
+            "PATH": CHILD_PATH,
+            "HOME": str(spec.layout.root.absolute()),
+            "LANG": "C.UTF-8",
+            "GOMEMLIMIT": f"{spec.memory_limit_mb}MiB",
+        }
+        env.update(spec.env)
+        return env
+
+    def _popen(self, spec: InstanceSpec, argv: list[str], stdout: int) -> subprocess.Popen[bytes]:
+        """Spawn `argv` as the instance: own session, its uid, its env, cwd, limits."""
+        uid = self._run_as(spec)
+        address_space = address_space_limit_mb(spec.memory_limit_mb) * 1024 * 1024
+        return subprocess.Popen(
+            argv,
+            cwd=spec.layout.root.absolute(),
+            env=self._child_env(spec),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_limits(spec.max_open_files, address_space),
+            user=uid,
+            group=uid,
+            extra_groups=None if uid is None else [],
+        )
+
+    def _spawn(self, spec: InstanceSpec, argv: list[str]) -> _Proc:
+        """Prepare the folder and start the serving process (blocking; run in a thread)."""
+        try:
+            uid = self._prepare(spec)
+            log_fd = os.open(
+                spec.layout.log_file,
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+            )
+        except OSError as err:
+            raise StartError(f"instance {spec.id}: cannot prepare its folder: {err}") from err
+        try:
+            if uid is not None:
+                os.fchown(log_fd, uid, uid)
+            popen = self._popen(spec, argv, log_fd)
+        except (OSError, subprocess.SubprocessError) as err:
+            raise StartError(f"instance {spec.id}: cannot run {argv[0]}: {err}") from err
+        finally:
+            os.close(log_fd)
+        self._children[popen.pid] = popen
+        self._child_of[spec.id] = popen.pid
+        self._join_cgroup(spec, popen.pid)
+        return _Proc(psutil.Process(popen.pid), popen)
+
+    def _prepare(self, spec: InstanceSpec) -> int | None:
+        """Create the folder layout (root 0700, parent 0711), owned by the instance's uid when
+        we are root; return that uid (None: run as ourselves)."""
+        uid = self._run_as(spec)
+        root = spec.layout.root.absolute()
+        root.parent.mkdir(parents=True, exist_ok=True)
+        root.parent.chmod(0o711)
+        if uid is not None:
+            for folder in root.parent.parents:
+                info = folder.stat()
+                if not info.st_mode & 0o001 and info.st_uid != uid:
+                    raise StartError(
+                        f"instance {spec.id}: {folder} is not traversable by uid {uid} "
+                        "(it needs o+x, e.g. mode 0711)"
+                    )
+        root.mkdir(mode=0o700, exist_ok=True)
+        root.chmod(0o700)
+        first_time = uid is not None and root.stat().st_uid != uid
+        for folder in spec.layout.folders():
+            folder.mkdir(mode=0o700, exist_ok=True)
+        if uid is None:
+            return None
+        if first_time:  # hand over the whole tree (lchown: never follow a tenant's symlink)
+            for parent, dirs, files in os.walk(root):
+                for name in (*dirs, *files):
+                    os.chown(os.path.join(parent, name), uid, uid, follow_symlinks=False)
+        else:
+            for folder in spec.layout.folders():
+                os.chown(folder, uid, uid, follow_symlinks=False)
+        os.chown(root, uid, uid, follow_symlinks=False)
+        return uid
+
+    def _cgroup(self, spec: InstanceSpec) -> Path | None:
+        """The instance's memory cgroup folder (under ours), None without cgroups."""
+        if self.cgroup_parent is None or not spec.id.isalnum():
+            return None
+        return self.cgroup_parent / (CGROUP_PREFIX + spec.id)
+
+    def _join_cgroup(self, spec: InstanceSpec, pid: int) -> None:
+        """Move `pid` into the instance's memory cgroup, if cgroups work here."""
+        folder = self._cgroup(spec)
+        if folder is None:
+            return
+        try:
+            folder.mkdir(exist_ok=True)
+            limit = spec.memory_limit_mb * 1024 * 1024
+            (folder / "memory.limit_in_bytes").write_text(str(limit))
+            (folder / "cgroup.procs").write_text(str(pid))
+        except OSError as err:
+            log.debug("instance %s: no memory cgroup (%s)", spec.id, err)
+
+    async def _healthy_or_kill(self, spec: InstanceSpec, proc: _Proc, deadline: float) -> None:
+        """Poll the health URL with a 2 ms -> 50 ms back-off until 200; on exit, timeout or
+        cancellation kill the process group and raise `StartError` with the log tail."""
+        delay = _POLL_FIRST_S
+        try:
+            while True:
+                if not proc.alive():
+                    code = proc.exit_code()
+                    how = "exited" if code is None else f"exited with code {code}"
+                    raise StartError(self._failure(spec, f"{how} before it was healthy"))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timeout = self.settings.start_timeout_s
+                    raise StartError(self._failure(spec, f"was not healthy after {timeout:g}s"))
+                if await self._probe(spec, min(remaining, 2.0)):
+                    return
+                await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, _POLL_MAX_S)
+        except BaseException:
+            await self._end(spec, proc, graceful=False)
+            raise
+
+    def _failure(self, spec: InstanceSpec, what: str) -> str:
+        lines = self.read_logs(spec, _ERROR_LOG_LINES)
+        tail = "\n".join(lines) if lines else "(empty)"
+        engine = f"{spec.engine.name} {spec.version}"
+        return f"instance {spec.id}: {engine} {what}; last log lines:\n{tail}"
+
+    async def _probe(self, spec: InstanceSpec, timeout: float) -> bool:
+        """One GET of the engine's health path; True on 200."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
+            )
+        url = f"http://127.0.0.1:{spec.port}{spec.engine.health_path}"
+        try:
+            response = await self._client.get(url, timeout=timeout)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    def _group_of(self, proc: _Proc) -> int | None:
+        """The process group `proc` leads (None if it leads none, or it is our own)."""
+        if proc.popen is not None:
+            return proc.pid  # started by us in a new session
+        try:
+            pgid = os.getpgid(proc.pid)
+        except ProcessLookupError:
+            return None
+        return pgid if pgid == proc.pid != os.getpgrp() else None
+
+    def _send(self, proc: _Proc, group: int | None, signum: int) -> None:
+        """Signal the group (reaching what the leader left behind, too) or the live process."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if group is not None:
+                os.killpg(group, signum)
+            elif proc.alive():
+                os.kill(proc.pid, signum)
+
+    async def _wait_gone(self, proc: _Proc, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        delay = _POLL_FIRST_S
+        while proc.alive():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX_S)
+        return True
+
+    async def _end(self, spec: InstanceSpec, proc: _Proc, *, graceful: bool) -> None:
+        """End `proc` and its process group: SIGTERM and up to the stop timeout if `graceful`,
+        then SIGKILL; finally drop its memory cgroup."""
+        cgroups = {c for c in (_cgroup_of(proc.pid), self._cgroup(spec)) if c is not None}
+        group = self._group_of(proc)
+        if graceful:
+            self._send(proc, group, signal.SIGTERM)
+            timeout = self.settings.stop_timeout_s
+            if not await self._wait_gone(proc, timeout):
+                log.warning("pid %d ignored SIGTERM for %gs; killing it", proc.pid, timeout)
+        self._send(proc, group, signal.SIGKILL)
+        await self._wait_gone(proc, 5.0)
+        self._reap()
+        for cgroup in cgroups:
+            await asyncio.to_thread(_drop_cgroup, cgroup)
+
+    # -- blocking helpers (run in threads) ----------------------------------------------------
+
+    def _measure(self, proc: _Proc) -> Stats | None:
+        try:
+            times = proc.ps.cpu_times()
+            memory = proc.ps.memory_info().rss
+        except psutil.Error:
+            return None
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{proc.pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    memory = int(line.split()[1]) * 1024
+                    break
+        return Stats(memory_bytes=memory, cpu_seconds=times.user + times.system)
+
+    def _run_task(self, spec: InstanceSpec, argv: list[str]) -> tuple[int, str]:
+        try:
+            self._prepare(spec)
+            popen = self._popen(spec, argv, subprocess.PIPE)
+        except StartError as err:
+            return 127, err.reason
+        except (OSError, subprocess.SubprocessError) as err:
+            return 127, f"cannot run {argv[0]}: {err}"
+        try:
+            output, _ = popen.communicate(timeout=_TASK_TIMEOUT_S)
+            note = b""
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            output, _ = popen.communicate()
+            note = f"\n[killed after {_TASK_TIMEOUT_S:g}s]".encode()
+        return popen.returncode, (output + note).decode("utf-8", errors="replace")
+
+    def _move_or_delete(self, spec: InstanceSpec, keep_at: Path | None) -> None:
+        cgroup = self._cgroup(spec)
+        if cgroup is not None:
+            _drop_cgroup(cgroup)
+        root = spec.layout.root
+        if not root.exists():
+            return
+        if keep_at is None:
+            shutil.rmtree(root)
+            return
+        target, n = keep_at, 0
+        while target.exists():
+            n += 1
+            target = keep_at.with_name(f"{keep_at.name}.{n}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(root, target)

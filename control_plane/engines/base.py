@@ -1,0 +1,87 @@
+"""The `Engine` seam: how to run one kind of PocketBase-compatible server.
+
+An engine knows three things and nothing else in the system knows them: the command line that
+serves an instance (and the one that upserts a superuser), the health URL, and the data layout
+inside the instance folder. Drivers run whatever command an engine builds; the proxy only sees
+a port.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class EngineError(Exception):
+    """An engine or version is unknown, not installed, or could not be installed."""
+
+
+@dataclass(frozen=True)
+class InstanceLayout:
+    """The folder of one instance: `ROOT/{pb_data,pb_migrations,pb_hooks,pb_public}` + logs."""
+
+    root: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "pb_data"
+
+    @property
+    def migrations_dir(self) -> Path:
+        return self.root / "pb_migrations"
+
+    @property
+    def hooks_dir(self) -> Path:
+        return self.root / "pb_hooks"
+
+    @property
+    def public_dir(self) -> Path:
+        return self.root / "pb_public"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "output.log"
+
+    def folders(self) -> tuple[Path, ...]:
+        return (self.data_dir, self.migrations_dir, self.hooks_dir, self.public_dir)
+
+
+class Engine(ABC):
+    """Contract:
+
+    - `serve_command` returns an argv that serves the instance on `127.0.0.1:port` until SIGTERM,
+      using only the folders of `layout` (every path passed explicitly), and exits cleanly on
+      SIGTERM (databases checkpointed).
+    - `health_path` answers 200 once the server accepts requests.
+    - `superuser_command` returns an argv that creates or updates a superuser and exits 0.
+    - `installed_versions` lists the versions `serve_command` can run now; `install` makes one
+      more available (idempotent) or raises `EngineError`.
+    """
+
+    name: str
+    health_path: str = "/api/health"
+
+    @abstractmethod
+    def default_version(self) -> str: ...
+
+    @abstractmethod
+    def installed_versions(self) -> list[str]: ...
+
+    @abstractmethod
+    def install(self, version: str) -> None: ...
+
+    @abstractmethod
+    def serve_command(self, version: str, layout: InstanceLayout, port: int) -> list[str]: ...
+
+    @abstractmethod
+    def superuser_command(
+        self, version: str, layout: InstanceLayout, email: str, password: str
+    ) -> list[str]: ...
+
+    def is_installed(self, version: str) -> bool:
+        return version in self.installed_versions()
+
+    def require(self, version: str) -> None:
+        if not self.is_installed(version):
+            raise EngineError(f"{self.name} {version} is not installed")

@@ -1,0 +1,439 @@
+"""The reconcile loop: makes processes and routes match the desired state in the control DB.
+
+Woken at once by a nudge (any change of desired state) and every few seconds anyway. Each
+instance is reconciled by at most one task at a time; a task reads the instance, acts through
+the driver without holding a database transaction, then records the outcome through
+`lifecycle.transition`. Crashed instances restart with exponential back-off and become
+`failed` (with the reason and their last log lines) after repeated crashes. After a restart of
+the control plane the first pass re-adopts running instances by their stored pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlmodel import col, select
+
+from control_plane.db.engine import SessionFactory
+from control_plane.db.models import Account, Instance, utcnow
+from control_plane.drivers.base import Driver, InstanceSpec, RunState, StartError
+from control_plane.engines.registry import EngineRegistry
+from control_plane.lifecycle import IllegalTransition, InstanceState, transition
+from control_plane.settings import Settings
+from control_plane.specs import spec_for
+from proxy.activity import ActivityTracker
+from proxy.routes import Route, RouteSink, RouteState, Upstream
+
+log = structlog.get_logger("reconcile")
+
+ACTOR = "reconciler"
+STABLE_AFTER_S = 60  # a run this long forgives earlier crashes
+SAMPLE_EVERY_S = 10.0
+TRASH_SWEEP_EVERY_S = 3600.0
+TRASH_STAMP = "%Y%m%dT%H%M%SZ"  # trash entries are named STAMP-ID-NAME
+
+
+def backoff_s(crashes: int) -> float:
+    return float(min(60, 2 ** max(0, crashes - 1)))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one reconcile task read of an instance before acting."""
+
+    instance: Instance
+    owner_suspended: bool
+
+    @property
+    def wants(self) -> str:
+        desired = self.instance.desired
+        if desired == "running" and self.owner_suspended:
+            return "stopped"
+        return desired
+
+
+def settled(instance: Instance, owner_suspended: bool) -> bool:
+    status = InstanceState(instance.status)
+    wants = "stopped" if owner_suspended and instance.desired == "running" else instance.desired
+    if wants == "deleted":
+        return status == InstanceState.DELETED
+    if wants == "stopped":
+        return status in (InstanceState.STOPPED, InstanceState.FAILED)
+    if status == InstanceState.FAILED:
+        return True
+    return status == InstanceState.RUNNING and instance.running_generation == instance.generation
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: Settings,
+        db: SessionFactory,
+        engines: EngineRegistry,
+        driver: Driver,
+        routes: RouteSink,
+        activity: ActivityTracker,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.engines = engines
+        self.driver = driver
+        self.routes = routes
+        self.activity = activity
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._pushed: dict[str, Route] = {}
+        self._last_sample = 0.0
+        self._last_trash_sweep = 0.0
+        self._stopping = False
+
+    # ----- the loop
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Reconcile until cancelled. The first pass publishes every route at once."""
+        await self.routes.replace_all(await self._all_routes())
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self.pass_once()
+            except Exception:  # the loop must outlive any one bad pass
+                log.exception("reconcile pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.reconcile_interval_s)
+
+    async def close(self) -> None:
+        self._stopping = True
+        self.nudge()
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def pass_once(self) -> None:
+        async with self.db() as session:
+            ids = (
+                await session.exec(
+                    select(Instance.id).where(col(Instance.status) != InstanceState.DELETED.value)
+                )
+            ).all()
+        for instance_id in ids:
+            if instance_id not in self._inflight:
+                task = asyncio.create_task(self._reconcile_task(instance_id))
+                self._inflight[instance_id] = task
+        now = time.monotonic()
+        if now - self._last_sample >= SAMPLE_EVERY_S:
+            self._last_sample = now
+            await self._sample()
+        if now - self._last_trash_sweep >= TRASH_SWEEP_EVERY_S:
+            self._last_trash_sweep = now
+            await asyncio.to_thread(self._sweep_trash)
+
+    async def wait_settled(self, instance_id: str, timeout: float) -> None:
+        """Return once the instance's state matches its desired state, or after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            changed = self._changed
+            async with self.db() as session:
+                instance = await session.get(Instance, instance_id)
+                if instance is None:
+                    return
+                owner = await session.get(Account, instance.owner_id)
+                suspended = owner is not None and owner.suspended_at is not None
+                if settled(instance, suspended) and instance_id not in self._inflight:
+                    return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.nudge()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
+
+    # ----- one instance
+
+    async def _reconcile_task(self, instance_id: str) -> None:
+        try:
+            await self.reconcile_instance(instance_id)
+        except Exception:
+            log.exception("reconciling an instance failed", instance=instance_id)
+        finally:
+            self._inflight.pop(instance_id, None)
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+
+    async def _read(self, instance_id: str) -> Snapshot | None:
+        async with self.db() as session:
+            instance = await session.get(Instance, instance_id)
+            if instance is None or instance.status == InstanceState.DELETED:
+                return None
+            owner = await session.get(Account, instance.owner_id)
+            return Snapshot(instance, owner is not None and owner.suspended_at is not None)
+
+    async def reconcile_instance(self, instance_id: str) -> None:
+        snap = await self._read(instance_id)
+        if snap is None:
+            return
+        instance = snap.instance
+        spec = spec_for(self.settings, self.engines, instance)
+        if snap.wants == "deleted" or instance.status == InstanceState.DELETING:
+            await self._delete(instance, spec)
+        elif snap.wants == "running":
+            await self._keep_running(instance, spec)
+        else:
+            reason = "account suspended" if snap.owner_suspended else "stopped"
+            await self._keep_stopped(instance, spec, reason)
+
+    async def _keep_running(self, instance: Instance, spec: InstanceSpec) -> None:
+        status = InstanceState(instance.status)
+        observed = await self.driver.status(spec, instance.pid)
+        if observed.state == RunState.RUNNING:
+            if instance.running_generation in (None, instance.generation):
+                await self._record_running(instance, observed.pid, adopted=True)
+                return
+            await self.driver.stop(spec, observed.pid)
+            await self._record(
+                instance,
+                InstanceState.PROVISIONING,
+                "restarting with its new configuration",
+                actor=instance.desired_by or ACTOR,
+                pid=None,
+            )
+            status = InstanceState.PROVISIONING
+        elif status == InstanceState.RUNNING:
+            tail = " | ".join(self.driver.read_logs(spec, 5))
+            await self._crashed(instance, f"exited unexpectedly; last output: {tail}")
+            return
+        if status == InstanceState.FAILED:
+            await self._push_route(instance)
+            return
+        if instance.next_start_at is not None and instance.next_start_at > utcnow():
+            wait = (instance.next_start_at - utcnow()).total_seconds()
+            asyncio.get_running_loop().call_later(wait, self.nudge)
+            return
+        await self._start(instance, spec)
+
+    async def _start(self, instance: Instance, spec: InstanceSpec) -> None:
+        if instance.status in (InstanceState.STOPPED, InstanceState.HIBERNATED):
+            await self._record(
+                instance, InstanceState.PROVISIONING, "starting", actor=instance.desired_by
+            )
+        if instance.pending_superuser:
+            creds = instance.pending_superuser
+            argv = spec.engine.superuser_command(
+                spec.version, spec.layout, creds["email"], creds["password"]
+            )
+            code, output = await self.driver.run_task(spec, argv)
+            if code != 0:
+                await self._crashed(instance, f"creating the superuser failed: {output[-500:]}")
+                return
+            await self._update(instance.id, pending_superuser=None)
+        try:
+            pid = await self.driver.start(spec)
+        except StartError as exc:
+            await self._crashed(instance, exc.reason)
+            return
+        await self._record_running(instance, pid, adopted=False)
+
+    async def _record_running(self, instance: Instance, pid: int | None, *, adopted: bool) -> None:
+        now = utcnow()
+        fields: dict[str, object] = {"pid": pid, "next_start_at": None}
+        if not adopted or instance.running_generation is None:
+            fields["running_generation"] = instance.generation
+        if not adopted or instance.started_at is None:
+            fields["started_at"] = now
+        started = instance.started_at or now
+        if instance.crash_count and (now - started) > timedelta(seconds=STABLE_AFTER_S):
+            fields["crash_count"] = 0
+        if instance.status == InstanceState.RUNNING:
+            if any(getattr(instance, k) != v for k, v in fields.items()):
+                await self._update(instance.id, **fields)
+        else:
+            await self._record(
+                instance,
+                InstanceState.RUNNING,
+                "adopted a running process" if adopted else "started",
+                actor=ACTOR,
+                **fields,
+            )
+        await self._push_route(instance, up=True)
+
+    async def _crashed(self, instance: Instance, reason: str) -> None:
+        crashes = instance.crash_count + 1
+        if crashes > self.settings.max_crash_restarts:
+            await self._record(
+                instance,
+                InstanceState.FAILED,
+                f"failed {crashes} times in a row; last: {reason}",
+                crash_count=crashes,
+                pid=None,
+            )
+        else:
+            delay = backoff_s(crashes)
+            await self._record(
+                instance,
+                InstanceState.PROVISIONING,
+                f"restarting in {delay:.0f} s after: {reason}",
+                crash_count=crashes,
+                pid=None,
+                next_start_at=utcnow() + timedelta(seconds=delay),
+            )
+            asyncio.get_running_loop().call_later(delay, self.nudge)
+        await self._push_route(instance)
+
+    async def _keep_stopped(self, instance: Instance, spec: InstanceSpec, reason: str) -> None:
+        observed = await self.driver.status(spec, instance.pid)
+        if observed.state == RunState.RUNNING or instance.pid is not None:
+            await self.driver.stop(spec, observed.pid or instance.pid)
+        if instance.status not in (InstanceState.STOPPED, InstanceState.FAILED):
+            await self._record(
+                instance, InstanceState.STOPPED, reason, actor=instance.desired_by, pid=None
+            )
+        elif instance.pid is not None:
+            await self._update(instance.id, pid=None)
+        await self._push_route(instance)
+
+    async def _delete(self, instance: Instance, spec: InstanceSpec) -> None:
+        if instance.status != InstanceState.DELETING:
+            await self._record(instance, InstanceState.DELETING, "delete requested")
+        await self.driver.stop(spec, instance.pid)
+        host = self.settings.instance_host(spec.name)
+        await self.routes.remove(host)
+        self._pushed.pop(host, None)
+        self.activity.forget(host)
+        keep_at = None
+        if not instance.purge:
+            stamp = utcnow().strftime(TRASH_STAMP)
+            keep_at = self.settings.trash_dir / f"{stamp}-{instance.id}-{spec.name}"
+        await self.driver.remove(spec, keep_at=keep_at)
+        await self._record(
+            instance,
+            InstanceState.DELETED,
+            "purged" if instance.purge else f"folder kept in the trash at {keep_at}",
+            actor=instance.desired_by or ACTOR,
+            pid=None,
+            port=None,
+            name=None,
+            deleted_at=utcnow(),
+        )
+
+    # ----- recording outcomes
+
+    async def _update(self, instance_id: str, **fields: object) -> None:
+        async with self.db() as session:
+            row = await session.get(Instance, instance_id)
+            if row is None:
+                return
+            for key, value in fields.items():
+                setattr(row, key, value)
+            session.add(row)
+            await session.commit()
+
+    async def _record(
+        self,
+        instance: Instance,
+        target: InstanceState,
+        reason: str,
+        *,
+        actor: str = ACTOR,
+        **fields: object,
+    ) -> None:
+        """Apply `fields` and move to `target` — unless a service moved the instance meanwhile
+        (then only the fields are kept, and the next pass reconciles the new wish)."""
+        async with self.db() as session:
+            row = await session.get(Instance, instance.id)
+            if row is None:
+                return
+            for key, value in fields.items():
+                setattr(row, key, value)
+            if row.status == instance.status:
+                try:
+                    transition(session, row, target, actor=actor or ACTOR, reason=reason)
+                except IllegalTransition:
+                    log.warning("illegal move skipped", instance=row.id, target=target)
+            else:
+                self.nudge()
+            session.add(row)
+            await session.commit()
+        for key, value in fields.items():
+            setattr(instance, key, value)
+        instance.status = row.status
+        log.info("instance moved", instance=instance.id, to=target.value, reason=reason)
+
+    # ----- routes, samples, trash
+
+    def _route_for(self, instance: Instance, up: bool | None = None) -> Route | None:
+        if not instance.name:
+            return None
+        host = self.settings.instance_host(instance.name)
+        running = instance.status == InstanceState.RUNNING if up is None else up
+        if running and instance.port is not None:
+            return Route(host, instance.id, RouteState.UP, Upstream("127.0.0.1", instance.port))
+        state = (
+            RouteState.ASLEEP if instance.status == InstanceState.HIBERNATED else RouteState.STOPPED
+        )
+        reason = f"Instance {instance.name} is {instance.status}."
+        return Route(host, instance.id, state, None, reason)
+
+    async def _push_route(self, instance: Instance, up: bool | None = None) -> None:
+        route = self._route_for(instance, up)
+        if route is None or self._pushed.get(route.host) == route:
+            return
+        await self.routes.set(route)
+        self._pushed[route.host] = route
+
+    async def _all_routes(self) -> list[Route]:
+        async with self.db() as session:
+            rows = (
+                await session.exec(
+                    select(Instance).where(col(Instance.status) != InstanceState.DELETED.value)
+                )
+            ).all()
+        routes = [r for r in (self._route_for(i) for i in rows) if r is not None]
+        self._pushed = {r.host: r for r in routes}
+        return routes
+
+    async def _sample(self) -> None:
+        """Record memory and last-request times; cap instance logs."""
+        activity = self.activity.snapshot()
+        async with self.db() as session:
+            rows = (
+                await session.exec(
+                    select(Instance).where(col(Instance.status) != InstanceState.DELETED.value)
+                )
+            ).all()
+            for row in rows:
+                if not row.name or row.port is None:
+                    continue
+                spec = spec_for(self.settings, self.engines, row)
+                seen = activity.get(self.settings.instance_host(row.name))
+                if seen and seen.last_request_at:
+                    last = datetime.fromtimestamp(seen.last_request_at, tz=row.created_at.tzinfo)
+                    if row.last_request_at is None or last > row.last_request_at:
+                        row.last_request_at = last
+                stats = await self.driver.stats(spec, row.pid) if row.pid else None
+                row.memory_bytes = stats.memory_bytes if stats else None
+                await asyncio.to_thread(self.driver.cap_log, spec)
+                session.add(row)
+            await session.commit()
+
+    def _sweep_trash(self) -> None:
+        trash = self.settings.trash_dir
+        if not trash.is_dir():
+            return
+        cutoff = utcnow() - timedelta(days=self.settings.trash_retention_days)
+        for entry in trash.iterdir():
+            try:
+                moved = datetime.strptime(entry.name.split("-", 1)[0], TRASH_STAMP)
+            except ValueError:
+                continue
+            if moved.replace(tzinfo=UTC) < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)

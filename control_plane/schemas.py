@@ -1,0 +1,127 @@
+"""Shapes of the API's requests and responses (`XCreate` in, `XPublic` out)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, EmailStr, Field, field_validator
+
+from control_plane.names import name_problem
+
+PASSWORD_MIN = 10
+
+
+class AccountCreate(BaseModel):
+    email: EmailStr
+    password: str = Field(min_length=PASSWORD_MIN, max_length=256)
+    invite: str | None = Field(None, description="invite code, when sign-up is by invitation")
+
+
+class AccountPublic(BaseModel):
+    id: str
+    email: str
+    is_operator: bool = False
+    suspended: bool = False
+    created: datetime | None = None
+
+
+class SessionCreate(BaseModel):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=256)
+
+
+class SessionPublic(BaseModel):
+    token: str
+    expires: datetime | None
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class TokenPublic(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    created: datetime
+    last_used: datetime | None
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="shown once; store it now")
+
+
+class InviteCreated(BaseModel):
+    code: str
+
+
+class InstanceCreate(BaseModel):
+    name: str
+    engine: str | None = None
+    version: str | None = None
+    superuser_password: str | None = Field(None, min_length=PASSWORD_MIN, max_length=256)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        problem = name_problem(name)
+        if problem:
+            raise ValueError(f"instance name {problem}")
+        return name
+
+
+class InstanceUpdate(BaseModel):
+    version: str | None = None
+    idle_timeout_s: int | None = Field(None, ge=0, le=30 * 24 * 3600)
+
+
+class InstancePublic(BaseModel):
+    id: str
+    name: str
+    url: str
+    status: str
+    status_reason: str
+    desired: str
+    engine: str
+    version: str
+    created: datetime
+    started: datetime | None
+    last_request: datetime | None
+    memory_bytes: int | None
+    idle_timeout_s: int | None
+
+
+class FleetInstancePublic(InstancePublic):
+    owner_id: str
+    owner_email: str
+    pid: int | None
+    port: int | None
+
+
+class EnvUpdate(BaseModel):
+    vars: dict[str, str] = Field(default_factory=dict)
+
+
+class EnvVarPublic(BaseModel):
+    name: str
+    preview: str = Field(description="the value masked: never returned in full")
+    length: int
+
+
+class EnvPublic(BaseModel):
+    vars: list[EnvVarPublic]
+
+
+class LogsPublic(BaseModel):
+    lines: list[str]
+
+
+class EngineInstall(BaseModel):
+    engine: str
+    version: str
+
+
+class EnginePublic(BaseModel):
+    name: str
+    default_version: str
+    versions: list[str]

@@ -1,0 +1,124 @@
+"""Credentials: logging in (sessions), named API tokens, and resolving a bearer token."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlmodel import col, select
+
+from control_plane.db.engine import SessionFactory
+from control_plane.db.models import Account, ApiToken, utcnow
+from control_plane.security import (
+    FailureThrottle,
+    new_token,
+    token_digest,
+    verify_password,
+)
+from control_plane.services.accounts import normalize_email
+from control_plane.services.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
+from control_plane.settings import Settings
+
+SESSION = "session"
+API = "api"
+IP_LIMIT_FACTOR = 4  # one address may fail this many times more than one email
+
+
+class AuthService:
+    def __init__(self, settings: Settings, db: SessionFactory) -> None:
+        self.settings = settings
+        self.db = db
+        self._by_email = FailureThrottle(settings.login_max_failures, settings.login_window_s)
+        self._by_ip = FailureThrottle(
+            settings.login_max_failures * IP_LIMIT_FACTOR, settings.login_window_s
+        )
+
+    async def log_in(self, email: str, password: str, client_ip: str) -> tuple[str, ApiToken]:
+        """A new session token for valid credentials; 401 otherwise, 429 after repeated failures."""
+        email = normalize_email(email)
+        wait = max(self._by_email.retry_after(email), self._by_ip.retry_after(client_ip))
+        if wait:
+            raise TooManyRequests(
+                f"too many failed logins; try again in {wait} s", retry_after=wait
+            )
+        async with self.db() as session:
+            account = (await session.exec(select(Account).where(Account.email == email))).first()
+            if not verify_password(account.password_hash if account else None, password):
+                self._by_email.fail(email)
+                self._by_ip.fail(client_ip)
+                raise Unauthorized("wrong email or password")
+            assert account is not None
+            if account.suspended_at is not None:
+                raise Forbidden("this account is suspended; contact an operator")
+            self._by_email.reset(email)
+            token = new_token()
+            row = ApiToken(
+                account_id=account.id,
+                kind=SESSION,
+                name="session",
+                token_hash=token_digest(token),
+                prefix=token[:10],
+                expires_at=utcnow() + timedelta(seconds=self.settings.session_ttl_s),
+            )
+            session.add(row)
+            await session.commit()
+            return token, row
+
+    async def authenticate(self, token: str) -> tuple[Account, ApiToken]:
+        """The account behind a bearer token; 401 when unknown/expired, 403 when suspended."""
+        async with self.db() as session:
+            row = (
+                await session.exec(
+                    select(ApiToken).where(ApiToken.token_hash == token_digest(token))
+                )
+            ).first()
+            now = utcnow()
+            if (
+                row is None
+                or row.revoked_at is not None
+                or (row.expires_at is not None and row.expires_at <= now)
+            ):
+                raise Unauthorized("the token is invalid or expired; log in again")
+            account = await session.get(Account, row.account_id)
+            if account is None:
+                raise Unauthorized("the token is invalid or expired; log in again")
+            if account.suspended_at is not None:
+                raise Forbidden("this account is suspended; contact an operator")
+            if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
+                row.last_used_at = now
+                session.add(row)
+                await session.commit()
+            return account, row
+
+    async def revoke(self, account: Account, token_id: str, kind: str | None = None) -> None:
+        async with self.db() as session:
+            row = await session.get(ApiToken, token_id)
+            if row is None or row.account_id != account.id or (kind and row.kind != kind):
+                raise NotFound("no such token")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+                session.add(row)
+                await session.commit()
+
+    async def create_api_token(self, account: Account, name: str) -> tuple[str, ApiToken]:
+        token = new_token()
+        row = ApiToken(
+            account_id=account.id,
+            kind=API,
+            name=name,
+            token_hash=token_digest(token),
+            prefix=token[:10],
+        )
+        async with self.db() as session:
+            session.add(row)
+            await session.commit()
+        return token, row
+
+    async def list_api_tokens(self, account: Account) -> list[ApiToken]:
+        async with self.db() as session:
+            rows = await session.exec(
+                select(ApiToken)
+                .where(ApiToken.account_id == account.id, ApiToken.kind == API)
+                .where(col(ApiToken.revoked_at).is_(None))
+                .order_by(col(ApiToken.created_at))
+            )
+            return list(rows.all())

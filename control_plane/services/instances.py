@@ -1,0 +1,282 @@
+"""Instances: create, read, change and delete — by writing desired state.
+
+Nothing here starts or stops a process: the service records what the owner wants, nudges the
+reconciler, and (for start/stop/delete) waits until reality has caught up.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Awaitable, Sequence
+from typing import Protocol
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from control_plane.db.engine import SessionFactory
+from control_plane.db.models import Account, Instance
+from control_plane.drivers.base import Driver
+from control_plane.engines.base import EngineError
+from control_plane.engines.registry import EngineRegistry
+from control_plane.lifecycle import InstanceState, transition
+from control_plane.schemas import EnvVarPublic, InstanceCreate, InstanceUpdate
+from control_plane.services.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound
+from control_plane.settings import Settings
+from control_plane.specs import spec_for
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+ENV_RESERVED_PREFIXES = ("PF_",)
+ENV_MAX_VARS = 100
+ENV_MAX_VALUE = 8192
+LIVE = col(Instance.status) != InstanceState.DELETED.value
+
+
+class Reconcile(Protocol):
+    """What services need of the reconciler: a nudge, and a way to wait for it."""
+
+    def nudge(self) -> None: ...
+
+    def wait_settled(self, instance_id: str, timeout: float) -> Awaitable[None]: ...
+
+
+def actor_of(account: Account) -> str:
+    return f"{'operator' if account.is_operator else 'account'}:{account.id}"
+
+
+def mask(value: str) -> str:
+    return value[:2] + "…" if len(value) >= 8 else "…"
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class InstanceService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: SessionFactory,
+        engines: EngineRegistry,
+        driver: Driver,
+        reconciler: Reconcile,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.engines = engines
+        self.driver = driver
+        self.reconciler = reconciler
+
+    # ----- reading
+
+    async def _owned(self, session: AsyncSession, account: Account, name: str) -> Instance:
+        """The caller's live instance `name`; another account's instance is 404, never 403."""
+        instance = (await session.exec(select(Instance).where(Instance.name == name, LIVE))).first()
+        if instance is None or (instance.owner_id != account.id and not account.is_operator):
+            raise NotFound(f"you have no instance named {name!r}")
+        return instance
+
+    async def get(self, account: Account, name: str) -> Instance:
+        async with self.db() as session:
+            return await self._owned(session, account, name)
+
+    async def list_owned(self, account: Account) -> Sequence[Instance]:
+        async with self.db() as session:
+            rows = await session.exec(
+                select(Instance)
+                .where(Instance.owner_id == account.id, LIVE)
+                .order_by(col(Instance.created_at))
+            )
+            return rows.all()
+
+    async def fleet(self) -> Sequence[tuple[Instance, Account]]:
+        async with self.db() as session:
+            rows = await session.exec(
+                select(Instance, Account)
+                .join(Account, col(Account.id) == col(Instance.owner_id))
+                .where(LIVE)
+                .order_by(col(Instance.created_at))
+            )
+            return rows.all()
+
+    # ----- creating
+
+    def _check_version(self, engine_name: str, version: str | None) -> str:
+        try:
+            engine = self.engines.get(engine_name)
+        except EngineError as exc:
+            raise Invalid(str(exc), field="engine") from exc
+        version = version or engine.default_version()
+        if not engine.is_installed(version):
+            installed = ", ".join(engine.installed_versions()) or "none"
+            raise BadRequest(
+                f"{engine_name} {version} is not installed (installed: {installed}); "
+                "an operator can add it with `pocketfleet engines install`",
+                field="version",
+            )
+        return version
+
+    async def _allocate(self, session: AsyncSession) -> tuple[int, int]:
+        """A port no instance holds and nothing listens on, and a never-used uid."""
+        taken = set(
+            (await session.exec(select(Instance.port).where(col(Instance.port).is_not(None)))).all()
+        )
+        low, high = self.settings.instance_port_range
+        port = next((p for p in range(low, high + 1) if p not in taken and _port_is_free(p)), None)
+        if port is None:
+            raise Conflict("this server has no free port left for another instance")
+        last_uid = (await session.exec(select(func.max(Instance.uid)))).one()
+        uid = max(last_uid or 0, self.settings.instance_uid_base) + 1
+        return port, uid
+
+    async def create(self, account: Account, data: InstanceCreate) -> Instance:
+        engine_name = data.engine or self.settings.default_engine
+        version = self._check_version(engine_name, data.version)
+        async with self.db() as session:
+            quota = account.quota if account.quota is not None else self.settings.default_quota
+            owned = (
+                await session.exec(
+                    select(func.count())
+                    .select_from(Instance)
+                    .where(Instance.owner_id == account.id, LIVE)
+                )
+            ).one()
+            if owned >= quota:
+                raise Forbidden(
+                    f"your account may have {quota} instances; delete one to create another"
+                )
+            exists = await session.exec(select(Instance.id).where(Instance.name == data.name))
+            if exists.first() is not None:
+                raise Conflict(f"the name {data.name!r} is taken; pick another", field="name")
+            port, uid = await self._allocate(session)
+            instance = Instance(
+                name=data.name,
+                former_name=data.name,
+                owner_id=account.id,
+                desired_by=actor_of(account),
+                engine=engine_name,
+                version=version,
+                port=port,
+                uid=uid,
+                pending_superuser=(
+                    {"email": account.email, "password": data.superuser_password}
+                    if data.superuser_password
+                    else None
+                ),
+            )
+            session.add(instance)
+            await session.flush()
+            transition(
+                session,
+                instance,
+                InstanceState.PROVISIONING,
+                actor=actor_of(account),
+                reason="created",
+            )
+            try:
+                await session.commit()
+            except IntegrityError as exc:
+                raise Conflict(
+                    f"the name {data.name!r} is taken; pick another", field="name"
+                ) from exc
+        self.reconciler.nudge()
+        return instance
+
+    # ----- changing
+
+    async def update(self, account: Account, name: str, data: InstanceUpdate) -> Instance:
+        async with self.db() as session:
+            instance = await self._owned(session, account, name)
+            fields = data.model_fields_set
+            if "version" in fields and data.version and data.version != instance.version:
+                instance.version = self._check_version(instance.engine, data.version)
+                instance.generation += 1
+            if "idle_timeout_s" in fields:
+                instance.idle_timeout_s = data.idle_timeout_s
+            session.add(instance)
+            await session.commit()
+        self.reconciler.nudge()
+        await self.reconciler.wait_settled(instance.id, self.settings.start_timeout_s)
+        return await self.get(account, name)
+
+    async def _set_desired(self, account: Account, name: str, desired: str) -> Instance:
+        async with self.db() as session:
+            instance = await self._owned(session, account, name)
+            instance.desired = desired
+            instance.desired_by = actor_of(account)
+            if desired == "running" and instance.status == InstanceState.FAILED:
+                instance.crash_count = 0
+                instance.next_start_at = None
+                transition(
+                    session,
+                    instance,
+                    InstanceState.PROVISIONING,
+                    actor=actor_of(account),
+                    reason="start requested",
+                )
+            session.add(instance)
+            await session.commit()
+        self.reconciler.nudge()
+        await self.reconciler.wait_settled(instance.id, self.settings.start_timeout_s)
+        return await self.get(account, name)
+
+    async def start(self, account: Account, name: str) -> Instance:
+        return await self._set_desired(account, name, "running")
+
+    async def stop(self, account: Account, name: str) -> Instance:
+        return await self._set_desired(account, name, "stopped")
+
+    async def set_env(self, account: Account, name: str, env: dict[str, str]) -> Instance:
+        if len(env) > ENV_MAX_VARS:
+            raise Invalid(f"at most {ENV_MAX_VARS} variables", field="vars")
+        for key, value in env.items():
+            if not ENV_NAME.match(key) or key.startswith(ENV_RESERVED_PREFIXES):
+                raise Invalid(
+                    f"{key!r} is not a valid variable name (letters, digits, '_'; "
+                    "not starting with a digit or PF_)",
+                    field="vars",
+                )
+            if len(value) > ENV_MAX_VALUE or "\x00" in value:
+                raise Invalid(f"the value of {key} is too long or has a NUL", field="vars")
+        async with self.db() as session:
+            instance = await self._owned(session, account, name)
+            if instance.env != env:
+                instance.env = dict(env)
+                instance.generation += 1
+                session.add(instance)
+                await session.commit()
+        self.reconciler.nudge()
+        return instance
+
+    def env_public(self, instance: Instance) -> list[EnvVarPublic]:
+        return [
+            EnvVarPublic(name=key, preview=mask(value), length=len(value))
+            for key, value in sorted(instance.env.items())
+        ]
+
+    async def logs(self, account: Account, name: str, tail: int) -> list[str]:
+        instance = await self.get(account, name)
+        return self.driver.read_logs(spec_for(self.settings, self.engines, instance), tail)
+
+    async def delete(self, account: Account, name: str, *, purge: bool) -> None:
+        async with self.db() as session:
+            instance = await self._owned(session, account, name)
+            instance.desired = "deleted"
+            instance.desired_by = actor_of(account)
+            instance.purge = purge
+            transition(
+                session,
+                instance,
+                InstanceState.DELETING,
+                actor=actor_of(account),
+                reason="purge requested" if purge else "delete requested",
+            )
+            await session.commit()
+        self.reconciler.nudge()
+        await self.reconciler.wait_settled(instance.id, self.settings.stop_timeout_s + 10)

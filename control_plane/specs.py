@@ -1,0 +1,32 @@
+"""From a row of the control DB to what a driver runs: `InstanceSpec`."""
+
+from __future__ import annotations
+
+import os
+
+from control_plane.db.models import Instance
+from control_plane.drivers.base import InstanceSpec
+from control_plane.engines.base import InstanceLayout
+from control_plane.engines.registry import EngineRegistry
+from control_plane.settings import Settings
+
+
+def instance_layout(settings: Settings, instance_id: str) -> InstanceLayout:
+    return InstanceLayout((settings.instances_dir / instance_id).resolve())
+
+
+def spec_for(settings: Settings, engines: EngineRegistry, instance: Instance) -> InstanceSpec:
+    assert instance.port is not None, "every live instance has a port"
+    return InstanceSpec(
+        id=instance.id,
+        name=instance.name or instance.former_name,
+        engine=engines.get(instance.engine),
+        version=instance.version,
+        layout=instance_layout(settings, instance.id),
+        port=instance.port,
+        uid=instance.uid if os.geteuid() == 0 else None,
+        env=dict(instance.env),
+        memory_limit_mb=settings.instance_memory_limit_mb,
+        max_open_files=settings.instance_max_open_files,
+        log_max_bytes=settings.instance_log_max_bytes,
+    )

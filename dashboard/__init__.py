@@ -1,0 +1,1 @@
+"""The web dashboard for users and operators (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""The `pocketfleet` engine: a PocketBase-compatible server in Python (see DESIGN.md)."""

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs outside the Python venv: Debian packages by name and the
+# npm modules of tests/js. Idempotent, and quick when everything is present (it runs on every
+# `make test`): apt-get and npm are only called when something is missing or stale.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+JS_DIR="$ROOT/tests/js"
+
+log() { printf 'install-system: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+if [[ $(id -u) -eq 0 ]]; then
+  SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+  SUDO=(sudo)
+else
+  SUDO=()  # apt-get will say no if it is needed; everything else needs no root
+fi
+
+missing=()
+# need_cmd COMMAND PACKAGE...: install PACKAGE... when COMMAND is not on PATH.
+need_cmd() { command -v "$1" >/dev/null 2>&1 || missing+=("${@:2}"); }
+# need_file GLOB PACKAGE...: install PACKAGE... when nothing matches GLOB.
+need_file() { compgen -G "$1" >/dev/null || missing+=("${@:2}"); }
+
+# --- Debian packages -------------------------------------------------------------------------
+# PostgreSQL server binaries (initdb, pg_ctl) for tests/support/postgres.py.
+need_file '/usr/lib/postgresql/*/bin/initdb' postgresql
+# Node.js + npm for the official JS SDK (tests/js); an existing node is kept, whatever its origin.
+need_cmd node nodejs npm
+need_cmd curl curl
+# Later issues add their system needs here, one line each, e.g.:
+#   need_cmd chromium chromium      # browser tests (Playwright drives Debian's chromium)
+#   need_cmd caddy caddy            # the Caddy proxy
+#   need_cmd docker docker.io       # the docker driver
+
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# --- npm modules of tests/js -----------------------------------------------------------------
+command -v npm >/dev/null 2>&1 || die "node is installed but npm is not"
+modules="$JS_DIR/node_modules"
+if [[ ! -d $modules || $JS_DIR/package.json -nt $modules ||
+      ( -f $JS_DIR/package-lock.json && $JS_DIR/package-lock.json -nt $modules ) ]]; then
+  log "installing npm modules in tests/js"
+  if [[ -f $JS_DIR/package-lock.json ]]; then
+    (cd "$JS_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    (cd "$JS_DIR" && npm install --no-audit --no-fund --loglevel=error)
+  fi
+  touch "$modules"
+fi

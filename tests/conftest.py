@@ -1,0 +1,42 @@
+"""Fixtures shared by the whole suite: a real PostgreSQL server and `pocketfleet serve` runs
+against each control-database backend (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.postgres import PostgresServer
+from tests.support.server import ServeProcess, running_server
+
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    backend: str = request.param
+    return backend
+
+
+@pytest.fixture(scope="module")
+def database_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """None means the default: SQLite in the data folder."""
+    if backend == "sqlite":
+        return None
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    return postgres.create_database(f"control_{next(_databases)}")
+
+
+@pytest.fixture(scope="module")
+def serve(database_url: str | None) -> Iterator[ServeProcess]:
+    """A running control plane for a test module; every instance it started is stopped after."""
+    with running_server(database_url=database_url) as server:
+        yield server

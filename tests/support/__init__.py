@@ -1,0 +1,1 @@
+"""Helpers for the test suite: real throwaway servers and the JS SDK driver."""
