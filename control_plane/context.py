@@ -83,4 +83,5 @@ class ControlPlane:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        await self.driver.aclose()
         await self.engine.dispose()

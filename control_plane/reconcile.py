@@ -34,7 +34,6 @@ log = structlog.get_logger("reconcile")
 
 ACTOR = "reconciler"
 STABLE_AFTER_S = 60  # a run this long forgives earlier crashes
-SAMPLE_EVERY_S = 10.0
 TRASH_SWEEP_EVERY_S = 3600.0
 TRASH_STAMP = "%Y%m%dT%H%M%SZ"  # trash entries are named STAMP-ID-NAME
 
@@ -131,7 +130,7 @@ class Reconciler:
                 task = asyncio.create_task(self._reconcile_task(instance_id))
                 self._inflight[instance_id] = task
         now = time.monotonic()
-        if now - self._last_sample >= SAMPLE_EVERY_S:
+        if now - self._last_sample >= self.settings.sample_interval_s:
             self._last_sample = now
             await self._sample()
         if now - self._last_trash_sweep >= TRASH_SWEEP_EVERY_S:

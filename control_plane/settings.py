@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     trash_retention_days: int = 7
 
     reconcile_interval_s: float = 3.0
+    sample_interval_s: float = Field(10.0, description="how often memory and activity are saved")
 
     @cached_property
     def host(self) -> str:

@@ -30,6 +30,8 @@ need_file '/usr/lib/postgresql/*/bin/initdb' postgresql
 # Node.js + npm for the official JS SDK (tests/js); an existing node is kept, whatever its origin.
 need_cmd node nodejs npm
 need_cmd curl curl
+# wrk: the load generator of bench/ (`make bench`; the benchmarks fall back to Python without it).
+need_cmd wrk wrk
 # Later issues add their system needs here, one line each, e.g.:
 #   need_cmd chromium chromium      # browser tests (Playwright drives Debian's chromium)
 #   need_cmd caddy caddy            # the Caddy proxy

@@ -18,7 +18,14 @@ from proxy.hostrouting import HostDispatcher
 from proxy.routes import RouteTable
 
 
-def create_api(settings: Settings, routes: RouteTable, activity: ActivityTracker) -> FastAPI:
+def create_api(
+    settings: Settings,
+    routes: RouteTable,
+    activity: ActivityTracker,
+    proxy: EmbeddedProxy | None = None,
+) -> FastAPI:
+    """The API; its lifespan opens the control plane (and closes the proxy beside it)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cp = await ControlPlane.open(settings, routes=routes, activity=activity)
@@ -28,6 +35,8 @@ def create_api(settings: Settings, routes: RouteTable, activity: ActivityTracker
             yield
         finally:
             await cp.close()
+            if proxy is not None:
+                await proxy.aclose()
 
     app = FastAPI(
         title="pocketfleet",
@@ -44,6 +53,6 @@ def create_api(settings: Settings, routes: RouteTable, activity: ActivityTracker
 def create_app(settings: Settings) -> HostDispatcher:
     routes = RouteTable()
     activity = ActivityTracker()
-    api = create_api(settings, routes, activity)
     proxy = EmbeddedProxy(routes, activity)
+    api = create_api(settings, routes, activity, proxy)
     return HostDispatcher(api, proxy, settings.domain)

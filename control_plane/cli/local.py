@@ -64,7 +64,8 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=log_level,
-        proxy_headers=False,
+        proxy_headers=False,  # the embedded proxy sets X-Forwarded-* itself
+        access_log=False,  # per-request cost on the proxy path; activity is tracked anyway
         timeout_graceful_shutdown=5,
         lifespan="on",
     )

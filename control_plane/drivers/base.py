@@ -97,3 +97,6 @@ class Driver(ABC):
 
     def cap_log(self, spec: InstanceSpec) -> None:  # noqa: B027  (optional hook)
         """Keep the instance's output under its size cap; called periodically (blocking)."""
+
+    async def aclose(self) -> None:  # noqa: B027  (optional hook)
+        """Release what the driver holds (clients, ...). Instances keep running."""

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,7 +72,7 @@ async def make_spec(
     """Build specs of fresh instances (own id, folder, port); stops all of them afterwards."""
     made: list[InstanceSpec] = []
 
-    def make(**overrides: object) -> InstanceSpec:
+    def make(**overrides: Any) -> InstanceSpec:
         number = next(_ids)
         instance_id = f"t{number:06d}{os.getpid() % 100000:05d}"
         port = free_port(driver_settings, _ports_handed_out)

@@ -67,7 +67,7 @@ ServeFn = Callable[..., int]
 
 @pytest.fixture
 def serve_asgi() -> Iterator[ServeFn]:
-    """`serve(app, **uvicorn_config) -> port`; every server started is stopped after the test."""
+    """`serve_asgi(app, **uvicorn_config) -> port`; each server is stopped after the test."""
     with ExitStack() as stack:
         yield lambda app, **config: stack.enter_context(running(app, **config))
 
