@@ -56,7 +56,9 @@ class ApiClient:
 
     def __init__(self, url: str | None = None, token: str | None = None) -> None:
         self.url = url or server_url()
-        self.token = token or os.environ.get("PF_TOKEN") or _load_saved().get(self.url)
+        if token is None:  # "" means: send no token (sign-up, login)
+            token = os.environ.get("PF_TOKEN") or _load_saved().get(self.url)
+        self.token = token
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=120, trust_env=False)
 
@@ -68,8 +70,10 @@ class ApiClient:
                 f"cannot reach the control plane at {self.url} ({exc}); is `pocketfleet serve` "
                 "running? Set PF_URL to point elsewhere."
             )
-        if response.status_code == 401:
-            fail("not logged in, or the session expired: run `pocketfleet login`")
+        if response.status_code == 401 and path != "/api/sessions":
+            if "Authorization" not in response.request.headers:
+                fail("not logged in: run `pocketfleet login` (or set PF_TOKEN)")
+            fail("the session expired or the token was revoked: run `pocketfleet login`")
         if response.is_error:
             fail(describe_error(response))
         if response.status_code == 204 or not response.content:
