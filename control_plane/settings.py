@@ -43,6 +43,9 @@ class Settings(BaseSettings):
 
     driver: Literal["process"] = "process"
     instance_port_range: tuple[int, int] = (20000, 29999)
+    instance_users: bool = Field(
+        True, description="when running as root, run each instance as its own uid"
+    )
     instance_uid_base: int = Field(
         200000, description="when running as root, instance N runs as uid base+N"
     )

@@ -24,7 +24,7 @@ def spec_for(settings: Settings, engines: EngineRegistry, instance: Instance) ->
         version=instance.version,
         layout=instance_layout(settings, instance.id),
         port=instance.port,
-        uid=instance.uid if os.geteuid() == 0 else None,
+        uid=instance.uid if os.geteuid() == 0 and settings.instance_users else None,
         env=dict(instance.env),
         memory_limit_mb=settings.instance_memory_limit_mb,
         max_open_files=settings.instance_max_open_files,

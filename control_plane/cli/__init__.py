@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from control_plane.cli import account, fleet, instances, local
+from instance_runtime import cli as runtime_cli
 
 app = typer.Typer(
     name="pocketfleet",
@@ -24,6 +25,7 @@ app.add_typer(fleet.accounts_app, name="accounts")
 app.add_typer(fleet.engines_app, name="engines")
 app.add_typer(account.app, name="tokens")
 app.add_typer(local.operator_app, name="operator")
+app.add_typer(runtime_cli.app, name="runtime")
 
 
 def main() -> None:

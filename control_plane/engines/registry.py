@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from control_plane.engines.base import Engine, EngineError
 from control_plane.engines.pocketbase import PocketBaseEngine
+from control_plane.engines.pocketfleet import PocketfleetEngine
 from control_plane.settings import Settings
 
 
@@ -43,4 +44,4 @@ def default_registry(settings: Settings) -> EngineRegistry:
     """
     pocketbase = PocketBaseEngine(settings.engines_dir, settings.default_pocketbase_version)
     pocketbase.ensure_bundled()
-    return EngineRegistry([pocketbase])
+    return EngineRegistry([pocketbase, PocketfleetEngine()])

@@ -1,0 +1,70 @@
+"""`python -m instance_runtime serve|superuser upsert ...` without loading the CLI framework.
+
+    python -m instance_runtime serve --dir DIR --http HOST:PORT
+    python -m instance_runtime superuser upsert EMAIL PASSWORD --dir DIR
+
+Kept on argparse so that a running instance imports as little as possible (memory, startup).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def parse_http(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (or `:PORT`) -> (host, port); raises ValueError when malformed."""
+    host, _, port = value.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"invalid --http address {value!r} (expected HOST:PORT)")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def serve(data_dir: str, http: str) -> None:
+    from instance_runtime.server import serve as run
+
+    host, port = parse_http(http)
+    run(Path(data_dir), host, port)
+
+
+def superuser_upsert(email: str, password: str, data_dir: str) -> str:
+    """Create or update a superuser in `data_dir`; returns its id; raises `ApiError`."""
+    from instance_runtime.core.app import App
+    from instance_runtime.core.auth import upsert_superuser
+
+    app = App(Path(data_dir), readers=1)
+    try:
+        return app.write_sync(lambda conn, schema: upsert_superuser(conn, schema, email, password))
+    finally:
+        app.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m instance_runtime")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve")
+    p_serve.add_argument("--dir", required=True)
+    p_serve.add_argument("--http", default="127.0.0.1:8090")
+    p_su = sub.add_parser("superuser")
+    p_su.add_argument("action", choices=["upsert"])
+    p_su.add_argument("email")
+    p_su.add_argument("password")
+    p_su.add_argument("--dir", required=True)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        serve(args.dir, args.http)
+        return 0
+    from instance_runtime.core.errors import ApiError
+
+    try:
+        rid = superuser_upsert(args.email, args.password, args.dir)
+    except ApiError as exc:
+        print(f"Error: {exc.message} {exc.data}", file=sys.stderr)
+        return 1
+    print(f'Successfully saved superuser "{args.email}" ({rid})!')
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""HTTP API handlers, one module per endpoint group (as PocketBase's apis/)."""

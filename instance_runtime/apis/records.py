@@ -1,0 +1,151 @@
+"""`/api/collections/{collection}/records`: list, view, create, update, delete.
+
+Contract: thin handlers over `core.records` / `core.record_write`, PocketBase's statuses and
+shapes: unknown collection 404 "Missing collection context.", rules as in core, `expand` and
+`fields` applied to every returned record, create/update answer the record (200), delete 204.
+The body limit is PocketBase's: 32 MiB plus each json/editor/file field's maximum size.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from instance_runtime.apis.base import (
+    DEFAULT_MAX_BODY,
+    get_app,
+    json_response,
+    read_body,
+    request_info,
+)
+from instance_runtime.core import record_write, records
+from instance_runtime.core.app import App
+from instance_runtime.core.errors import ApiError
+from instance_runtime.core.expand import expand_records, pick_fields
+from instance_runtime.core.models import Collection
+from instance_runtime.core.request_info import RequestInfo
+from instance_runtime.core.schema import Schema
+
+
+def collection_of(
+    app: App, request: Request, message: str = "Missing collection context."
+) -> Collection:
+    coll = app.schema.find(request.path_params["collection"])
+    if coll is None:
+        raise ApiError(404, message)
+    return coll
+
+
+_NO_BODY_COLLECTION = "Missing or invalid collection context."
+
+
+def body_limit(coll: Collection) -> int:
+    """PocketBase's per-collection body limit."""
+    limit = DEFAULT_MAX_BODY
+    if coll.is_view:
+        return limit
+    for f in coll.fields:
+        if f.type == "json":
+            limit += int(f.opt("maxSize") or 0) or (1 << 20)
+        elif f.type == "editor":
+            limit += int(f.opt("maxSize") or 0) or (5 << 20)
+        elif f.type == "file":
+            limit += (int(f.opt("maxSize") or 0) or (5 << 20)) * max(f.max_select, 1)
+    return limit
+
+
+def enrich(
+    conn: sqlite3.Connection,
+    schema: Schema,
+    coll: Collection,
+    items: list[records.Record],
+    info: RequestInfo,
+) -> list[dict[str, Any]]:
+    """Serialized records with `expand` and `fields` from the request query applied."""
+    expand = info.query.get("expand", "")
+    expanded = expand_records(conn, schema, coll, items, expand, info)
+    fields = info.query.get("fields", "")
+    out = []
+    for item in items:
+        data = records.serialize(coll, item, info, expanded.get(str(item["id"])))
+        if str(item["id"]) in expanded and "expand" not in data:
+            data["expand"] = {}
+        out.append(pick_fields(data, fields) if fields else data)
+    return out
+
+
+async def list_records(request: Request) -> Response:
+    app = get_app(request)
+    coll = collection_of(app, request)
+    info = await request_info(request, app)
+    params = records.ListParams.parse(info.query)
+
+    def run(conn: sqlite3.Connection, schema: Schema) -> dict[str, Any]:
+        result = records.list_records(conn, schema, coll, params, info)
+        result["items"] = enrich(conn, schema, coll, result["items"], info)
+        return result
+
+    return json_response(await app.read(run))
+
+
+async def view_record(request: Request) -> Response:
+    app = get_app(request)
+    coll = collection_of(app, request)
+    info = await request_info(request, app)
+    rid = request.path_params["id"]
+
+    def run(conn: sqlite3.Connection, schema: Schema) -> dict[str, Any]:
+        record = records.view_record(conn, schema, coll, rid, info)
+        return enrich(conn, schema, coll, [record], info)[0]
+
+    return json_response(await app.read(run))
+
+
+async def create_record(request: Request) -> Response:
+    app = get_app(request)
+    coll = collection_of(app, request, _NO_BODY_COLLECTION)
+    body = await read_body(request, body_limit(coll))
+    info = await request_info(request, app, body)
+
+    def run(conn: sqlite3.Connection, schema: Schema) -> dict[str, Any]:
+        record = record_write.create(conn, schema, coll, body, info)
+        return enrich(conn, schema, coll, [record], info)[0]
+
+    return json_response(await app.write(run))
+
+
+async def update_record(request: Request) -> Response:
+    app = get_app(request)
+    coll = collection_of(app, request, _NO_BODY_COLLECTION)
+    body = await read_body(request, body_limit(coll))
+    info = await request_info(request, app, body)
+    rid = request.path_params["id"]
+
+    def run(conn: sqlite3.Connection, schema: Schema) -> dict[str, Any]:
+        record = record_write.update(conn, schema, coll, rid, body, info)
+        return enrich(conn, schema, coll, [record], info)[0]
+
+    return json_response(await app.write(run))
+
+
+async def delete_record(request: Request) -> Response:
+    app = get_app(request)
+    coll = collection_of(app, request)
+    body = await read_body(request, body_limit(coll))
+    info = await request_info(request, app, body)
+    rid = request.path_params["id"]
+    await app.write(lambda conn, schema: record_write.delete(conn, schema, coll, rid, info))
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/api/collections/{collection}/records", list_records, methods=["GET"]),
+    Route("/api/collections/{collection}/records", create_record, methods=["POST"]),
+    Route("/api/collections/{collection}/records/{id}", view_record, methods=["GET"]),
+    Route("/api/collections/{collection}/records/{id}", update_record, methods=["PATCH"]),
+    Route("/api/collections/{collection}/records/{id}", delete_record, methods=["DELETE"]),
+]

@@ -1,0 +1,1 @@
+"""Core of the runtime: the collection model, storage, records, rules, events."""

@@ -1,0 +1,134 @@
+"""Auth records: tokens (HS256, per-record key), password login, superuser upsert.
+
+Contract:
+
+- `new_auth_token(coll, record)` signs `{collectionId, id, refreshable, type: "auth"}` with
+  `record.tokenKey + coll.authToken.secret` for `authToken.duration` seconds, so changing a
+  record's `tokenKey` (any password change) revokes its tokens.
+- `verify_token(conn, schema, token)` -> (collection, record) of a valid auth token, else None.
+- `authenticate_password(conn, schema, coll, identity, password, identity_field)` -> the
+  record or None (constant-time-ish: a missing record still costs one bcrypt check).
+- `upsert_superuser(conn, schema, email, password)` creates or updates a `_superusers` record.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from instance_runtime.core import fields as fv
+from instance_runtime.core.errors import bad_request
+from instance_runtime.core.models import Collection, now_datetime
+from instance_runtime.core.records import Record, find, row_to_record, select_columns
+from instance_runtime.core.request_info import SUPERUSERS
+from instance_runtime.core.schema import Schema
+from instance_runtime.tools import security
+from instance_runtime.tools.dbutils import quote
+
+_DUMMY_HASH = security.hash_password("pocketfleet-dummy-password")
+
+
+def _token_option(coll: Collection, key: str) -> dict[str, Any]:
+    value = coll.options.get(key) or {}
+    return value if isinstance(value, dict) else {}
+
+
+def new_auth_token(coll: Collection, record: Record) -> str:
+    option = _token_option(coll, "authToken")
+    claims = {
+        "collectionId": coll.id,
+        "id": record["id"],
+        "refreshable": True,
+        "type": "auth",
+    }
+    key = str(record.get("tokenKey", "")) + str(option.get("secret", ""))
+    return security.new_jwt(claims, key, int(option.get("duration") or 604800))
+
+
+def verify_token(
+    conn: sqlite3.Connection, schema: Schema, token: str
+) -> tuple[Collection, Record] | None:
+    claims = security.parse_unverified(token)
+    if not claims or claims.get("type") != "auth":
+        return None
+    coll = schema.find(str(claims.get("collectionId", "")))
+    if coll is None or not coll.is_auth or coll.id != claims.get("collectionId"):
+        return None
+    record = find(conn, coll, str(claims.get("id", "")))
+    if record is None:
+        return None
+    key = str(record.get("tokenKey", "")) + str(_token_option(coll, "authToken").get("secret", ""))
+    if security.parse_jwt(token, key) is None:
+        return None
+    return coll, record
+
+
+def authenticate_password(
+    conn: sqlite3.Connection,
+    coll: Collection,
+    identity: str,
+    password: str,
+    identity_field: str = "",
+) -> Record | None:
+    password_auth = coll.options.get("passwordAuth") or {}
+    fields = list(password_auth.get("identityFields") or ["email"])
+    if identity_field:
+        if identity_field not in fields:
+            return None
+        fields = [identity_field]
+    record: Record | None = None
+    for name in fields:
+        if coll.field(name) is None:
+            continue
+        cur = conn.execute(
+            f"SELECT {select_columns(coll)} FROM {quote(coll.name)} "
+            f"WHERE {quote(name)} = ? LIMIT 1",
+            (identity,),
+        )
+        row = cur.fetchone()
+        if row is not None:
+            record = row_to_record(coll, [f.name for f in coll.fields], row)
+            break
+    if record is None:
+        security.check_password(password, _DUMMY_HASH)
+        return None
+    if not security.check_password(password, str(record.get("password", ""))):
+        return None
+    return record
+
+
+def upsert_superuser(conn: sqlite3.Connection, schema: Schema, email: str, password: str) -> str:
+    """Create or update the superuser `email`; returns its id. Raises `ApiError` (400)."""
+    coll = schema.find(SUPERUSERS)
+    assert coll is not None, "the _superusers collection is missing"
+    email_field = coll.field("email")
+    password_field = coll.field("password")
+    assert email_field is not None and password_field is not None
+    errors = {}
+    email_err = fv.validate(email_field, email)
+    if email_err is not None:
+        errors["email"] = email_err
+    password_err = fv.validate_password(password_field, password)
+    if password_err is not None:
+        errors["password"] = password_err
+    if errors:
+        raise bad_request("Failed to upsert superuser.", errors)
+    hashed = security.hash_password(password, int(password_field.opt("cost") or 0))
+    token_key = security.random_string(50)
+    now = now_datetime()
+    row = conn.execute(
+        f"SELECT id FROM {quote(coll.name)} WHERE email = ? COLLATE NOCASE", (email,)
+    ).fetchone()
+    if row is not None:
+        conn.execute(
+            f"UPDATE {quote(coll.name)} SET password = ?, tokenKey = ?, updated = ? WHERE id = ?",
+            (hashed, token_key, now, row[0]),
+        )
+        return str(row[0])
+    rid = security.new_record_id()
+    conn.execute(
+        f"INSERT INTO {quote(coll.name)} (id, email, password, tokenKey, emailVisibility, "
+        "verified, created, updated) VALUES (?, ?, ?, ?, 0, 1, ?, ?)",
+        (rid, email, hashed, token_key, now, now),
+    )
+    return rid

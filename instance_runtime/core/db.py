@@ -1,0 +1,236 @@
+"""The single-writer SQLite database: one writer thread fed by a queue + pooled readers.
+
+Contract:
+
+- `Database(path)` opens `path` in WAL mode with foreign keys on, a busy timeout and
+  `synchronous=NORMAL` (as PocketBase): a transaction acknowledged by `write()` survives a
+  `kill -9` of the process.
+- `await db.write(fn)` runs `fn(conn)` on the only writing connection, in its own thread, inside
+  a transaction: committed when `fn` returns, rolled back when it raises (the exception is
+  re-raised to the caller). Writes run one at a time in submission order; a burst of queued
+  writes is committed together (each in its own SAVEPOINT, so one failing write undoes only
+  itself) and every caller is answered only after the commit.
+- `await db.read(fn)` runs `fn(conn)` on a read-only connection of a small thread pool; readers
+  see the last committed state and never wait for the writer (WAL).
+- `write_sync` / `read_sync` do the same from a thread that is not running the event loop
+  (CLI, startup). `fn` must not keep the connection or rows past its return.
+- `on_connect` callbacks (e.g. registering SQL functions) run for every connection opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+ConnectHook = Callable[[sqlite3.Connection], None]
+
+_PRAGMAS = (
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA journal_size_limit = 200000000",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA temp_store = MEMORY",
+    "PRAGMA cache_size = -16000",
+)
+
+# How many queued writes at most share one commit.
+_MAX_GROUP = 64
+
+
+class DatabaseClosedError(RuntimeError):
+    """The database was closed; no more reads or writes are accepted."""
+
+
+def _connect(path: Path, *, readonly: bool, hooks: list[ConnectHook]) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        str(path), isolation_level=None, check_same_thread=False, cached_statements=256
+    )
+    for pragma in _PRAGMAS:
+        if readonly and "journal_mode" in pragma:
+            continue
+        conn.execute(pragma)
+    if readonly:
+        conn.execute("PRAGMA query_only = ON")
+    for hook in hooks:
+        hook(conn)
+    return conn
+
+
+class _WriteTask:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: Future[Any]) -> None:
+        self.fn = fn
+        self.future = future
+
+
+class Database:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readers: int = 3,
+        on_connect: list[ConnectHook] | None = None,
+    ) -> None:
+        self.path = path
+        self._hooks = list(on_connect or [])
+        self._closed = False
+        # The writer connection is opened first so that WAL mode is set before readers open.
+        self._writer_conn = _connect(path, readonly=False, hooks=self._hooks)
+        self._queue: queue.SimpleQueue[_WriteTask | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="db-writer", daemon=True)
+        self._writer.start()
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="db-reader")
+
+    # ------------------------------------------------------------------ writes
+    def _write_loop(self) -> None:
+        conn = self._writer_conn
+        while True:
+            task = self._queue.get()
+            if task is None:
+                break
+            group = [task]
+            stop = False
+            while len(group) < _MAX_GROUP:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                group.append(more)
+            self._run_group(conn, group)
+            if stop:
+                break
+        conn.close()
+
+    @staticmethod
+    def _run_group(conn: sqlite3.Connection, group: list[_WriteTask]) -> None:
+        results: list[tuple[_WriteTask, bool, Any]] = []
+        if len(group) == 1:
+            task = group[0]
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                value = task.fn(conn)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                task.future.set_exception(exc)
+            else:
+                task.future.set_result(value)
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            for task in group:
+                task.future.set_exception(exc)
+            return
+        for task in group:
+            try:
+                conn.execute("SAVEPOINT w")
+                value = task.fn(conn)
+                conn.execute("RELEASE w")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK TO w")
+                    conn.execute("RELEASE w")
+                results.append((task, False, exc))
+            else:
+                results.append((task, True, value))
+        try:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for task in group:
+                task.future.set_exception(exc)
+            return
+        for task, ok, value in results:
+            if ok:
+                task.future.set_result(value)
+            else:
+                task.future.set_exception(value)
+
+    def submit_write(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Queue `fn` for the writer; the returned future resolves after its commit."""
+        if self._closed:
+            raise DatabaseClosedError("database is closed")
+        future: Future[T] = Future()
+        self._queue.put(_WriteTask(fn, future))
+        return future
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` in a write transaction (see the module docstring)."""
+        return await asyncio.wrap_future(self.submit_write(fn))
+
+    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`write` for threads that do not run the event loop."""
+        return self.submit_write(fn).result()
+
+    # ------------------------------------------------------------------ reads
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, readonly=True, hooks=self._hooks)
+            self._local.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._reader()
+        try:
+            return fn(conn)
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` on a pooled read-only connection."""
+        if self._closed:
+            raise DatabaseClosedError("database is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, fn)
+
+    def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`read` for threads that do not run the event loop."""
+        if self._closed:
+            raise DatabaseClosedError("database is closed")
+        return self._readers.submit(self._run_read, fn).result()
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Finish queued writes, checkpoint the WAL and close every connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join()
+        self._readers.shutdown(wait=True)
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._reader_conns.clear()
+        with contextlib.suppress(sqlite3.Error):
+            conn = sqlite3.connect(str(self.path))
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()

@@ -1,0 +1,394 @@
+"""Writing records: create, update (with `field+`/`+field`/`field-` modifiers), delete.
+
+Contract: every function runs inside the caller's write transaction on the writer connection
+and raises `ApiError` to refuse; the caller's transaction is then rolled back, so a refused
+write (validation, a create failing its rule, a delete blocked by a required relation) leaves
+nothing behind.
+
+- `create(conn, schema, coll, data, info)` -> the new record. Superusers skip rules; others
+  need `createRule` not None (403) and the new record must pass it (400, nothing written).
+- `update(conn, schema, coll, record_id, data, info)` -> the updated record (404 when missing
+  or hidden by `updateRule`).
+- `delete(conn, schema, coll, record_id, info)` cascades as PocketBase: references with
+  `cascadeDelete` are deleted (when no other id remains), others lose the id, and a required
+  relation left empty refuses the delete (400).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from typing import Any
+
+from instance_runtime.core import fields as fv
+from instance_runtime.core.errors import (
+    ApiError,
+    FieldError,
+    ValidationErrors,
+    bad_request,
+    required,
+    superusers_only,
+)
+from instance_runtime.core.models import Collection, Field, now_datetime
+from instance_runtime.core.records import Record, check_rule, fetch_many, find
+from instance_runtime.core.request_info import SUPERUSERS, RequestInfo
+from instance_runtime.core.schema import Schema
+from instance_runtime.tools import security
+from instance_runtime.tools.dbutils import quote
+
+_ID_RE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def apply_modifiers(coll: Collection, record: Record, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with `name+`, `+name`, `name-` keys folded into plain values (PocketBase's
+    `ReplaceModifiers`)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if coll.field(key) is not None or not (key.endswith(("+", "-")) or key.startswith("+")):
+            out[key] = value
+    for key, value in data.items():
+        if key.startswith("+"):
+            name, op = key[1:], "prepend"
+        elif key.endswith("+"):
+            name, op = key[:-1], "append"
+        elif key.endswith("-"):
+            name, op = key[:-1], "remove"
+        else:
+            continue
+        f = coll.field(name)
+        if f is None:
+            continue
+        current = out.get(name, record.get(name, f.zero_value()))
+        if f.type == "number":
+            delta = fv.to_float(value)
+            base = fv.to_float(current)
+            out[name] = base - delta if op == "remove" else base + delta
+        elif f.type in ("select", "relation", "file"):
+            existing = fv.to_str_list(current)
+            given = fv.to_str_list(value)
+            if op == "remove":
+                out[name] = [v for v in existing if v not in given]
+            elif op == "prepend":
+                out[name] = given + [v for v in existing if v not in given]
+            else:
+                out[name] = existing + [v for v in given if v not in existing]
+        elif f.type in ("text", "editor"):
+            if op == "append":
+                out[name] = fv.to_str(current) + fv.to_str(value)
+            elif op == "prepend":
+                out[name] = fv.to_str(value) + fv.to_str(current)
+    return out
+
+
+def _strip_hidden(coll: Collection, data: dict[str, Any], info: RequestInfo) -> dict[str, Any]:
+    if info.is_superuser:
+        return data
+    out = dict(data)
+    for f in coll.fields:
+        if f.hidden and not (coll.is_auth and f.name == "password"):
+            out.pop(f.name, None)
+    return out
+
+
+def _validate_relations(
+    conn: sqlite3.Connection, schema: Schema, f: Field, value: Any
+) -> FieldError | None:
+    ids = value if isinstance(value, list) else ([value] if value else [])
+    if not ids:
+        return None
+    target = schema.find(f.collection_id)
+    if target is None:
+        return FieldError(
+            "validation_missing_rel_collection",
+            "Relation connection is missing or cannot be accessed",
+        )
+    found = fetch_many(conn, target, list(ids))
+    if len(found) != len(set(ids)):
+        return FieldError(
+            "validation_missing_rel_records",
+            "Failed to find all relation records with the provided ids",
+        )
+    return None
+
+
+def _prepare_record(
+    conn: sqlite3.Connection,
+    schema: Schema,
+    coll: Collection,
+    record: Record,
+    data: dict[str, Any],
+    info: RequestInfo,
+    *,
+    is_new: bool,
+) -> tuple[Record, ValidationErrors]:
+    errors: ValidationErrors = {}
+    new = dict(record)
+    plain_passwords: dict[str, str] = {}
+    for f in coll.fields:
+        if f.type == "autodate":
+            if (is_new and f.opt("onCreate")) or f.opt("onUpdate"):
+                new[f.name] = now_datetime()
+            continue
+        if f.name == "id":
+            if is_new and "id" in data and fv.to_str(data["id"]):
+                new["id"] = fv.to_str(data["id"])
+            elif is_new:
+                new["id"] = _autogenerate(str(f.opt("autogeneratePattern") or ""))
+            elif "id" in data and fv.to_str(data["id"]) != record["id"]:
+                errors["id"] = FieldError(
+                    "validation_pk_change", "The record primary key cannot be changed."
+                )
+            continue
+        if f.name not in data:
+            if f.type == "password" and is_new and f.required:
+                errors[f.name] = required()
+            continue
+        if f.type == "password":
+            plain = fv.to_str(data[f.name])
+            if not plain and not is_new:
+                continue
+            plain_passwords[f.name] = plain
+            err = fv.validate_password(f, plain)
+            if err is not None:
+                errors[f.name] = err
+            else:
+                new[f.name] = security.hash_password(plain, int(f.opt("cost") or 0))
+            continue
+        new[f.name] = fv.prepare(f, data[f.name])
+    for f in coll.fields:
+        pattern = str(f.opt("autogeneratePattern") or "") if f.type == "text" else ""
+        if pattern and f.name != "id" and not new.get(f.name):
+            new[f.name] = _autogenerate(pattern)
+    for f in coll.fields:
+        if f.name in errors or f.type in ("password", "autodate"):
+            continue
+        if f.name == "id":
+            err = _validate_id(f, str(new["id"])) if is_new else None
+        else:
+            err = fv.validate(f, new.get(f.name, f.zero_value()))
+        if err is None and f.type == "relation":
+            err = _validate_relations(conn, schema, f, new.get(f.name))
+        if err is not None:
+            errors[f.name] = err
+    if coll.is_auth:
+        _prepare_auth(coll, record, new, data, plain_passwords, info, errors, is_new=is_new)
+    return new, errors
+
+
+_PATTERN_RE = re.compile(r"^\[([^\]]+)\]\{(\d+)\}$")
+
+
+def _autogenerate(pattern: str) -> str:
+    """A value for an `autogeneratePattern` of the form `[charset]{n}` (PocketBase's common
+    case); other patterns fall back to 15 `[a-z0-9]` characters."""
+    match = _PATTERN_RE.match(pattern)
+    if not match:
+        return security.new_record_id()
+    chars: list[str] = []
+    spec = match.group(1)
+    i = 0
+    while i < len(spec):
+        if i + 2 < len(spec) and spec[i + 1] == "-":
+            chars.extend(chr(c) for c in range(ord(spec[i]), ord(spec[i + 2]) + 1))
+            i += 3
+        else:
+            chars.append(spec[i])
+            i += 1
+    return security.random_string(int(match.group(2)), "".join(chars))
+
+
+def _validate_id(f: Field, value: str) -> FieldError | None:
+    err = fv.validate(f, value)
+    if err is not None:
+        return err
+    if f.opt("pattern") == "^[a-z0-9]+$" and not set(value) <= _ID_RE_CHARS:
+        return FieldError("validation_invalid_format", "Invalid value format.")
+    return None
+
+
+def _prepare_auth(
+    coll: Collection,
+    old: Record,
+    new: Record,
+    data: dict[str, Any],
+    plain_passwords: dict[str, str],
+    info: RequestInfo,
+    errors: ValidationErrors,
+    *,
+    is_new: bool,
+) -> None:
+    if "password" in plain_passwords or (is_new and "password" in errors):
+        confirm = fv.to_str(data.get("passwordConfirm", ""))
+        if not confirm:
+            errors["passwordConfirm"] = required()
+        elif confirm != plain_passwords.get("password"):
+            errors["passwordConfirm"] = FieldError(
+                "validation_values_mismatch", "Values don't match."
+            )
+        if not is_new and not info.is_superuser:
+            old_plain = fv.to_str(data.get("oldPassword", ""))
+            if not security.check_password(old_plain, str(old.get("password", ""))):
+                errors["oldPassword"] = FieldError(
+                    "validation_invalid_old_password", "Missing or invalid old password."
+                )
+        if "password" not in errors:
+            new["tokenKey"] = security.random_string(50)
+    if is_new and not new.get("tokenKey"):
+        new["tokenKey"] = security.random_string(50)
+    if not info.is_superuser and "verified" in data:
+        new["verified"] = old.get("verified", False)
+    if coll.name == SUPERUSERS:
+        new["verified"] = True  # superusers are always verified
+
+
+def _unique_errors(coll: Collection, exc: sqlite3.IntegrityError) -> ValidationErrors:
+    text = str(exc)
+    errors: ValidationErrors = {}
+    if "UNIQUE constraint failed" in text:
+        for part in text.split(":", 1)[1].split(","):
+            column = part.strip().rsplit(".", 1)[-1]
+            if coll.field(column) is not None:
+                errors[column] = FieldError("validation_not_unique", "Value must be unique.")
+    return errors
+
+
+def _write_row(
+    conn: sqlite3.Connection, coll: Collection, record: Record, *, is_new: bool, old_id: str = ""
+) -> None:
+    values = {f.name: fv.to_db(f, record.get(f.name, f.zero_value())) for f in coll.fields}
+    if is_new:
+        cols = ", ".join(quote(n) for n in values)
+        marks = ", ".join(f":c{i}" for i in range(len(values)))
+        sql = f"INSERT INTO {quote(coll.name)} ({cols}) VALUES ({marks})"
+    else:
+        sets = ", ".join(f"{quote(n)} = :c{i}" for i, n in enumerate(values))
+        sql = f"UPDATE {quote(coll.name)} SET {sets} WHERE id = :_old_id"
+    params = {f"c{i}": v for i, v in enumerate(values.values())}
+    if not is_new:
+        params["_old_id"] = old_id
+    conn.execute(sql, params)
+
+
+def create(
+    conn: sqlite3.Connection,
+    schema: Schema,
+    coll: Collection,
+    data: dict[str, Any],
+    info: RequestInfo,
+) -> Record:
+    """See the module docstring."""
+    if coll.is_view:
+        raise ApiError(400, "Unsupported collection type.")
+    if coll.createRule is None and not info.is_superuser:
+        raise superusers_only()
+    blank = {f.name: f.zero_value() for f in coll.fields}
+    data = apply_modifiers(coll, blank, _strip_hidden(coll, data, info))
+    record, errors = _prepare_record(conn, schema, coll, blank, data, info, is_new=True)
+    if errors:
+        raise bad_request("Failed to create record.", errors)
+    try:
+        _write_row(conn, coll, record, is_new=True)
+    except sqlite3.IntegrityError as exc:
+        errs = _unique_errors(coll, exc)
+        raise bad_request("Failed to create record.", errs) from exc
+    if (
+        not info.is_superuser
+        and coll.createRule
+        and not check_rule(conn, schema, coll, coll.createRule, str(record["id"]), info)
+    ):
+        raise bad_request("Failed to create record.")
+    return record
+
+
+def update(
+    conn: sqlite3.Connection,
+    schema: Schema,
+    coll: Collection,
+    record_id: str,
+    data: dict[str, Any],
+    info: RequestInfo,
+) -> Record:
+    """See the module docstring."""
+    if coll.is_view:
+        raise ApiError(400, "Unsupported collection type.")
+    if coll.updateRule is None and not info.is_superuser:
+        raise superusers_only()
+    old = find(conn, coll, record_id)
+    if old is None or not check_rule(conn, schema, coll, coll.updateRule, record_id, info):
+        raise ApiError(404, "The requested resource wasn't found.")
+    data = apply_modifiers(coll, old, _strip_hidden(coll, data, info))
+    record, errors = _prepare_record(conn, schema, coll, old, data, info, is_new=False)
+    if errors:
+        raise bad_request("Failed to update record.", errors)
+    try:
+        _write_row(conn, coll, record, is_new=False, old_id=record_id)
+    except sqlite3.IntegrityError as exc:
+        raise bad_request("Failed to update record.", _unique_errors(coll, exc)) from exc
+    return record
+
+
+def delete(
+    conn: sqlite3.Connection,
+    schema: Schema,
+    coll: Collection,
+    record_id: str,
+    info: RequestInfo,
+) -> None:
+    """See the module docstring."""
+    if coll.is_view:
+        raise ApiError(400, "Unsupported collection type.")
+    if coll.deleteRule is None and not info.is_superuser:
+        raise superusers_only()
+    record = find(conn, coll, record_id)
+    if record is None or not check_rule(conn, schema, coll, coll.deleteRule, record_id, info):
+        raise ApiError(404, "The requested resource wasn't found.")
+    try:
+        if coll.name == SUPERUSERS:
+            total = conn.execute(f"SELECT COUNT(*) FROM {quote(coll.name)}").fetchone()[0]
+            if total <= 1:
+                raise _RequiredReferenceError("the last superuser cannot be deleted")
+        delete_cascade(conn, schema, coll, record_id)
+    except _RequiredReferenceError as exc:
+        raise bad_request(
+            "Failed to delete record. Make sure that the record is not part of a required "
+            "relation reference."
+        ) from exc
+
+
+class _RequiredReferenceError(Exception):
+    pass
+
+
+def delete_cascade(conn: sqlite3.Connection, schema: Schema, coll: Collection, rid: str) -> None:
+    """Delete record `rid` of `coll` and resolve every reference to it (see module docstring)."""
+    conn.execute(f"DELETE FROM {quote(coll.name)} WHERE id = ?", (rid,))
+    refs = sorted(schema.referencing(coll.id), key=lambda cf: cf[0].name)
+    for ref_coll, f in refs:
+        if ref_coll.is_view:
+            continue
+        table, col = quote(ref_coll.name), quote(f.name)
+        if f.is_multiple:
+            sql = (
+                f"SELECT id, {col} FROM {table} WHERE EXISTS "
+                f"(SELECT 1 FROM json_each(CASE WHEN json_valid({table}.{col}) "
+                f"THEN {table}.{col} ELSE json_array({table}.{col}) END) je WHERE je.value = ?)"
+            )
+        else:
+            sql = f"SELECT id, {col} FROM {table} WHERE {col} = ?"
+        for ref_id, raw in conn.execute(sql, (rid,)).fetchall():
+            ids = [i for i in fv.from_db(f, raw)] if f.is_multiple else []
+            if f.is_multiple and rid in ids:
+                ids.remove(rid)
+            if f.opt("cascadeDelete") and not ids:
+                delete_cascade(conn, schema, ref_coll, str(ref_id))
+                continue
+            if f.required and not ids:
+                raise _RequiredReferenceError(ref_id)
+            value = fv.to_db(f, ids if f.is_multiple else "")
+            sets = [f"{col} = ?"]
+            params: list[Any] = [value]
+            for auto in ref_coll.fields:
+                if auto.type == "autodate" and auto.opt("onUpdate"):
+                    sets.append(f"{quote(auto.name)} = ?")
+                    params.append(now_datetime())
+            conn.execute(f"UPDATE {table} SET {', '.join(sets)} WHERE id = ?", [*params, ref_id])

@@ -1,0 +1,94 @@
+"""The ASGI application and `serve()`: one instance, like `pocketbase serve`.
+
+Contract: `create_app(data_dir)` returns a Starlette app serving the APIs of `apis/` over the
+`App` of `data_dir`; every error is PocketBase's JSON (`ApiError` as is, an unknown route 404,
+anything unexpected 500 "Something went wrong while processing your request.").
+`serve(data_dir, host, port)` runs it with uvicorn until SIGTERM/SIGINT, then drains writes and
+checkpoints the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from instance_runtime.apis import batch, collections, health, record_auth, records
+from instance_runtime.apis.base import error_response
+from instance_runtime.core.app import App
+from instance_runtime.core.errors import ApiError
+
+log = logging.getLogger("instance_runtime")
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(ApiError(404, "File not found."))
+    if exc.status_code == 405:
+        return error_response(ApiError(404, "The requested resource wasn't found."))
+    return error_response(ApiError(exc.status_code, str(exc.detail)))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(ApiError(500, "Something went wrong while processing your request."))
+
+
+def create_app(data_dir: Path) -> Starlette:
+    """See the module docstring."""
+    runtime = App(data_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        runtime.close()
+
+    app = Starlette(
+        routes=[
+            *health.routes,
+            *collections.routes,
+            *records.routes,
+            *record_auth.routes,
+            *batch.routes,
+        ],
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    return app
+
+
+def serve(data_dir: Path, host: str, port: int) -> None:
+    """See the module docstring."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    app = create_app(data_dir)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    log.info("Server started at http://%s:%s", host, port)
+    uvicorn.Server(config).run()

@@ -1,0 +1,1 @@
+"""Helpers that know nothing of core: jwt/security, etc."""
