@@ -32,6 +32,8 @@ test: lint typecheck pytest
 
 bench: install
 	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/wake.py
+	$(BIN)/python bench/backup.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules

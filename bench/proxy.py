@@ -5,8 +5,11 @@
 Starts `pocketfleet serve` on a scratch data folder, signs up, then prints in one run:
 - seconds from `POST /api/instances` to the first 200 of `/api/health` through the proxy
   (NAME.localhost), over several instances (min / median / max);
-- requests/s and p50/p99 of a small JSON request (`GET /api/health`) direct to the instance
-  and through the embedded proxy, and their ratio (baseline: direct, measured in this run).
+- requests/s and p50/p99 of a small JSON request (`GET /api/health`) and of a 1 MB static
+  file (from the instance's pb_public) direct to the instance, through the embedded proxy and
+  through Caddy, with ratios against direct (the baseline, measured in this run). Caddy (the
+  Debian package) runs as `serve --proxy caddy --start-caddy`'s child; the embedded proxy
+  answers on PF_HTTP in the same run. `--no-caddy` leaves Caddy out.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ _spec = importlib.util.spec_from_file_location("bench_load", HERE / "_load.py")
 assert _spec is not None and _spec.loader is not None
 _load = sys.modules["bench_load"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_load)
-format_table, measure = _load.format_table, _load.measure
+format_table, measure, run_load = _load.format_table, _load.measure, _load.run_load
 
 BIN = Path(sys.executable).parent
 
@@ -63,13 +66,25 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=5)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--caddy", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
+    use_caddy = args.caddy and shutil.which("caddy") is not None
 
     root = Path(tempfile.mkdtemp(prefix="pf-bench-"))
     root.chmod(0o711)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PF_")}
     env.update(PF_HTTP=f"127.0.0.1:{port}", PF_DATA_DIR=str(root / "data"))
+    caddy_port = free_port()
+    if use_caddy:
+        env.update(
+            PF_PROXY="caddy",
+            PF_START_CADDY="true",
+            PF_CADDY_ADMIN=f"127.0.0.1:{free_port()}",
+            PF_CADDY_HTTP=f"127.0.0.1:{caddy_port}",
+            PF_CADDY_HTTPS=f"127.0.0.1:{free_port()}",
+            PF_IDLE_TIMEOUT_S="0",
+        )
     serve = subprocess.Popen(
         [str(BIN / "pocketfleet"), "serve", "--log-level", "warning"],
         env=env,
@@ -100,15 +115,44 @@ def main() -> None:
                 f"  max {max(to_first_200):.3f} s"
             )
         instance_port = _instance_port(root / "data", "bench0")
-        result = measure(
-            f"http://127.0.0.1:{instance_port}/api/health",
-            f"{base}/api/health",
-            f"bench0.localhost:{port}",
-            concurrency=args.concurrency,
-            duration_s=args.duration,
-        )
-        print()
-        print(format_table(result))
+        _public_file(root / "data", "bench0", "1mb.bin", 1_048_576)
+        caddy = f"http://127.0.0.1:{caddy_port}"
+        for label, path in (
+            ("small JSON (GET /api/health)", "/api/health"),
+            ("1 MB file", "/1mb.bin"),
+        ):
+            if use_caddy:
+                with httpx.Client(timeout=60, trust_env=False) as probe:
+                    wait_ok(probe, f"{caddy}{path}", {"Host": "bench0.localhost"}, 30)
+            result = measure(
+                f"http://127.0.0.1:{instance_port}{path}",
+                f"{base}{path}",
+                f"bench0.localhost:{port}",
+                concurrency=args.concurrency,
+                duration_s=args.duration,
+            )
+            print(f"\n{label}: embedded proxy")
+            print(format_table(result))
+            if use_caddy:
+                through = run_load(
+                    f"{caddy}{path}",
+                    f"bench0.localhost:{caddy_port}",
+                    concurrency=args.concurrency,
+                    duration_s=args.duration,
+                    tool=result["tool"],
+                )
+                direct, embedded = result["direct"], result["proxied"]
+                print(f"{label}: Caddy (same direct baseline)")
+                print(
+                    f"  caddy: {through.rps:.0f} req/s, p50 {through.p50_ms:.3f} ms, "
+                    f"p99 {through.p99_ms:.3f} ms, {through.errors} errors\n"
+                    f"  caddy/direct: rps {through.rps / direct['rps']:.2f}, "
+                    f"p50 {through.p50_ms / direct['p50_ms']:.2f}, "
+                    f"p99 {through.p99_ms / direct['p99_ms']:.2f}\n"
+                    f"  caddy/embedded: rps {through.rps / embedded['rps']:.2f}, "
+                    f"p50 {through.p50_ms / embedded['p50_ms']:.2f}, "
+                    f"p99 {through.p99_ms / embedded['p99_ms']:.2f}"
+                )
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(30)
@@ -116,6 +160,19 @@ def main() -> None:
             [str(BIN / "pocketfleet"), "down"], env=env, check=False, capture_output=True
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _public_file(data_dir: Path, name: str, filename: str, size: int) -> None:
+    """Put a `size`-byte file in the instance's pb_public (served by PocketBase at /)."""
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "control.db") as db:
+        (instance_id,) = db.execute("select id from instance where name = ?", (name,)).fetchone()
+    public = data_dir / "instances" / instance_id / "pb_public"
+    target = public / filename
+    target.write_bytes(os.urandom(size))
+    owner = public.stat()
+    os.chown(target, owner.st_uid, owner.st_gid)
 
 
 def _instance_port(data_dir: Path, name: str) -> int:

@@ -5,22 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from control_plane.backups.service import BackupService
+from control_plane.caddy_frontend import CaddyFrontend
 from control_plane.db.engine import SessionFactory, create_engine, migrate, session_factory
+from control_plane.domains.service import DomainService
+from control_plane.domains.verification import StaticResolver, SystemResolver, Verifier
 from control_plane.drivers.base import Driver
 from control_plane.drivers.process import ProcessDriver
 from control_plane.engines.registry import EngineRegistry, default_registry
 from control_plane.reconcile import Reconciler
+from control_plane.scheduler import Scheduler
 from control_plane.services.accounts import AccountService
+from control_plane.services.admin_access import AdminAccessService
 from control_plane.services.auth import AuthService
 from control_plane.services.engines import EngineService
+from control_plane.services.hibernation import HibernationService
 from control_plane.services.instances import InstanceService
+from control_plane.services.metrics import MetricsService
+from control_plane.services.system import SystemService
 from control_plane.settings import Settings
 from proxy.activity import ActivityTracker
-from proxy.routes import RouteTable
+from proxy.handoff import HandoffStore
+from proxy.routes import RouteSink, RouteTable
 
 
 @dataclass
@@ -37,7 +48,16 @@ class ControlPlane:
     auth: AuthService
     instances: InstanceService
     engine_admin: EngineService
+    admin_access: AdminAccessService
+    metrics: MetricsService
+    system: SystemService
+    hibernation: HibernationService
+    backups: BackupService
+    domains: DomainService
+    caddy: CaddyFrontend | None = None  # with PF_PROXY=caddy
+    scheduler: Scheduler = field(default_factory=Scheduler, repr=False)
     _loop_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _backups_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     async def open(
@@ -46,6 +66,7 @@ class ControlPlane:
         *,
         routes: RouteTable | None = None,
         activity: ActivityTracker | None = None,
+        handoffs: HandoffStore | None = None,
     ) -> ControlPlane:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.instances_dir.mkdir(mode=0o711, exist_ok=True)
@@ -57,7 +78,24 @@ class ControlPlane:
         driver = ProcessDriver(settings)
         routes = routes if routes is not None else RouteTable()
         activity = activity if activity is not None else ActivityTracker()
-        reconciler = Reconciler(settings, db, engines, driver, routes, activity)
+        caddy = CaddyFrontend(settings, routes, activity) if settings.proxy == "caddy" else None
+        sink: RouteSink = caddy.sink if caddy is not None else routes
+        reconciler = Reconciler(settings, db, engines, driver, sink, activity)
+        instances = InstanceService(settings, db, engines, driver, reconciler)
+        domains = DomainService(
+            settings,
+            db,
+            instances,
+            Verifier(
+                StaticResolver(settings.domain_resolve, SystemResolver()),
+                _verification_port(settings),
+                allow_http=settings.domain_http_verification,
+            ),
+            caddy.routes if caddy is not None else None,
+        )
+        if caddy is not None:
+            await caddy.open(await domains.aliases_by_host())
+        handoffs = handoffs if handoffs is not None else HandoffStore()
         return cls(
             settings=settings,
             engine=engine,
@@ -69,19 +107,47 @@ class ControlPlane:
             reconciler=reconciler,
             accounts=AccountService(settings, db, reconciler.nudge),
             auth=AuthService(settings, db),
-            instances=InstanceService(settings, db, engines, driver, reconciler),
+            instances=instances,
             engine_admin=EngineService(engines),
+            admin_access=AdminAccessService(settings, instances, engines, driver, handoffs),
+            metrics=MetricsService(db),
+            system=SystemService(settings, db),
+            hibernation=HibernationService(settings, db, instances, reconciler, activity),
+            backups=BackupService(settings, db, engines, instances, reconciler),
+            domains=domains,
+            caddy=caddy,
         )
 
     def start_reconciling(self) -> None:
+        """Start the reconcile loop and the scheduled jobs (the idle sweep)."""
         self._loop_task = asyncio.create_task(self.reconciler.run(), name="reconcile")
+        sweep: Callable[[], Awaitable[object]] = self.hibernation.sweep_idle
+        if self.caddy is not None:  # Caddy's in-flight counts are read right before a sweep
+            sweep = self.caddy.fresh(sweep)
+        self.scheduler.every("idle-sweep", self.settings.idle_sweep_interval_s, sweep)
+        self.scheduler.start()
+        self._backups_task = asyncio.create_task(self.backups.start(self.scheduler))
 
     async def close(self) -> None:
         """Stop reconciling and close the database. Instances keep running on purpose."""
+        if self._backups_task is not None:
+            with contextlib.suppress(Exception):  # logged by the task itself
+                await self._backups_task
+        await self.backups.close()
+        self.scheduler.shutdown()
+        await self.reconciler.hibernator.aclose()
         await self.reconciler.close()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        if self.caddy is not None:
+            await self.caddy.aclose()
         await self.driver.aclose()
         await self.engine.dispose()
+
+
+def _verification_port(settings: Settings) -> int:
+    """The plain-HTTP port a custom domain is checked on: Caddy's, or PF_HTTP's."""
+    listen = settings.caddy_http if settings.proxy == "caddy" else settings.http
+    return int(listen.rsplit(":", 1)[1])

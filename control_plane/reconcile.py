@@ -3,7 +3,9 @@
 Woken at once by a nudge (any change of desired state) and every few seconds anyway. Each
 instance is reconciled by at most one task at a time; a task reads the instance, acts through
 the driver without holding a database transaction, then records the outcome through
-`lifecycle.transition`. Crashed instances restart with exponential back-off and become
+`lifecycle.transition`. Hibernation (desired `hibernated`) and the wake-on-request fast path
+live in `control_plane.hibernation`, which shares this loop's one-task-per-instance rule
+through `exclusive()`. Crashed instances restart with exponential back-off and become
 `failed` (with the reason and their last log lines) after repeated crashes. After a restart of
 the control plane the first pass re-adopts running instances by their stored pid.
 """
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import shutil
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -24,7 +27,9 @@ from control_plane.db.engine import SessionFactory
 from control_plane.db.models import Account, Instance, utcnow
 from control_plane.drivers.base import Driver, InstanceSpec, RunState, StartError
 from control_plane.engines.registry import EngineRegistry
+from control_plane.hibernation import Hibernator, sleeping_settled
 from control_plane.lifecycle import IllegalTransition, InstanceState, transition
+from control_plane.metrics import Sampler
 from control_plane.settings import Settings
 from control_plane.specs import spec_for
 from proxy.activity import ActivityTracker
@@ -52,20 +57,28 @@ class Snapshot:
     @property
     def wants(self) -> str:
         desired = self.instance.desired
-        if desired == "running" and self.owner_suspended:
+        if self.instance.hold and desired != "deleted":
+            return "stopped"  # an exclusive operation (a restore) holds it stopped
+        if desired in ("running", "hibernated") and self.owner_suspended:
             return "stopped"
         return desired
 
 
 def settled(instance: Instance, owner_suspended: bool) -> bool:
     status = InstanceState(instance.status)
-    wants = "stopped" if owner_suspended and instance.desired == "running" else instance.desired
+    wants = instance.desired
+    if owner_suspended and wants in ("running", "hibernated"):
+        wants = "stopped"
+    if instance.hold and wants != "deleted":
+        wants = "stopped"
     if wants == "deleted":
         return status == InstanceState.DELETED
     if wants == "stopped":
         return status in (InstanceState.STOPPED, InstanceState.FAILED)
     if status == InstanceState.FAILED:
         return True
+    if wants == "hibernated":
+        return status == InstanceState.HIBERNATED
     return status == InstanceState.RUNNING and instance.running_generation == instance.generation
 
 
@@ -91,7 +104,9 @@ class Reconciler:
         self._pushed: dict[str, Route] = {}
         self._last_sample = 0.0
         self._last_trash_sweep = 0.0
+        self.sampler = Sampler(settings)
         self._stopping = False
+        self.hibernator = Hibernator(settings, db, engines, driver, activity, self)
 
     # ----- the loop
 
@@ -119,12 +134,16 @@ class Reconciler:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def pass_once(self) -> None:
+        # Sleeping instances need no visit until something about them changes (their asleep
+        # routes were published by `run`): a fleet of mostly hibernated instances costs one
+        # query per pass.
+        query = (
+            select(Instance.id)
+            .join(Account, col(Account.id) == col(Instance.owner_id))
+            .where(col(Instance.status) != InstanceState.DELETED.value, ~sleeping_settled())
+        )
         async with self.db() as session:
-            ids = (
-                await session.exec(
-                    select(Instance.id).where(col(Instance.status) != InstanceState.DELETED.value)
-                )
-            ).all()
+            ids = (await session.exec(query)).all()
         for instance_id in ids:
             if instance_id not in self._inflight:
                 task = asyncio.create_task(self._reconcile_task(instance_id))
@@ -157,6 +176,30 @@ class Reconciler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
 
+    @contextlib.asynccontextmanager
+    async def exclusive(self, instance_id: str) -> AsyncIterator[None]:
+        """Run the body as the only reconcile work on `instance_id`: wait until no reconcile
+        task (or other holder) works on it, and keep passes from starting one until the body
+        ends. For work that acts on one instance outside a pass (waking it on a request)."""
+        me = asyncio.current_task()
+        assert me is not None
+        while (other := self._inflight.get(instance_id)) is not None and other is not me:
+            await asyncio.wait({other})
+        self._inflight[instance_id] = me
+        try:
+            yield
+        finally:
+            if self._inflight.get(instance_id) is me:
+                del self._inflight[instance_id]
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+
+    async def publish(self, route: Route) -> None:
+        """Push `route` to the route sink now (unless it is what was pushed last)."""
+        if self._pushed.get(route.host) != route:
+            await self.routes.set(route)
+            self._pushed[route.host] = route
+
     # ----- one instance
 
     async def _reconcile_task(self, instance_id: str) -> None:
@@ -171,11 +214,16 @@ class Reconciler:
 
     async def _read(self, instance_id: str) -> Snapshot | None:
         async with self.db() as session:
-            instance = await session.get(Instance, instance_id)
-            if instance is None or instance.status == InstanceState.DELETED:
+            found = (
+                await session.exec(
+                    select(Instance, Account.suspended_at)
+                    .join(Account, col(Account.id) == col(Instance.owner_id))
+                    .where(Instance.id == instance_id)
+                )
+            ).first()
+            if found is None or found[0].status == InstanceState.DELETED:
                 return None
-            owner = await session.get(Account, instance.owner_id)
-            return Snapshot(instance, owner is not None and owner.suspended_at is not None)
+            return Snapshot(found[0], found[1] is not None)
 
     async def reconcile_instance(self, instance_id: str) -> None:
         snap = await self._read(instance_id)
@@ -185,15 +233,24 @@ class Reconciler:
         spec = spec_for(self.settings, self.engines, instance)
         if snap.wants == "deleted" or instance.status == InstanceState.DELETING:
             await self._delete(instance, spec)
-        elif snap.wants == "running":
+        elif snap.wants == "hibernated" and instance.status in (
+            InstanceState.RUNNING,
+            InstanceState.HIBERNATED,
+        ):
+            await self.hibernator.keep_hibernated(instance, spec)
+        elif snap.wants in ("running", "hibernated"):  # to hibernate, it first has to run
             await self._keep_running(instance, spec)
         else:
             reason = "account suspended" if snap.owner_suspended else "stopped"
+            if instance.hold:
+                reason = f"held by {instance.hold}"
             await self._keep_stopped(instance, spec, reason)
 
     async def _keep_running(self, instance: Instance, spec: InstanceSpec) -> None:
         status = InstanceState(instance.status)
-        observed = await self.driver.status(spec, instance.pid)
+        # no health request: PocketBase logs each one, and a request every pass of every
+        # running instance made up most of an idle instance's request log
+        observed = await self.driver.status(spec, instance.pid, health=False)
         if observed.state == RunState.RUNNING:
             if instance.running_generation in (None, instance.generation):
                 await self._record_running(instance, observed.pid, adopted=True)
@@ -289,7 +346,7 @@ class Reconciler:
         await self._push_route(instance)
 
     async def _keep_stopped(self, instance: Instance, spec: InstanceSpec, reason: str) -> None:
-        observed = await self.driver.status(spec, instance.pid)
+        observed = await self.driver.status(spec, instance.pid, health=False)
         if observed.state == RunState.RUNNING or instance.pid is not None:
             await self.driver.stop(spec, observed.pid or instance.pid)
         if instance.status not in (InstanceState.STOPPED, InstanceState.FAILED):
@@ -401,8 +458,9 @@ class Reconciler:
         return routes
 
     async def _sample(self) -> None:
-        """Record memory and last-request times; cap instance logs."""
+        """Record memory and last-request times (and, when due, chart points); cap logs."""
         activity = self.activity.snapshot()
+        keep_points = self.sampler.due()
         async with self.db() as session:
             rows = (
                 await session.exec(
@@ -412,16 +470,23 @@ class Reconciler:
             for row in rows:
                 if not row.name or row.port is None:
                     continue
-                spec = spec_for(self.settings, self.engines, row)
                 seen = activity.get(self.settings.instance_host(row.name))
                 if seen and seen.last_request_at:
                     last = datetime.fromtimestamp(seen.last_request_at, tz=row.created_at.tzinfo)
                     if row.last_request_at is None or last > row.last_request_at:
                         row.last_request_at = last
-                stats = await self.driver.stats(spec, row.pid) if row.pid else None
-                row.memory_bytes = stats.memory_bytes if stats else None
-                await asyncio.to_thread(self.driver.cap_log, spec)
+                if row.pid:  # nothing to measure or cap of a sleeping or stopped instance
+                    spec = spec_for(self.settings, self.engines, row)
+                    stats = await self.driver.stats(spec, row.pid)
+                    row.memory_bytes = stats.memory_bytes if stats else None
+                    await asyncio.to_thread(self.driver.cap_log, spec)
+                else:
+                    row.memory_bytes = None
                 session.add(row)
+                if keep_points:
+                    session.add(self.sampler.point(row, seen))
+            if keep_points:
+                await self.sampler.prune(session)
             await session.commit()
 
     def _sweep_trash(self) -> None:

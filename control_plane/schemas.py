@@ -9,11 +9,12 @@ from pydantic import BaseModel, EmailStr, Field, field_validator
 from control_plane.names import name_problem
 
 PASSWORD_MIN = 10
+PASSWORD_MAX = 256
 
 
 class AccountCreate(BaseModel):
     email: EmailStr
-    password: str = Field(min_length=PASSWORD_MIN, max_length=256)
+    password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
     invite: str | None = Field(None, description="invite code, when sign-up is by invitation")
 
 
@@ -28,6 +29,11 @@ class AccountPublic(BaseModel):
 class SessionCreate(BaseModel):
     email: str = Field(max_length=254)
     password: str = Field(max_length=256)
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(max_length=PASSWORD_MAX)
+    new_password: str = Field(max_length=PASSWORD_MAX)
 
 
 class SessionPublic(BaseModel):
@@ -89,6 +95,8 @@ class InstancePublic(BaseModel):
     last_request: datetime | None
     memory_bytes: int | None
     idle_timeout_s: int | None
+    hibernated_at: datetime | None = Field(None, description="since when it sleeps, if it does")
+    asleep_s: int | None = Field(None, description="seconds asleep so far, if hibernated")
 
 
 class FleetInstancePublic(InstancePublic):

@@ -57,8 +57,86 @@ class Settings(BaseSettings):
     max_crash_restarts: int = 5
     trash_retention_days: int = 7
 
+    # hibernation (control_plane/hibernation.py, control_plane/scheduler.py)
+    idle_timeout_s: int = Field(
+        600, ge=0, description="hibernate instances idle this long (0 = never); per instance too"
+    )
+    idle_sweep_interval_s: float = Field(30.0, gt=0, description="how often idleness is checked")
+    hibernate_drain_s: float = Field(
+        10.0, ge=0, description="how long requests in flight may finish before hibernating"
+    )
+    wake_timeout_s: float = Field(
+        15.0, gt=0, description="a request held for a wake gets 503 + Retry-After after this"
+    )
+    wake_concurrency: int = Field(8, ge=1, description="instances starting at once on wakes")
+    request_log_max_days: int = Field(
+        5, ge=0, description="days of request logs an instance keeps (PocketBase logs.maxDays)"
+    )
+    zygote: bool = Field(
+        True, description="fork instances of engines that have a zygote (pocketfleet) from it"
+    )
+
     reconcile_interval_s: float = 3.0
     sample_interval_s: float = Field(10.0, description="how often memory and activity are saved")
+    metrics_interval_s: float = Field(
+        60.0, description="how often a chart point (requests, memory) is kept per instance"
+    )
+    metrics_retention_h: int = Field(48, description="hours of chart points kept")
+
+    # backups (control_plane/backups): to S3 when PF_S3_BUCKET is set, else PF_DATA_DIR/backups
+    s3_endpoint: str | None = Field(None, description="S3 API URL (unset: AWS)")
+    s3_bucket: str | None = Field(None, description="bucket for snapshots and replicas")
+    s3_region: str = "us-east-1"
+    s3_access_key: str | None = Field(None, repr=False)
+    s3_secret_key: str | None = Field(None, repr=False)
+    s3_path_style: bool = Field(False, description="path-style URLs (MinIO, moto, ...)")
+    s3_part_size_mb: int = Field(16, ge=5, description="multipart part size")
+    s3_retry_attempts: int = Field(5, ge=1, description="tries of one S3 call")
+    s3_retry_wait_s: float = Field(0.5, description="first back-off between tries")
+    backup_schedule: str = Field(
+        "@daily", description="fleet default: crontab, @hourly/@daily/@weekly or @every 6h"
+    )
+    backup_min_interval_s: int = Field(3600, description="shortest per-instance schedule")
+    backup_keep_last: int = Field(7, ge=1)
+    backup_keep_daily: int = 7
+    backup_keep_weekly: int = 4
+    backup_keep_monthly: int = 6
+    backup_concurrency: int = Field(2, ge=1, description="snapshots running at once")
+    backup_overdue_grace_s: int = Field(3600, description="late by this much = overdue")
+    replication: bool = Field(True, description="continuous replication with Litestream")
+    replication_sync_interval_s: float = 1.0
+    replication_retention_h: int = Field(24, description="point-in-time restore window")
+
+    # the proxy in front of instances (proxy/embedded.py, or Caddy: proxy/caddy/, see
+    # control_plane/caddy_frontend.py) and custom domains (control_plane/domains/)
+    proxy: Literal["embedded", "caddy"] = Field(
+        "embedded", description="embedded: PF_HTTP serves instances; caddy: Caddy does"
+    )
+    caddy_admin: str = Field("127.0.0.1:2019", description="Caddy's admin API (HOST:PORT)")
+    caddy_http: str = Field(":80", description="where Caddy serves plain HTTP")
+    caddy_https: str = Field(":443", description="where Caddy serves HTTPS")
+    caddy_tls: Literal["auto", "acme", "internal", "off"] = Field(
+        "auto", description="certificates: auto = internal CA for local domains, else acme"
+    )
+    caddy_acme_email: str | None = Field(None, description="ACME account email (optional)")
+    start_caddy: bool = Field(False, description="run Caddy as a supervised child")
+    caddy_bin: str = Field("caddy", description="the caddy binary (for PF_START_CADDY)")
+    caddy_activity_addr: str = Field(
+        "127.0.0.1:0", description="UDP HOST:PORT receiving Caddy's access log (0: any port)"
+    )
+    caddy_check_interval_s: float = Field(
+        0.5, gt=0, description="how often Caddy is checked for a lost config (restart)"
+    )
+    caddy_activity_poll_s: float = Field(
+        5.0, gt=0, description="how often Caddy's in-flight counts are read"
+    )
+    domain_http_verification: bool = Field(
+        True, description="custom domains may be verified by an HTTP token (else DNS only)"
+    )
+    domain_resolve: dict[str, str] = Field(
+        default_factory=dict,
+        description='addresses to use instead of DNS when verifying domains: {"host": "ip"}',
+    )
 
     @cached_property
     def host(self) -> str:
@@ -86,11 +164,30 @@ class Settings(BaseSettings):
     def trash_dir(self) -> Path:
         return self.data_dir / "trash"
 
+    @property
+    def backups_dir(self) -> Path:
+        """The local backup store (when no S3 bucket is configured)."""
+        return self.data_dir / "backups"
+
+    @property
+    def backup_work_dir(self) -> Path:
+        """Scratch space of snapshots and restores (same filesystem as the instances)."""
+        return self.data_dir / "backup-work"
+
     def instance_host(self, name: str) -> str:
         return f"{name}.{self.domain}"
 
+    @property
+    def served_port(self) -> int:
+        """The port clients reach instances on when PF_PUBLIC_PORT is unset: PF_HTTP's, or
+        with Caddy the port of PF_CADDY_HTTPS (PF_PUBLIC_SCHEME=https) or PF_CADDY_HTTP."""
+        if self.proxy != "caddy":
+            return self.port
+        listen = self.caddy_https if self.public_scheme == "https" else self.caddy_http
+        return int(listen.rsplit(":", 1)[1])
+
     def instance_url(self, name: str) -> str:
-        port = self.public_port if self.public_port is not None else self.port
+        port = self.public_port if self.public_port is not None else self.served_port
         default = 443 if self.public_scheme == "https" else 80
         suffix = "" if port == default else f":{port}"
         return f"{self.public_scheme}://{self.instance_host(name)}{suffix}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
+from pathlib import Path
 
 from control_plane.db.models import Instance
 from control_plane.drivers.base import InstanceSpec
@@ -12,7 +14,14 @@ from control_plane.settings import Settings
 
 
 def instance_layout(settings: Settings, instance_id: str) -> InstanceLayout:
-    return InstanceLayout((settings.instances_dir / instance_id).resolve())
+    return _layout(settings.instances_dir, instance_id)
+
+
+@lru_cache(maxsize=16384)
+def _layout(instances_dir: Path, instance_id: str) -> InstanceLayout:
+    """Resolved once per instance (a `resolve()` is a system call per path component, and the
+    reconciler builds every running instance's spec at every pass)."""
+    return InstanceLayout((instances_dir / instance_id).resolve())
 
 
 def spec_for(settings: Settings, engines: EngineRegistry, instance: Instance) -> InstanceSpec:

@@ -1,7 +1,8 @@
 """Activity observed in the proxy layer: last request time and open streams, per host.
 
 Nothing here reads tenant data; the control plane reads `snapshot()` to record "last request"
-and (later) to find idle instances, whatever engine an instance runs.
+and to find idle instances (the idle sweep), and `in_flight()` to let requests drain before an
+instance is hibernated, whatever engine an instance runs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ class HostActivity:
     last_request_at: float = 0.0
     requests: int = 0
     open_streams: int = 0
+    in_flight: int = 0  # requests being forwarded upstream now (open streams included)
 
 
 class ActivityTracker:
@@ -32,6 +34,20 @@ class ActivityTracker:
         activity.last_request_at = time.time()
         activity.requests += 1
 
+    def forward_started(self, host: str) -> None:
+        """A request is being forwarded to the host's upstream (until `forward_finished`)."""
+        self._get(host).in_flight += 1
+
+    def forward_finished(self, host: str) -> None:
+        activity = self._get(host)
+        activity.in_flight = max(0, activity.in_flight - 1)
+
+    def in_flight(self, host: str) -> int:
+        """Requests forwarded to the host and not finished, not counting open event streams
+        (which last as long as their client wants, so they never drain by themselves)."""
+        activity = self._hosts.get(host)
+        return 0 if activity is None else max(0, activity.in_flight - activity.open_streams)
+
     def stream_opened(self, host: str) -> None:
         self._get(host).open_streams += 1
 
@@ -42,7 +58,7 @@ class ActivityTracker:
 
     def snapshot(self) -> dict[str, HostActivity]:
         return {
-            host: HostActivity(a.last_request_at, a.requests, a.open_streams)
+            host: HostActivity(a.last_request_at, a.requests, a.open_streams, a.in_flight)
             for host, a in self._hosts.items()
         }
 

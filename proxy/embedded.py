@@ -9,19 +9,22 @@ of what flows through (compressed bodies and server-sent events pass untouched).
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Iterable
 from functools import lru_cache
 from typing import Final
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 import httpx
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
 from proxy.activity import ActivityTracker
+from proxy.handoff import EXPIRED_PAGE, HANDOFF_PATH, HandoffStore, handoff_page
 from proxy.hostrouting import normalize_host, request_host
 from proxy.routes import Route, RouteState, RouteTable, Upstream
 from proxy.transport import UpstreamTransport
+from proxy.wake import WakeFailed, Waker, wake_within
 
 # Hop-by-hop headers (RFC 9110 section 7.6.1): they describe one connection, so they are
 # dropped in both directions, with any header a `Connection` header names and `Proxy-*`.
@@ -73,15 +76,23 @@ class EmbeddedProxy:
       ones such as `Set-Cookie` included) and raw body bytes come back as they arrive. A
       client leaving mid-response closes the upstream response. An upstream that refuses the
       connection or fails before answering gives 502.
-    - `STOPPED` or `ASLEEP`: 503 (with `Retry-After` when asleep).
+    - `ASLEEP`: with a `Waker` (see `proxy.wake`, `use_waker`), the request is held while
+      the instance wakes and then forwarded as if it had been `UP`; a wake that fails or takes
+      longer than `wake_timeout_s` gives 503 with `Retry-After`. Without a waker: 503 with
+      `Retry-After`.
+    - `STOPPED`: 503.
     - Hosts not in the table: 404.
 
     Errors use PocketBase's shape: `{"status": N, "message": "...", "data": {}}`. Every
-    request for a routed host counts in `activity`; an event stream (`text/event-stream`)
-    counts as open from its response headers until it ends. WebSocket connections are
+    request for a routed host counts in `activity`, and as in flight while it is forwarded;
+    an event stream (`text/event-stream`) counts as open from its response headers until it
+    ends. WebSocket connections are
     refused (PocketBase's realtime API is server-sent events). Lifespan shutdown closes the
     upstream transport if the proxy created it; an app that mounts the proxy (see
     `HostDispatcher`) calls `aclose()` instead.
+
+    `GET /_pf/handoff?code=CODE` on a routed host is answered here, not forwarded, when the
+    proxy has a `HandoffStore` (see `proxy.handoff`): the single-use sign-in page of CODE.
 
     Requests go to `transport` (default: `UpstreamTransport`), any httpx transport: the seam
     where tests may put another (`httpx.ASGITransport`, `httpx.MockTransport`). The proxy
@@ -95,11 +106,21 @@ class EmbeddedProxy:
         table: RouteTable,
         activity: ActivityTracker,
         transport: httpx.AsyncBaseTransport | None = None,
+        handoffs: HandoffStore | None = None,
     ) -> None:
         self._table = table
         self._activity = activity
+        self._handoffs = handoffs
+        self._waker: Waker | None = None
+        self._wake_timeout_s = 15.0
         self._owns_transport = transport is None
         self._transport = UpstreamTransport() if transport is None else transport
+
+    def use_waker(self, waker: Waker | None, timeout_s: float) -> None:
+        """Wake asleep hosts through `waker` from now on (None: answer them 503), holding a
+        request at most `timeout_s` seconds."""
+        self._waker = waker
+        self._wake_timeout_s = timeout_s
 
     async def aclose(self) -> None:
         """Close the upstream transport if the proxy created it (idempotent)."""
@@ -134,15 +155,41 @@ class EmbeddedProxy:
             await _send_error(send, 404, f"No instance is served at {host}.")
             return
         self._activity.request_started(host)
-        if route.state is RouteState.UP and route.upstream is not None:
+        if self._handoffs is not None and scope["path"] == HANDOFF_PATH:
+            await self._handoff(scope, send, host)
+        elif route.state is RouteState.UP and route.upstream is not None:
             await self._forward(scope, receive, send, route, route.upstream, raw_host, host)
+        elif route.state is RouteState.ASLEEP and self._waker is not None:
+            try:
+                upstream = await wake_within(self._waker, route, self._wake_timeout_s)
+            except WakeFailed as failed:
+                retry = (b"retry-after", b"%d" % failed.retry_after_s)
+                await _send_error(send, 503, failed.message, (retry,))
+                return
+            await self._forward(scope, receive, send, route, upstream, raw_host, host)
         elif route.state is RouteState.ASLEEP:
-            # Waking on request comes later; until then asleep answers like stopped, plus a
-            # hint to retry.
             message = route.reason or f"Instance {_name(route)} is asleep."
             await _send_error(send, 503, message, ((b"retry-after", _ASLEEP_RETRY_AFTER),))
         else:
             await _send_error(send, 503, route.reason or f"Instance {_name(route)} is stopped.")
+
+    async def _handoff(self, scope: Scope, send: Send, host: str) -> None:
+        assert self._handoffs is not None
+        codes = parse_qs(scope["query_string"].decode("latin-1")).get("code", [])
+        handoff = self._handoffs.redeem(host, codes[0]) if len(codes) == 1 else None
+        nonce = secrets.token_urlsafe(16)
+        body = handoff_page(handoff, nonce) if handoff is not None else EXPIRED_PAGE
+        policy = f"default-src 'none'; script-src 'nonce-{nonce}'".encode()
+        headers = [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+            (b"cache-control", b"no-store"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"content-security-policy", policy),
+        ]
+        status = 200 if handoff is not None else 410
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _forward(
         self,
@@ -167,6 +214,7 @@ class EmbeddedProxy:
             stream=client if has_body else _NO_BODY,
             extensions={"target": target, "timeout": _TIMEOUTS},
         )
+        self._activity.forward_started(host)
         try:
             try:
                 response = await self._transport.handle_async_request(request)
@@ -184,6 +232,7 @@ class EmbeddedProxy:
                 raise
         finally:
             client.finish()
+            self._activity.forward_finished(host)
 
     async def _relay(
         self, response: httpx.Response, send: Send, client: _Client, host: str

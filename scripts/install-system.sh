@@ -32,9 +32,11 @@ need_cmd node nodejs npm
 need_cmd curl curl
 # wrk: the load generator of bench/ (`make bench`; the benchmarks fall back to Python without it).
 need_cmd wrk wrk
+# Chromium: the dashboard's browser tests (tests/dashboard; Playwright drives /usr/bin/chromium).
+need_cmd chromium chromium
+# Caddy 2.6 (Debian's `caddy`): the production proxy (proxy/caddy, tests with a real Caddy).
+need_cmd caddy caddy
 # Later issues add their system needs here, one line each, e.g.:
-#   need_cmd chromium chromium      # browser tests (Playwright drives Debian's chromium)
-#   need_cmd caddy caddy            # the Caddy proxy
 #   need_cmd docker docker.io       # the docker driver
 
 if ((${#missing[@]})); then
@@ -56,4 +58,22 @@ if [[ ! -d $modules || $JS_DIR/package.json -nt $modules ||
     (cd "$JS_DIR" && npm install --no-audit --no-fund --loglevel=error)
   fi
   touch "$modules"
+fi
+
+# --- the dashboard's front-end files (dashboard/package.json) --------------------------------
+# htmx comes from the npm registry and is copied into dashboard/static/vendor/, which the
+# dashboard serves at /static/vendor/ (no CDN; pages work without it, only less live).
+DASH_DIR="$ROOT/dashboard"
+vendor="$DASH_DIR/static/vendor"
+if [[ ! -f $vendor/htmx.min.js || $DASH_DIR/package.json -nt $vendor/htmx.min.js ||
+      ( -f $DASH_DIR/package-lock.json && $DASH_DIR/package-lock.json -nt $vendor/htmx.min.js ) ]]; then
+  log "installing the dashboard's npm modules"
+  if [[ -f $DASH_DIR/package-lock.json ]]; then
+    (cd "$DASH_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    (cd "$DASH_DIR" && npm install --no-audit --no-fund --loglevel=error)
+  fi
+  mkdir -p "$vendor"
+  cp "$DASH_DIR/node_modules/htmx.org/dist/htmx.min.js" "$vendor/htmx.min.js"
+  cp "$DASH_DIR/node_modules/htmx.org/LICENSE" "$vendor/htmx.LICENSE.txt"
 fi

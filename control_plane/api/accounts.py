@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 
-from control_plane.api.deps import CP, CurrentAccount, Operator
+from control_plane.api.deps import CP, Credentials, CurrentAccount, Operator
 from control_plane.db.models import Account
-from control_plane.schemas import AccountCreate, AccountPublic, InviteCreated
+from control_plane.schemas import AccountCreate, AccountPublic, InviteCreated, PasswordChange
 
 router = APIRouter(tags=["accounts"])
 
@@ -29,6 +29,16 @@ async def sign_up(cp: CP, data: AccountCreate) -> AccountPublic:
 @router.get("/api/accounts/me")
 async def me(account: CurrentAccount) -> AccountPublic:
     return account_public(account)
+
+
+@router.post("/api/accounts/me/password", status_code=status.HTTP_204_NO_CONTENT)
+async def change_password(cp: CP, credentials: Credentials, data: PasswordChange) -> Response:
+    """Other login sessions end; the one making this call and API tokens stay valid."""
+    account, token = credentials
+    await cp.auth.change_password(
+        account, data.current_password, data.new_password, keep_session=token.id
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/api/accounts")

@@ -8,12 +8,25 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from control_plane.api import accounts, engines, fleet, health, instances, sessions, tokens
+from control_plane.api import (
+    accounts,
+    backups,
+    domains,
+    engines,
+    fleet,
+    health,
+    hibernation,
+    instances,
+    sessions,
+    tokens,
+)
 from control_plane.api.errors import install_error_handlers
 from control_plane.context import ControlPlane
 from control_plane.settings import Settings
+from dashboard import install_dashboard
 from proxy.activity import ActivityTracker
 from proxy.embedded import EmbeddedProxy
+from proxy.handoff import HandoffStore
 from proxy.hostrouting import HostDispatcher
 from proxy.routes import RouteTable
 
@@ -23,17 +36,22 @@ def create_api(
     routes: RouteTable,
     activity: ActivityTracker,
     proxy: EmbeddedProxy | None = None,
+    handoffs: HandoffStore | None = None,
 ) -> FastAPI:
     """The API; its lifespan opens the control plane (and closes the proxy beside it)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        cp = await ControlPlane.open(settings, routes=routes, activity=activity)
+        cp = await ControlPlane.open(settings, routes=routes, activity=activity, handoffs=handoffs)
         app.state.cp = cp
         cp.start_reconciling()
+        if proxy is not None:  # asleep hosts wake on their next request
+            proxy.use_waker(cp.reconciler.hibernator, settings.wake_timeout_s)
         try:
             yield
         finally:
+            if proxy is not None:
+                proxy.use_waker(None, settings.wake_timeout_s)
             await cp.close()
             if proxy is not None:
                 await proxy.aclose()
@@ -45,14 +63,18 @@ def create_api(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, accounts, sessions, tokens, instances, fleet, engines):
+    for module in (health, accounts, sessions, tokens, instances, hibernation, fleet, engines):
         app.include_router(module.router)
+    app.include_router(backups.router)
+    app.include_router(domains.router)
+    install_dashboard(app)
     return app
 
 
 def create_app(settings: Settings) -> HostDispatcher:
     routes = RouteTable()
     activity = ActivityTracker()
-    proxy = EmbeddedProxy(routes, activity)
-    api = create_api(settings, routes, activity, proxy)
+    handoffs = HandoffStore()
+    proxy = EmbeddedProxy(routes, activity, handoffs=handoffs)
+    api = create_api(settings, routes, activity, proxy, handoffs)
     return HostDispatcher(api, proxy, settings.domain)

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from control_plane.api.deps import CP, CurrentAccount
-from control_plane.db.models import Instance
+from control_plane.db.models import Instance, utcnow
+from control_plane.lifecycle import InstanceState
 from control_plane.schemas import (
     EnvPublic,
     EnvUpdate,
@@ -23,6 +24,7 @@ router = APIRouter(tags=["instances"])
 
 def instance_public(settings: Settings, row: Instance) -> InstancePublic:
     name = row.name or row.former_name
+    asleep = row.hibernated_at if row.status == InstanceState.HIBERNATED else None
     return InstancePublic(
         id=row.id,
         name=name,
@@ -37,6 +39,8 @@ def instance_public(settings: Settings, row: Instance) -> InstancePublic:
         last_request=row.last_request_at,
         memory_bytes=row.memory_bytes,
         idle_timeout_s=row.idle_timeout_s,
+        hibernated_at=asleep,
+        asleep_s=None if asleep is None else max(0, int((utcnow() - asleep).total_seconds())),
     )
 
 
@@ -70,6 +74,12 @@ async def start_instance(cp: CP, account: CurrentAccount, name: str) -> Instance
 @router.post("/api/instances/{name}/stop")
 async def stop_instance(cp: CP, account: CurrentAccount, name: str) -> InstancePublic:
     return instance_public(cp.settings, await cp.instances.stop(account, name))
+
+
+@router.post("/api/instances/{name}/admin-link")
+async def admin_link(cp: CP, account: CurrentAccount, name: str) -> dict[str, str]:
+    """A single-use link, valid for a minute, that opens the admin UI signed in."""
+    return {"url": await cp.admin_access.admin_link(account, name)}
 
 
 @router.get("/api/instances/{name}/env")

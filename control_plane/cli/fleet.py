@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from control_plane.cli.client import ApiClient, console
-from control_plane.cli.instances import megabytes, styled
+from control_plane.cli.instances import megabytes, state_text
 
 fleet_app = typer.Typer(no_args_is_help=True, help="Every instance (operators)")
 engines_app = typer.Typer(no_args_is_help=True, help="Engines and their versions")
@@ -23,7 +23,7 @@ def fleet_ls() -> None:
         table.add_row(
             row["name"],
             row["owner_email"],
-            styled(row["status"]),
+            state_text(row),
             f"{row['engine']} {row['version']}",
             str(row["pid"] or "-"),
             str(row["port"] or "-"),

@@ -23,6 +23,20 @@ def styled(state: str) -> str:
     return f"[{style}]{state}[/]" if style else state
 
 
+def duration(seconds: float) -> str:
+    """`45s`, `12m`, `3h`, `2d`: a rough length of time."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def state_text(row: dict[str, Any]) -> str:
+    """The styled state, with the time asleep of a hibernated instance."""
+    asleep = row.get("asleep_s")
+    return styled(row["status"]) + (f" {duration(asleep)}" if asleep is not None else "")
+
+
 def megabytes(value: int | None) -> str:
     return f"{value / 1_048_576:.1f} MB" if value else "-"
 
@@ -81,7 +95,7 @@ def ls() -> None:
     for row in ApiClient().call("GET", "/api/instances"):
         table.add_row(
             row["name"],
-            styled(row["status"]),
+            state_text(row),
             row["url"],
             f"{row['engine']} {row['version']}",
             megabytes(row["memory_bytes"]),
@@ -108,6 +122,18 @@ def start(name: str) -> None:
 def stop(name: str) -> None:
     """Stop an instance (no-op when stopped)."""
     show(ApiClient().call("POST", f"/api/instances/{name}/stop"))
+
+
+@app.command("hibernate")
+def hibernate(name: str) -> None:
+    """Hibernate a running instance now: no memory used; its next request wakes it."""
+    show(ApiClient().call("POST", f"/api/instances/{name}/hibernate"))
+
+
+@app.command("wake")
+def wake(name: str) -> None:
+    """Wake a hibernated instance now (a request to it would, too)."""
+    show(ApiClient().call("POST", f"/api/instances/{name}/wake"))
 
 
 @app.command("set")

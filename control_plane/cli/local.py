@@ -8,6 +8,7 @@ import fcntl
 import logging
 import os
 from collections.abc import Coroutine
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,11 @@ PASSWORD_MIN = 10  # as the API requires (control_plane.schemas)
 HttpOpt = Annotated[str | None, typer.Option(help="HOST:PORT to listen on [PF_HTTP]")]
 DataOpt = Annotated[Path | None, typer.Option(help="data folder [PF_DATA_DIR]")]
 DomainOpt = Annotated[str | None, typer.Option(help="instances at NAME.DOMAIN [PF_DOMAIN]")]
+
+
+class ProxyKind(StrEnum):
+    embedded = "embedded"
+    caddy = "caddy"
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -50,12 +56,31 @@ def serve(
     data_dir: DataOpt = None,
     domain: DomainOpt = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    proxy: Annotated[
+        ProxyKind | None,
+        typer.Option(help="who serves instances: the embedded proxy or Caddy [PF_PROXY]"),
+    ] = None,
+    start_caddy: Annotated[
+        bool | None,
+        typer.Option(
+            "--start-caddy/--no-start-caddy",
+            help="run Caddy as a supervised child (implies --proxy caddy) [PF_START_CADDY]",
+        ),
+    ] = None,
 ) -> None:
     """Run the control plane, dashboard API and embedded proxy (instances keep running when it
     stops; `pocketfleet down` stops them)."""
     from control_plane.api.app import create_app
 
-    settings = load_settings(http=http, data_dir=data_dir, domain=domain)
+    if start_caddy and proxy is None:
+        proxy = ProxyKind.caddy
+    settings = load_settings(
+        http=http,
+        data_dir=data_dir,
+        domain=domain,
+        proxy=proxy.value if proxy is not None else None,
+        start_caddy=start_caddy,
+    )
     lock_fd = _hold_lock(settings)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -73,6 +98,13 @@ def serve(
         f"pocketfleet on http://{settings.http} — instances at "
         f"{settings.instance_url('NAME')}, data in {settings.data_dir.resolve()}"
     )
+    if settings.proxy == "caddy":
+        started = "a Caddy child" if settings.start_caddy else "Caddy"
+        console.print(
+            f"instances served by {started} (admin {settings.caddy_admin}) on "
+            f"{settings.caddy_http}"
+            + (f" and {settings.caddy_https}" if settings.caddy_tls != "off" else "")
+        )
     try:
         uvicorn.Server(config).run()
     finally:
@@ -106,9 +138,13 @@ def down(data_dir: DataOpt = None) -> None:
     settings = load_settings(data_dir=data_dir)
     _stop_serve(settings)
     from control_plane.admin import stop_all_instances
+    from control_plane.backups.replication import stop_recorded
 
-    stopped = asyncio.run(stop_all_instances(settings))
-    console.print(f"Stopped {stopped} instance(s).")
+    try:
+        stopped = asyncio.run(stop_all_instances(settings))
+    finally:
+        replication = " and replication" if stop_recorded(settings) else ""
+    console.print(f"Stopped {stopped} instance(s){replication}.")
 
 
 operator_app = typer.Typer(no_args_is_help=True, help="Operators of this server")

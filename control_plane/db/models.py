@@ -106,6 +106,11 @@ class Instance(SQLModel, table=True):
     pending_superuser: dict[str, str] | None = Field(
         default=None, sa_column=Column(JSON, nullable=True)
     )
+    # An exclusive operation on the instance (e.g. "restore:ID"): while set, the reconciler
+    # keeps the instance stopped whatever `desired` says (deletion still proceeds). Set and
+    # cleared by the operation's owner (control_plane.backups), which also clears it after a
+    # crash of the control plane.
+    hold: str | None = Field(default=None, max_length=64)
 
     # observed state, written by the reconciler through lifecycle.transition
     status: str = Field(default="provisioning", max_length=16, index=True)
@@ -118,6 +123,7 @@ class Instance(SQLModel, table=True):
     next_start_at: datetime | None = _when()
     started_at: datetime | None = _when()
     last_request_at: datetime | None = _when()
+    hibernated_at: datetime | None = _when()  # since when it sleeps (None: awake)
     memory_bytes: int | None = None
 
     created_at: datetime = Field(
@@ -139,3 +145,18 @@ class InstanceEvent(SQLModel, table=True):
     to_state: str = Field(max_length=16)
     actor: str = Field(max_length=64)
     reason: str = Field(default="", max_length=2000)
+
+
+class InstanceSample(SQLModel, table=True):
+    """One sample of an instance's activity: requests served since the previous sample and
+    memory at sampling time (None when not running). Written by the reconciler's sampling,
+    read for the dashboard's charts, pruned after `PF_METRICS_RETENTION_H` hours."""
+
+    __tablename__ = "instance_sample"
+    __table_args__ = (sa.Index("ix_instance_sample_instance_at", "instance_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    instance_id: str = Field(foreign_key="instance.id", max_length=15)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    requests: int = 0
+    memory_bytes: int | None = Field(default=None, sa_type=sa.BigInteger)

@@ -76,8 +76,13 @@ class Driver(ABC):
         """Stop it cleanly (SIGTERM, then SIGKILL after the stop timeout)."""
 
     @abstractmethod
-    async def status(self, spec: InstanceSpec, pid: int | None) -> Observed:
-        """Whether the instance known by `pid` is running and healthy (adopting it if needed)."""
+    async def status(self, spec: InstanceSpec, pid: int | None, *, health: bool = True) -> Observed:
+        """Whether the instance known by `pid` is running and healthy (adopting it if needed).
+
+        With `health=False` nothing is asked of the instance itself (no request: engines may
+        log every request, PocketBase does) and `healthy` is False: for periodic checks that
+        only need to know whether it runs.
+        """
 
     @abstractmethod
     async def stats(self, spec: InstanceSpec, pid: int | None) -> Stats | None:

@@ -25,14 +25,12 @@ import contextlib
 import errno
 import logging
 import os
-import resource
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,16 +38,28 @@ import httpx
 import psutil
 
 from control_plane.drivers.base import Driver, InstanceSpec, Observed, RunState, StartError, Stats
+from control_plane.drivers.cgroups import (
+    CGROUP_PREFIX,
+    cgroup_of,
+    drop_cgroup,
+    memory_cgroup_parent,
+)
+from control_plane.drivers.launch import limits, open_files_limit, port_accepts, wrapped_argv
+from control_plane.drivers.zygote import Zygotes, forked_for, others_can_import
 from control_plane.engines.base import EngineError
 from control_plane.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
-CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
-CGROUP_PREFIX = "pocketfleet-"
 _POLL_FIRST_S = 0.002
 _POLL_MAX_S = 0.05
+# A starting instance's port is tried every millisecond for its first 200 ms (a PocketBase
+# starts in 20-40 ms here, and a connection attempt to a closed loopback port costs a few
+# microseconds), then with a back-off up to 20 ms.
+_PORT_POLL_S = 0.001
+_PORT_POLL_TIGHT_FOR_S = 0.2
+_PORT_POLL_MAX_S = 0.02
 _STATUS_HEALTH_TIMEOUT_S = 0.5
 _TASK_TIMEOUT_S = 60.0
 _ERROR_LOG_LINES = 20
@@ -60,45 +70,6 @@ _ROTATED_SUFFIX = ".1"
 def address_space_limit_mb(memory_limit_mb: int) -> int:
     """RLIMIT_AS for a memory limit: 4x it, and never less than the limit + 2 GiB."""
     return max(4 * memory_limit_mb, memory_limit_mb + _ADDRESS_SPACE_HEADROOM_MB)
-
-
-def memory_cgroup_parent() -> Path | None:
-    """Our own cgroup v1 memory folder if we may create child cgroups in it, else None."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            folder = CGROUP_V1_MEMORY / path.lstrip("/")
-            if (folder / "memory.limit_in_bytes").is_file() and os.access(folder, os.W_OK):
-                return folder
-    return None
-
-
-def _cgroup_of(pid: int) -> Path | None:
-    """The per-instance memory cgroup `pid` runs in, if it runs in one of ours."""
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            if "memory" in controllers.split(",") and Path(path).name.startswith(CGROUP_PREFIX):
-                return CGROUP_V1_MEMORY / path.lstrip("/")
-    return None
-
-
-def _drop_cgroup(folder: Path) -> None:
-    """Remove an (emptied) cgroup folder, retrying briefly while the kernel lets go of it."""
-    for _ in range(50):
-        try:
-            folder.rmdir()
-            return
-        except OSError as err:
-            if err.errno != errno.EBUSY:
-                if err.errno != errno.ENOENT:
-                    log.debug("cannot remove cgroup %s: %s", folder, err)
-                return
-            time.sleep(0.01)
 
 
 def _data_dir_names(spec: InstanceSpec) -> frozenset[str]:
@@ -139,19 +110,6 @@ def _tail_lines(path: Path, count: int) -> list[str]:
     return data.decode("utf-8", errors="replace").splitlines()[-count:]
 
 
-def _limits(max_open_files: int, address_space_bytes: int) -> Callable[[], None]:
-    """A preexec function setting the child's rlimits (soft = hard; never above our hard)."""
-    hard_files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard_files != resource.RLIM_INFINITY:
-        max_open_files = min(max_open_files, hard_files)
-
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
-        resource.setrlimit(resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
-
-    return apply
-
-
 @dataclass(frozen=True)
 class _Proc:
     """A live process of an instance; `popen` is set when this driver started it."""
@@ -190,14 +148,18 @@ class ProcessDriver(Driver):
         self.cgroup_parent = memory_cgroup_parent()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._child_of: dict[str, int] = {}
+        self._forked: dict[str, int] = {}  # instance id -> pid forked by a zygote
+        self.zygotes = Zygotes(settings.data_dir / "zygotes") if settings.zygote else None
         self._locks: dict[str, asyncio.Lock] = {}
         self._client: httpx.AsyncClient | None = None
 
     async def aclose(self) -> None:
-        """Close the HTTP client. Running instances are left running."""
+        """Close the HTTP client and stop the zygotes. Running instances are left running."""
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self.zygotes is not None:
+            await asyncio.to_thread(self.zygotes.close)
 
     # -- the Driver contract ------------------------------------------------------------------
 
@@ -213,22 +175,33 @@ class ProcessDriver(Driver):
             deadline = time.monotonic() + self.settings.start_timeout_s
             proc = await asyncio.to_thread(self._existing, spec)
             if proc is None:
-                try:
-                    argv = spec.engine.serve_command(spec.version, spec.layout, spec.port)
-                except EngineError as err:
-                    raise StartError(f"instance {spec.id}: {err}") from err
-                spawned = time.monotonic()
-                proc = await asyncio.to_thread(self._spawn, spec, argv)
-                await self._healthy_or_kill(spec, proc, deadline)
-                log.info(
-                    "instance %s: pid %d healthy %.1f ms after spawn",
-                    spec.id,
-                    proc.pid,
-                    (time.monotonic() - spawned) * 1000,
-                )
-            else:
-                await self._healthy_or_kill(spec, proc, deadline)
+                return await self._launch(spec, deadline)
+            await self._healthy_or_kill(spec, proc, deadline)
             return proc.pid
+
+    async def _launch(self, spec: InstanceSpec, deadline: float) -> int:
+        """Start the serving process (forked by the engine's zygote if it has one running,
+        else cold) and wait until it is healthy; return its pid."""
+        try:
+            argv = spec.engine.serve_command(spec.version, spec.layout, spec.port)
+        except EngineError as err:
+            raise StartError(f"instance {spec.id}: {err}") from err
+        spawned = time.monotonic()
+        forked = await self._fork(spec, argv)
+        proc = forked if forked is not None else await asyncio.to_thread(self._spawn, spec, argv)
+        # Moving a process into a cgroup takes ~10 ms on cgroup v1: overlap it with the
+        # engine's own start instead of adding it.
+        joining = asyncio.create_task(
+            asyncio.to_thread(self._join_cgroup, spec, proc.pid), name="join cgroup"
+        )
+        try:
+            await self._healthy_or_kill(spec, proc, deadline)
+        finally:
+            await asyncio.shield(joining)
+        took_ms = (time.monotonic() - spawned) * 1000
+        how = "forked" if forked is not None else "cold"
+        log.info("instance %s: %s pid %d healthy in %.1f ms", spec.id, how, proc.pid, took_ms)
+        return proc.pid
 
     async def stop(self, spec: InstanceSpec, pid: int | None) -> None:
         """SIGTERM the process group, SIGKILL after `stop_timeout_s`; idempotent.
@@ -244,16 +217,20 @@ class ProcessDriver(Driver):
                 await self._end(spec, target, graceful=True)
             cgroup = self._cgroup(spec)
             if cgroup is not None and not targets:
-                await asyncio.to_thread(_drop_cgroup, cgroup)
+                await asyncio.to_thread(drop_cgroup, cgroup)
 
-    async def status(self, spec: InstanceSpec, pid: int | None) -> Observed:
-        """RUNNING (with one quick health probe) if `pid`, or the process this driver started
-        for the instance, is alive and the instance's; else STOPPED."""
+    async def status(self, spec: InstanceSpec, pid: int | None, *, health: bool = True) -> Observed:
+        """RUNNING (with one quick health probe unless `health=False`) if `pid`, or the process
+        this driver started for the instance, is alive and the instance's; else STOPPED."""
         self._reap()
-        proc = self._own(spec, pid) or self._own(spec, self._child_of.get(spec.id))
+        proc = (
+            self._own(spec, pid)
+            or self._own(spec, self._child_of.get(spec.id))
+            or self._own(spec, self._forked.get(spec.id))
+        )
         if proc is None:
             return Observed(RunState.STOPPED)
-        healthy = await self._probe(spec, _STATUS_HEALTH_TIMEOUT_S)
+        healthy = health and await self._probe(spec, _STATUS_HEALTH_TIMEOUT_S)
         return Observed(RunState.RUNNING, proc.pid, healthy)
 
     async def stats(self, spec: InstanceSpec, pid: int | None) -> Stats | None:
@@ -332,7 +309,10 @@ class ProcessDriver(Driver):
             ps = psutil.Process(pid)
             if ps.status() == psutil.STATUS_ZOMBIE:
                 return None
-            if not _names_data_dir(ps.cmdline(), _data_dir_names(spec)):
+            cmdline = ps.cmdline()
+            if not _names_data_dir(cmdline, _data_dir_names(spec)) and not forked_for(
+                pid, cmdline, spec
+            ):
                 return None
         except psutil.Error:
             return None
@@ -342,6 +322,9 @@ class ProcessDriver(Driver):
         """Every live process whose argv names the instance's data folder (reads /proc)."""
         names = _data_dir_names(spec)
         needles = [name.encode() for name in names]
+        zygote = spec.engine.zygote_command(spec.version)
+        if zygote is not None:  # its children are told apart by their folder (`_own`)
+            needles.append("\0".join(zygote).encode())
         found: list[_Proc] = []
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
@@ -360,7 +343,9 @@ class ProcessDriver(Driver):
     def _existing(self, spec: InstanceSpec) -> _Proc | None:
         """A process already serving the instance, None if the port is free; raises
         `StartError` if another process has the port."""
-        proc = self._own(spec, self._child_of.get(spec.id))
+        proc = self._own(spec, self._child_of.get(spec.id)) or self._own(
+            spec, self._forked.get(spec.id)
+        )
         if proc is not None:
             return proc
         if not _accepting(spec.port):
@@ -386,9 +371,23 @@ class ProcessDriver(Driver):
         return env
 
     def _popen(self, spec: InstanceSpec, argv: list[str], stdout: int) -> subprocess.Popen[bytes]:
-        """Spawn `argv` as the instance: own session, its uid, its env, cwd, limits."""
+        """Spawn `argv` as the instance: own session, its uid, its env, cwd, limits (set by
+        `prlimit`/`setpriv` before the exec of `argv` when they exist: `launch.wrapped_argv`)."""
         uid = self._run_as(spec)
         address_space = address_space_limit_mb(spec.memory_limit_mb) * 1024 * 1024
+        wrapped = wrapped_argv(argv, spec.max_open_files, address_space, uid)
+        if wrapped:
+            if shutil.which(argv[0], path=CHILD_PATH) is None:  # as Popen would say it
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+            return subprocess.Popen(
+                wrapped,
+                cwd=spec.layout.root.absolute(),
+                env=self._child_env(spec),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return subprocess.Popen(
             argv,
             cwd=spec.layout.root.absolute(),
@@ -397,14 +396,15 @@ class ProcessDriver(Driver):
             stdout=stdout,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_limits(spec.max_open_files, address_space),
+            preexec_fn=limits(spec.max_open_files, address_space),
             user=uid,
             group=uid,
             extra_groups=None if uid is None else [],
         )
 
-    def _spawn(self, spec: InstanceSpec, argv: list[str]) -> _Proc:
-        """Prepare the folder and start the serving process (blocking; run in a thread)."""
+    def _open_log(self, spec: InstanceSpec) -> tuple[int | None, int]:
+        """Prepare the folder; return the uid to run as and the log opened for appending
+        (owned by that uid). Blocking."""
         try:
             uid = self._prepare(spec)
             log_fd = os.open(
@@ -412,11 +412,44 @@ class ProcessDriver(Driver):
                 os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                 0o600,
             )
-        except OSError as err:
-            raise StartError(f"instance {spec.id}: cannot prepare its folder: {err}") from err
-        try:
             if uid is not None:
                 os.fchown(log_fd, uid, uid)
+        except OSError as err:
+            raise StartError(f"instance {spec.id}: cannot prepare its folder: {err}") from err
+        return uid, log_fd
+
+    async def _fork(self, spec: InstanceSpec, argv: list[str]) -> _Proc | None:
+        """The serving process forked by the engine's zygote, or None when there is none to
+        ask now (the caller starts it cold): see `control_plane.drivers.zygote`."""
+        command = spec.engine.zygote_command(spec.version) if self.zygotes else None
+        if command is None or self.zygotes is None:
+            return None
+        if self._run_as(spec) is not None and not others_can_import():
+            return None
+        uid, log_fd = await asyncio.to_thread(self._open_log, spec)
+        os.close(log_fd)
+        request = {
+            "argv": argv,
+            "cwd": str(spec.layout.root.absolute()),
+            "env": self._child_env(spec),
+            "log": str(spec.layout.log_file.absolute()),
+            "uid": uid,
+            "nofile": open_files_limit(spec.max_open_files),
+            "address_space": address_space_limit_mb(spec.memory_limit_mb) * 1024 * 1024,
+        }
+        pid = await self.zygotes.spawn(f"{spec.engine.name}-{spec.version}", command, request)
+        if pid is None:
+            return None
+        self._forked[spec.id] = pid
+        try:
+            return _Proc(psutil.Process(pid), None)
+        except psutil.Error:
+            raise StartError(self._failure(spec, "exited at once")) from None
+
+    def _spawn(self, spec: InstanceSpec, argv: list[str]) -> _Proc:
+        """Prepare the folder and start the serving process (blocking; run in a thread)."""
+        _, log_fd = self._open_log(spec)
+        try:
             popen = self._popen(spec, argv, log_fd)
         except (OSError, subprocess.SubprocessError) as err:
             raise StartError(f"instance {spec.id}: cannot run {argv[0]}: {err}") from err
@@ -424,12 +457,12 @@ class ProcessDriver(Driver):
             os.close(log_fd)
         self._children[popen.pid] = popen
         self._child_of[spec.id] = popen.pid
-        self._join_cgroup(spec, popen.pid)
         return _Proc(psutil.Process(popen.pid), popen)
 
     def _prepare(self, spec: InstanceSpec) -> int | None:
-        """Create the folder layout (root 0700, parent 0711), owned by the instance's uid when
-        we are root; return that uid (None: run as ourselves)."""
+        """Create the folder layout (root 0700, parent 0711) and what the engine writes in it
+        (`Engine.prepare`), owned by the instance's uid when we are root; return that uid
+        (None: run as ourselves)."""
         uid = self._run_as(spec)
         root = spec.layout.root.absolute()
         root.parent.mkdir(parents=True, exist_ok=True)
@@ -447,6 +480,7 @@ class ProcessDriver(Driver):
         first_time = uid is not None and root.stat().st_uid != uid
         for folder in spec.layout.folders():
             folder.mkdir(mode=0o700, exist_ok=True)
+        written = spec.engine.prepare(spec.version, spec.layout)
         if uid is None:
             return None
         if first_time:  # hand over the whole tree (lchown: never follow a tenant's symlink)
@@ -454,8 +488,8 @@ class ProcessDriver(Driver):
                 for name in (*dirs, *files):
                     os.chown(os.path.join(parent, name), uid, uid, follow_symlinks=False)
         else:
-            for folder in spec.layout.folders():
-                os.chown(folder, uid, uid, follow_symlinks=False)
+            for path in (*spec.layout.folders(), *written):
+                os.chown(path, uid, uid, follow_symlinks=False)
         os.chown(root, uid, uid, follow_symlinks=False)
         return uid
 
@@ -479,9 +513,13 @@ class ProcessDriver(Driver):
             log.debug("instance %s: no memory cgroup (%s)", spec.id, err)
 
     async def _healthy_or_kill(self, spec: InstanceSpec, proc: _Proc, deadline: float) -> None:
-        """Poll the health URL with a 2 ms -> 50 ms back-off until 200; on exit, timeout or
+        """Wait for the port to accept connections (tried every 1 ms for 200 ms, then with a
+        back-off to 20 ms), then GET the health URL until 200 (same back-off): no health
+        request is wasted on a server that is not listening yet. On exit, timeout or
         cancellation kill the process group and raise `StartError` with the log tail."""
-        delay = _POLL_FIRST_S
+        began = time.monotonic()
+        delay = _PORT_POLL_S
+        listening = False
         try:
             while True:
                 if not proc.alive():
@@ -492,10 +530,12 @@ class ProcessDriver(Driver):
                 if remaining <= 0:
                     timeout = self.settings.start_timeout_s
                     raise StartError(self._failure(spec, f"was not healthy after {timeout:g}s"))
-                if await self._probe(spec, min(remaining, 2.0)):
+                listening = listening or await port_accepts(spec.port)
+                if listening and await self._probe(spec, min(remaining, 2.0)):
                     return
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, _POLL_MAX_S)
+                if time.monotonic() - began > _PORT_POLL_TIGHT_FOR_S:
+                    delay = min(delay * 2, _PORT_POLL_MAX_S)
         except BaseException:
             await self._end(spec, proc, graceful=False)
             raise
@@ -550,7 +590,7 @@ class ProcessDriver(Driver):
     async def _end(self, spec: InstanceSpec, proc: _Proc, *, graceful: bool) -> None:
         """End `proc` and its process group: SIGTERM and up to the stop timeout if `graceful`,
         then SIGKILL; finally drop its memory cgroup."""
-        cgroups = {c for c in (_cgroup_of(proc.pid), self._cgroup(spec)) if c is not None}
+        cgroups = {c for c in (cgroup_of(proc.pid), self._cgroup(spec)) if c is not None}
         group = self._group_of(proc)
         if graceful:
             self._send(proc, group, signal.SIGTERM)
@@ -561,7 +601,7 @@ class ProcessDriver(Driver):
         await self._wait_gone(proc, 5.0)
         self._reap()
         for cgroup in cgroups:
-            await asyncio.to_thread(_drop_cgroup, cgroup)
+            await asyncio.to_thread(drop_cgroup, cgroup)
 
     # -- blocking helpers (run in threads) ----------------------------------------------------
 
@@ -599,7 +639,7 @@ class ProcessDriver(Driver):
     def _move_or_delete(self, spec: InstanceSpec, keep_at: Path | None) -> None:
         cgroup = self._cgroup(spec)
         if cgroup is not None:
-            _drop_cgroup(cgroup)
+            drop_cgroup(cgroup)
         root = spec.layout.root
         if not root.exists():
             return

@@ -8,7 +8,9 @@ a port.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +63,7 @@ class Engine(ABC):
 
     name: str
     health_path: str = "/api/health"
+    admin_path: str = "/_/"
 
     @abstractmethod
     def default_version(self) -> str: ...
@@ -81,6 +84,38 @@ class Engine(ABC):
 
     def is_installed(self, version: str) -> bool:
         return version in self.installed_versions()
+
+    def prepare(self, version: str, layout: InstanceLayout) -> list[Path]:
+        """Write what the engine wants in the instance's folders before a start; return the
+        files it created (the driver hands them to the instance's user). Called by the driver
+        on every start once the folders exist: blocking, idempotent, and cheap when there is
+        nothing to do (it is on the wake path). Default: nothing."""
+        return []
+
+    def zygote_command(self, version: str) -> list[str] | None:
+        """The argv of this engine's zygote for `version` (a process that has loaded the
+        engine and forks a child running `serve_command` on request, see
+        `control_plane.drivers.zygote`), or None: instances start cold. Default: None."""
+        return None
+
+    def admin_auth_storage(self, token: str, record: Mapping[str, object]) -> dict[str, str]:
+        """The `localStorage` entries that sign a browser into the admin UI at `admin_path`
+        with a superuser `token` and `record` (as `auth-with-password` returns them).
+
+        PocketBase's admin UI keeps its auth as the JS SDK's `LocalAuthStore` does:
+        `{"token": ..., "record": ...}` under `__pb_superusers__` + the UI's path without its
+        final slash (0.40: `__pb_superusers__/_`), and under `__pb_superuser_auth__` in
+        0.23-0.28. Both are written, so every version finds its own.
+        """
+        value = json.dumps({"token": token, "record": dict(record)})
+        path = self.admin_path.rstrip("/")
+        return {f"__pb_superusers__{path}": value, "__pb_superuser_auth__": value}
+
+    def databases(self, layout: InstanceLayout) -> list[Path]:
+        """The SQLite databases (WAL mode) of an instance, existing or not yet created: what
+        backups copy with SQLite's backup API and what Litestream replicates. Every other file
+        of the instance folder is copied as it is."""
+        return [layout.data_dir / "data.db", layout.data_dir / "auxiliary.db"]
 
     def require(self, version: str) -> None:
         if not self.is_installed(version):

@@ -56,6 +56,11 @@ class PocketfleetEngine(Engine):
             f"127.0.0.1:{port}",
         ]
 
+    def zygote_command(self, version: str) -> list[str] | None:
+        """`python -m instance_runtime.zygote`: forks instances with the runtime imported."""
+        self.require(version)
+        return [self.python, "-m", "instance_runtime.zygote"]
+
     def superuser_command(
         self, version: str, layout: InstanceLayout, email: str, password: str
     ) -> list[str]:

@@ -42,6 +42,8 @@ def default_registry(settings: Settings) -> EngineRegistry:
 
     Blocking (may copy the bundled binary once); call it at startup or via `asyncio.to_thread`.
     """
-    pocketbase = PocketBaseEngine(settings.engines_dir, settings.default_pocketbase_version)
+    pocketbase = PocketBaseEngine(
+        settings.engines_dir, settings.default_pocketbase_version, settings.request_log_max_days
+    )
     pocketbase.ensure_bundled()
     return EngineRegistry([pocketbase, PocketfleetEngine()])

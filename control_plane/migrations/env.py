@@ -11,6 +11,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
+import control_plane.backups.models  # noqa: F401  (registers the backup tables)
+import control_plane.domains.models as _domains  # noqa: F401  (registers custom_domain)
 from control_plane.db.models import UTCDateTime  # also registers the tables
 
 target_metadata = SQLModel.metadata

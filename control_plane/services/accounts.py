@@ -10,13 +10,22 @@ from sqlmodel import col, func, select
 
 from control_plane.db.engine import SessionFactory
 from control_plane.db.models import Account, Invite, utcnow
+from control_plane.schemas import PASSWORD_MAX, PASSWORD_MIN
 from control_plane.security import hash_password
-from control_plane.services.errors import Conflict, Forbidden, NotFound
+from control_plane.services.errors import Conflict, Forbidden, Invalid, NotFound
 from control_plane.settings import Settings
 
 
 def normalize_email(email: str) -> str:
     return email.strip().lower()
+
+
+def check_password(password: str, *, field: str = "password") -> None:
+    """The one password rule (length): raises `Invalid` naming `field` when it is not met."""
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise Invalid(
+            f"the password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long", field=field
+        )
 
 
 class AccountService:
@@ -27,6 +36,7 @@ class AccountService:
 
     async def sign_up(self, email: str, password: str, invite: str | None = None) -> Account:
         email = normalize_email(email)
+        check_password(password)
         async with self.db() as session:
             if self.settings.signup == "closed":
                 raise Forbidden("sign-up is closed on this server; ask an operator for an account")

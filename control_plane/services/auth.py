@@ -10,11 +10,12 @@ from control_plane.db.engine import SessionFactory
 from control_plane.db.models import Account, ApiToken, utcnow
 from control_plane.security import (
     FailureThrottle,
+    hash_password,
     new_token,
     token_digest,
     verify_password,
 )
-from control_plane.services.accounts import normalize_email
+from control_plane.services.accounts import check_password, normalize_email
 from control_plane.services.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
 from control_plane.settings import Settings
 
@@ -98,6 +99,37 @@ class AuthService:
                 row.revoked_at = utcnow()
                 session.add(row)
                 await session.commit()
+
+    async def change_password(
+        self,
+        account: Account,
+        current_password: str,
+        new_password: str,
+        *,
+        keep_session: str | None = None,
+    ) -> None:
+        """Replace the password after checking the current one. Every login session of the
+        account ends except `keep_session` (a token id); named API tokens stay valid."""
+        check_password(new_password, field="new_password")
+        async with self.db() as session:
+            row = await session.get(Account, account.id)
+            if row is None or not verify_password(row.password_hash, current_password):
+                raise Forbidden("the current password is wrong", field="current_password")
+            row.password_hash = hash_password(new_password)
+            session.add(row)
+            sessions = await session.exec(
+                select(ApiToken).where(
+                    ApiToken.account_id == account.id,
+                    ApiToken.kind == SESSION,
+                    col(ApiToken.revoked_at).is_(None),
+                )
+            )
+            now = utcnow()
+            for token in sessions.all():
+                if token.id != keep_session:
+                    token.revoked_at = now
+                    session.add(token)
+            await session.commit()
 
     async def create_api_token(self, account: Account, name: str) -> tuple[str, ApiToken]:
         token = new_token()

@@ -43,6 +43,11 @@ class Invalid(ServiceError):
     code = "invalid"
 
 
+class Unavailable(ServiceError):
+    status = 503
+    code = "unavailable"
+
+
 class TooManyRequests(ServiceError):
     status = 429
     code = "too_many_requests"

@@ -21,6 +21,7 @@ from control_plane.drivers.base import Driver
 from control_plane.engines.base import EngineError
 from control_plane.engines.registry import EngineRegistry
 from control_plane.lifecycle import InstanceState, transition
+from control_plane.names import name_problem
 from control_plane.schemas import EnvVarPublic, InstanceCreate, InstanceUpdate
 from control_plane.services.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound
 from control_plane.settings import Settings
@@ -105,6 +106,21 @@ class InstanceService:
             )
             return rows.all()
 
+    def quota_of(self, account: Account) -> int:
+        """How many live instances `account` may have."""
+        return account.quota if account.quota is not None else self.settings.default_quota
+
+    async def name_unavailable(self, name: str) -> str | None:
+        """Why `name` cannot be used for a new instance now (invalid or taken), or None."""
+        problem = name_problem(name)
+        if problem:
+            return f"instance name {problem}"
+        async with self.db() as session:
+            taken = await session.exec(select(Instance.id).where(Instance.name == name))
+            if taken.first() is not None:
+                return f"the name {name!r} is taken; pick another"
+        return None
+
     # ----- creating
 
     def _check_version(self, engine_name: str, version: str | None) -> str:
@@ -139,7 +155,7 @@ class InstanceService:
         engine_name = data.engine or self.settings.default_engine
         version = self._check_version(engine_name, data.version)
         async with self.db() as session:
-            quota = account.quota if account.quota is not None else self.settings.default_quota
+            quota = self.quota_of(account)
             owned = (
                 await session.exec(
                     select(func.count())
@@ -253,6 +269,18 @@ class InstanceService:
                 await session.commit()
         self.reconciler.nudge()
         return instance
+
+    async def set_env_var(self, account: Account, name: str, key: str, value: str) -> Instance:
+        """Add or replace one variable, keeping the others."""
+        env = dict((await self.get(account, name)).env)
+        env[key] = value
+        return await self.set_env(account, name, env)
+
+    async def unset_env_var(self, account: Account, name: str, key: str) -> Instance:
+        """Remove one variable (absent: nothing changes)."""
+        env = dict((await self.get(account, name)).env)
+        env.pop(key, None)
+        return await self.set_env(account, name, env)
 
     def env_public(self, instance: Instance) -> list[EnvVarPublic]:
         return [

@@ -65,6 +65,9 @@ DATETIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}Z")
 # Dates this close to the run are "now" (autodate fields, token times); scenarios use fixed
 # dates far from it for their data.
 NOW_WINDOW = timedelta(days=2)
+# Go's JSON decoder words one type error two ways from run to run (its v1 "cannot unmarshal"
+# and v2 "unable to unmarshal" messages); both read as the same error.
+GO_JSON_WORDING = re.compile(r"json: unable to unmarshal")
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -145,6 +148,7 @@ class _Masks:
         if text in self.ids:
             return self.ids[text]
         text = JWT.sub("<token>", text)
+        text = GO_JSON_WORDING.sub("json: cannot unmarshal", text)
         text = DATETIME.sub(self._datetime, text)
         if self._pattern is None:
             ids = sorted((i for i in self.ids if len(i) >= MIN_ID_IN_TEXT), key=len, reverse=True)

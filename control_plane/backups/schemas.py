@@ -1,0 +1,76 @@
+"""Shapes of the backups API (`XPublic` out, requests in)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class SnapshotPublic(BaseModel):
+    id: str
+    status: str = Field(description="running, good or failed")
+    size: int | None
+    created: datetime
+    finished: datetime | None = None
+    trigger: str = Field(description="manual or scheduled")
+    engine: str
+    version: str
+    sha256: str | None = None
+    reason: str = ""
+
+
+class SchedulePublic(BaseModel):
+    schedule: str = Field(description="crontab (UTC), @hourly, @daily, @weekly or @every 6h")
+    default: bool = Field(description="true when it is the fleet's default")
+    next_run: datetime | None = None
+
+
+class BackupsPublic(BaseModel):
+    snapshots: list[SnapshotPublic]
+    restorable_from: datetime | None = Field(
+        None, description="earliest moment a point-in-time restore can go back to"
+    )
+    restorable_to: datetime | None = Field(
+        None, description="latest moment replicated (now, when replication is caught up)"
+    )
+    schedule: SchedulePublic
+    store: str = Field(description="s3 or local")
+
+
+class ScheduleUpdate(BaseModel):
+    schedule: str | None = Field(
+        None, max_length=100, description="null: back to the fleet's default"
+    )
+
+
+class RestoreAt(BaseModel):
+    at: datetime = Field(description="ISO-8601 moment to restore the databases to")
+
+
+class RestorePublic(BaseModel):
+    id: str
+    status: str
+    phase: str
+    snapshot_id: str | None
+    point_in_time: datetime | None
+    reason: str
+    safety_copy: str | None
+    created: datetime
+    finished: datetime | None
+
+
+class FleetBackupPublic(BaseModel):
+    instance_id: str
+    name: str
+    owner_email: str
+    status: str
+    schedule: str
+    last_good_id: str | None
+    last_good_at: datetime | None
+    last_failure: str | None = Field(None, description="reason of a failure after the last good")
+    replication_lag_s: float | None = Field(
+        None, description="seconds since Litestream last confirmed the replica up to date"
+    )
+    overdue: bool
+    next_run: datetime | None

@@ -1,0 +1,581 @@
+"""Backups as a service: snapshots (manual and scheduled), retention, downloads, schedules,
+the replication supervisor's target list, and the operators' overview. Restores are in
+`control_plane.backups.restores` (same service, own module).
+
+Rules kept here:
+- never two operations (snapshot or restore) at once on one instance: a second one is refused
+  with 409 (a scheduled one is skipped);
+- at most `PF_BACKUP_CONCURRENCY` scheduled snapshots run at once;
+- a snapshot row is `good` only after the store verified the upload; a failure is recorded with
+  its reason, and a multipart upload it left is aborted (now, or by the periodic cleanup);
+- an instance that is not running is snapshotted from its files, without waking it, and a
+  scheduled snapshot is skipped when its folder is unchanged since its last good snapshot;
+- after a good snapshot, retention prunes older good ones (never the newest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import ColumnElement
+from sqlmodel import col, select
+
+from control_plane.backups import jobs
+from control_plane.backups.archive import Manifest, build_archive, fingerprint
+from control_plane.backups.models import BackupSnapshot, BackupState
+from control_plane.backups.replication import ReplicatedDb, ReplicationError, ReplicationSupervisor
+from control_plane.backups.retention import Candidate, Policy, to_keep
+from control_plane.backups.schedule import Schedule, ScheduleError, parse, validate_for_tenant
+from control_plane.backups.schemas import FleetBackupPublic, SchedulePublic
+from control_plane.backups.store import StoreError, make_store, snapshot_key
+from control_plane.db.engine import SessionFactory
+from control_plane.db.models import Account, Instance, new_id, utcnow
+from control_plane.engines.base import EngineError
+from control_plane.engines.registry import EngineRegistry
+from control_plane.lifecycle import InstanceState
+from control_plane.services.errors import Conflict, Invalid, NotFound, ServiceError
+from control_plane.services.instances import InstanceService, Reconcile
+from control_plane.settings import Settings
+from control_plane.specs import instance_layout
+
+if TYPE_CHECKING:
+    from control_plane.backups.restores import Restorer
+    from control_plane.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+JOB_PREFIX = "backup:"
+STAMP = "%Y%m%dT%H%M%SZ"
+CLEANUP_EVERY_S = 60.0
+FAILED_ROWS_KEPT = 10
+GONE = (InstanceState.DELETING.value, InstanceState.DELETED.value)
+
+
+class BackupFailed(ServiceError):
+    """The backup store (or the copy) failed; the snapshot is recorded as failed."""
+
+    status = 502
+    code = "backup_failed"
+
+
+def _live() -> ColumnElement[bool]:
+    return col(Instance.status).not_in(GONE)
+
+
+class BackupService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: SessionFactory,
+        engines: EngineRegistry,
+        instances: InstanceService,
+        reconciler: Reconcile,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.engines = engines
+        self.instances = instances
+        self.reconciler = reconciler
+        self.store = make_store(settings)
+        self.replication = ReplicationSupervisor(settings, self.store)
+        self.policy = Policy(
+            settings.backup_keep_last,
+            settings.backup_keep_daily,
+            settings.backup_keep_weekly,
+            settings.backup_keep_monthly,
+        )
+        self.busy: dict[str, str] = {}  # instance id -> "snapshot" | "restore"
+        self._slots = asyncio.Semaphore(settings.backup_concurrency)
+        self._scheduler: Scheduler | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._kicks: set[asyncio.Task[None]] = set()
+        self._last_cleanup = 0.0
+        from control_plane.backups.restores import Restorer
+
+        self.restorer: Restorer = Restorer(self)
+
+    # ----- running
+
+    async def start(self, scheduler: Scheduler) -> None:
+        """Recover interrupted work, then keep replication and schedules in line (a loop)."""
+        self._scheduler = scheduler
+        scheduler.persist_to(self.settings.data_dir / "scheduler.db")
+        jobs.register(self)
+        try:
+            await asyncio.to_thread(self.store.ensure_ready)
+        except StoreError as err:
+            log.error("backup store %s is not usable yet: %s", self.store.describe(), err)
+        await self.restorer.recover()
+        await self._fail_interrupted_snapshots()
+        self._task = asyncio.create_task(self._loop(), name="backups")
+
+    async def close(self) -> None:
+        """Stop the loop; Litestream keeps running (the next control plane adopts it)."""
+        jobs.register(None)
+        for task in (self._task, *self._kicks):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.replication.release()
+
+    async def _loop(self) -> None:
+        tick = max(0.5, min(2.0, self.settings.reconcile_interval_s))
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # the loop must outlive any one bad pass
+                log.exception("backups pass failed")
+            await asyncio.sleep(tick)
+
+    async def tick(self) -> None:
+        """One pass: replication targets, scheduler jobs, and (now and then) cleanup."""
+        rows = await self._live_instances()
+        await self.apply_replication(rows)
+        await self._sync_jobs(rows)
+        now = asyncio.get_running_loop().time()
+        if now - self._last_cleanup >= CLEANUP_EVERY_S:
+            self._last_cleanup = now
+            await self._cleanup(rows)
+
+    async def _live_instances(self) -> Sequence[Instance]:
+        async with self.db() as session:
+            return (await session.exec(select(Instance).where(_live()))).all()
+
+    # ----- replication
+
+    def databases(self, instance: Instance) -> list[ReplicatedDb]:
+        """The databases of an instance, as its engine lays them out."""
+        try:
+            engine = self.engines.get(instance.engine)
+        except EngineError:
+            return []
+        layout = instance_layout(self.settings, instance.id)
+        return [ReplicatedDb(instance.id, p, p.name) for p in engine.databases(layout)]
+
+    async def apply_replication(self, rows: Sequence[Instance] | None = None) -> None:
+        """Make Litestream replicate the databases of every live instance not held."""
+        if rows is None:
+            rows = await self._live_instances()
+        targets: list[ReplicatedDb] = []
+        if self.settings.replication:
+            for row in rows:
+                # from its first start on: never in the middle of its first migrations
+                if row.hold is None and row.name is not None and row.started_at is not None:
+                    targets.extend(self.databases(row))
+        try:
+            await self.replication.apply(targets)
+        except ReplicationError as err:
+            log.error("replication is not running: %s", err)
+
+    def kick_replication(self, instance: Instance) -> None:
+        """Ship the instance's recent writes now (in the background)."""
+
+        async def run() -> None:
+            for db in self.databases(instance):
+                await self.replication.sync(db.path, wait=True)
+
+        task = asyncio.create_task(run())
+        self._kicks.add(task)
+        task.add_done_callback(self._kicks.discard)
+
+    # ----- schedules
+
+    def schedule_of(self, instance: Instance, state: BackupState | None) -> Schedule:
+        text = state.schedule if state and state.schedule else self.settings.backup_schedule
+        try:
+            return parse(text, instance.id)
+        except ScheduleError:
+            log.error("invalid schedule %r for %s; using @daily", text, instance.id)
+            return parse("@daily", instance.id)
+
+    async def states(self) -> dict[str, BackupState]:
+        async with self.db() as session:
+            return {s.instance_id: s for s in (await session.exec(select(BackupState))).all()}
+
+    async def _sync_jobs(self, rows: Sequence[Instance]) -> None:
+        if self._scheduler is None:
+            return
+        states = await self.states()
+        existing = self._scheduler.persistent_jobs()
+        wanted: set[str] = set()
+        for row in rows:
+            job_id = JOB_PREFIX + row.id
+            wanted.add(job_id)
+            schedule = self.schedule_of(row, states.get(row.id))
+            name = f"snapshot {schedule.text}"
+            if existing.get(job_id, ("", None))[0] != name:
+                self._scheduler.add_persistent(
+                    job_id, schedule.trigger(start=utcnow()), jobs.SNAPSHOT_JOB, [row.id], name
+                )
+        for job_id in existing:
+            if job_id.startswith(JOB_PREFIX) and job_id not in wanted:
+                self._scheduler.remove(job_id)
+
+    def next_run(self, instance_id: str) -> datetime | None:
+        if self._scheduler is None:
+            return None
+        return self._scheduler.persistent_jobs().get(JOB_PREFIX + instance_id, ("", None))[1]
+
+    async def schedule_public(self, instance: Instance) -> SchedulePublic:
+        async with self.db() as session:
+            state = await session.get(BackupState, instance.id)
+        schedule = self.schedule_of(instance, state)
+        return SchedulePublic(
+            schedule=schedule.text,
+            default=not (state and state.schedule),
+            next_run=self.next_run(instance.id),
+        )
+
+    async def set_schedule(self, account: Account, name: str, text: str | None) -> SchedulePublic:
+        """Set the instance's schedule (None: the fleet default). Owners may not go below
+        `PF_BACKUP_MIN_INTERVAL_S`; operators may."""
+        instance = await self.instances.get(account, name)
+        if text is not None:
+            try:
+                if account.is_operator:
+                    parse(text, instance.id)
+                else:
+                    validate_for_tenant(text, instance.id, self.settings.backup_min_interval_s)
+            except ScheduleError as err:
+                raise Invalid(str(err), field="schedule") from err
+        async with self.db() as session:
+            state = await session.get(BackupState, instance.id) or BackupState(
+                instance_id=instance.id
+            )
+            state.schedule = text.strip() if text else None
+            session.add(state)
+            await session.commit()
+        await self._sync_jobs(await self._live_instances())
+        return await self.schedule_public(instance)
+
+    # ----- snapshots
+
+    async def snapshots(self, instance_id: str) -> Sequence[BackupSnapshot]:
+        async with self.db() as session:
+            return (
+                await session.exec(
+                    select(BackupSnapshot)
+                    .where(BackupSnapshot.instance_id == instance_id)
+                    .order_by(col(BackupSnapshot.created_at).desc())
+                    .limit(500)
+                )
+            ).all()
+
+    async def owned_snapshot(
+        self, account: Account, name: str, snapshot_id: str
+    ) -> tuple[Instance, BackupSnapshot]:
+        instance = await self.instances.get(account, name)
+        async with self.db() as session:
+            row = await session.get(BackupSnapshot, snapshot_id)
+        if row is None or row.instance_id != instance.id:
+            raise NotFound(f"{name} has no backup {snapshot_id!r}")
+        return instance, row
+
+    async def create(self, account: Account, name: str) -> BackupSnapshot:
+        """Snapshot now (409 while another operation runs on the instance)."""
+        instance = await self.instances.get(account, name)
+        return await self.snapshot(instance, "manual", f"account:{account.id}")
+
+    async def run_scheduled(self, instance_id: str) -> None:
+        """The scheduled snapshot: skipped when busy or when nothing changed since the last."""
+        async with self._slots:
+            async with self.db() as session:
+                instance = await session.get(Instance, instance_id)
+                state = await session.get(BackupState, instance_id)
+            if instance is None or instance.status in GONE or instance.hold:
+                return
+            if instance_id in self.busy:
+                log.info("scheduled snapshot of %s skipped: %s running", instance_id, "operation")
+                return
+            if await self._unchanged(instance, state):
+                await self._checked(instance_id, None)
+                return
+            with contextlib.suppress(ServiceError):
+                await self.snapshot(instance, "scheduled", "scheduler")
+
+    async def _unchanged(self, instance: Instance, state: BackupState | None) -> bool:
+        """Whether the instance's last good snapshot still holds all its data: it was taken
+        after the instance went to sleep (nothing runs to write while it sleeps; the files
+        themselves may still move, as Litestream checkpoints the WAL it holds), or the
+        folder's fingerprint has not changed since."""
+        asleep = instance.status == InstanceState.HIBERNATED
+        asleep_since = instance.hibernated_at if asleep else None
+        if asleep_since is not None and await self._has_good(instance.id, since=asleep_since):
+            return True
+        if state is None or state.last_fingerprint is None:
+            return False
+        layout = instance_layout(self.settings, instance.id)
+        now_print = await asyncio.to_thread(fingerprint, layout.root, [], layout.log_file.name)
+        return state.last_fingerprint == now_print and await self._has_good(instance.id)
+
+    async def _has_good(self, instance_id: str, since: datetime | None = None) -> bool:
+        query = select(BackupSnapshot.id).where(
+            BackupSnapshot.instance_id == instance_id, BackupSnapshot.status == "good"
+        )
+        if since is not None:
+            query = query.where(col(BackupSnapshot.created_at) >= since)
+        async with self.db() as session:
+            return (await session.exec(query)).first() is not None
+
+    async def _checked(self, instance_id: str, print_: str | None) -> None:
+        async with self.db() as session:
+            state = await session.get(BackupState, instance_id) or BackupState(
+                instance_id=instance_id
+            )
+            if print_ is not None:
+                state.last_fingerprint = print_
+            state.last_checked_at = utcnow()
+            session.add(state)
+            await session.commit()
+
+    async def _update(self, snapshot_id: str, **fields: object) -> None:
+        async with self.db() as session:
+            row = await session.get(BackupSnapshot, snapshot_id)
+            if row is None:
+                return
+            for key, value in fields.items():
+                setattr(row, key, value)
+            session.add(row)
+            await session.commit()
+
+    async def snapshot(self, instance: Instance, trigger: str, actor: str) -> BackupSnapshot:
+        """Take, upload and verify one snapshot of `instance`; raise `BackupFailed` (after
+        recording the failure) when it cannot."""
+        if instance.id in self.busy or instance.hold:
+            raise Conflict(f"a {self.busy.get(instance.id, 'restore')} of this instance is running")
+        self.busy[instance.id] = "snapshot"
+        try:
+            return await self._snapshot(instance, trigger, actor)
+        finally:
+            self.busy.pop(instance.id, None)
+
+    async def _snapshot(self, instance: Instance, trigger: str, actor: str) -> BackupSnapshot:
+        engine = self.engines.get(instance.engine)
+        layout = instance_layout(self.settings, instance.id)
+        created = utcnow()
+        snap_id = new_id()
+        row = BackupSnapshot(
+            id=snap_id,
+            instance_id=instance.id,
+            trigger=trigger,
+            actor=actor,
+            key=snapshot_key(instance.id, created.strftime(STAMP), snap_id),
+            engine=instance.engine,
+            version=instance.version,
+            created_at=created,
+        )
+        async with self.db() as session:
+            session.add(row)
+            await session.commit()
+        manifest = Manifest(
+            instance.id,
+            instance.name or instance.former_name,
+            instance.engine,
+            instance.version,
+            created.isoformat(),
+            [],
+        )
+        loop = asyncio.get_running_loop()
+
+        def started(upload_id: str) -> None:
+            asyncio.run_coroutine_threadsafe(
+                self._update(snap_id, upload_id=upload_id), loop
+            ).result(30)
+
+        def build_and_upload() -> tuple[int, str, str]:
+            work = self.settings.backup_work_dir / f"snap-{snap_id}"
+            work.mkdir(parents=True, mode=0o700)
+            try:
+                log_name = layout.log_file.name
+                print_ = fingerprint(layout.root, [], log_name)
+                archive = work / "archive.tar.gz"
+                size, sha256 = build_archive(
+                    layout.root,
+                    engine.databases(layout),
+                    layout.log_file,
+                    work,
+                    archive,
+                    manifest,
+                )
+                self.store.upload(row.key, archive, sha256, on_started=started)
+                return size, sha256, print_
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
+        try:
+            size, sha256, print_ = await asyncio.to_thread(build_and_upload)
+        except Exception as err:  # recorded whatever it was; never left "running"
+            reason = str(err) or type(err).__name__
+            await self._update(snap_id, status="failed", reason=reason[:2000], finished_at=utcnow())
+            log.warning("snapshot %s of %s failed: %s", snap_id, instance.id, reason)
+            raise BackupFailed(f"the snapshot failed: {reason}") from err
+        await self._update(
+            snap_id, status="good", size=size, sha256=sha256, fingerprint=print_,
+            upload_id=None, finished_at=utcnow(),
+        )  # fmt: skip
+        await self._checked(instance.id, print_)
+        await self.abort_leftovers(instance.id)
+        await self.prune(instance.id)
+        self.kick_replication(instance)
+        async with self.db() as session:
+            done = await session.get(BackupSnapshot, snap_id)
+        assert done is not None
+        return done
+
+    async def prune(self, instance_id: str) -> list[str]:
+        """Apply retention to the instance's snapshots; return the ids deleted."""
+        rows = await self.snapshots(instance_id)
+        good = [r for r in rows if r.status == "good"]
+        keep = to_keep([Candidate(r.id, r.created_at) for r in good], self.policy)
+        doomed = [r for r in good if r.id not in keep]
+        failed = [r for r in rows if r.status == "failed" and r.upload_id is None]
+        doomed += failed[FAILED_ROWS_KEPT:]
+        deleted: list[str] = []
+        for row in doomed:
+            try:
+                if row.status == "good":
+                    await asyncio.to_thread(self.store.delete, row.key)
+            except StoreError as err:
+                log.warning("pruning %s failed: %s", row.id, err)
+                continue
+            async with self.db() as session:
+                gone = await session.get(BackupSnapshot, row.id)
+                if gone is not None:
+                    await session.delete(gone)
+                    await session.commit()
+            deleted.append(row.id)
+        return deleted
+
+    async def delete(self, account: Account, name: str, snapshot_id: str, *, force: bool) -> None:
+        """Delete a snapshot. Refused while it runs, and for the newest good one unless
+        `force` (it is what a restore would use)."""
+        instance, row = await self.owned_snapshot(account, name, snapshot_id)
+        if row.status == "running":
+            raise Conflict("this snapshot is still being taken")
+        if row.status == "good" and not force:
+            newest = next(
+                (r for r in await self.snapshots(instance.id) if r.status == "good"), None
+            )
+            if newest is not None and newest.id == row.id:
+                raise Conflict(
+                    "this is the newest good snapshot of the instance; pass force=true to "
+                    "delete it anyway"
+                )
+        if row.status == "good":
+            try:
+                await asyncio.to_thread(self.store.delete, row.key)
+            except StoreError as err:
+                raise BackupFailed(f"the backup store failed: {err}") from err
+        if row.upload_id:
+            with contextlib.suppress(StoreError):
+                await asyncio.to_thread(self.store.abort, row.key, row.upload_id)
+        async with self.db() as session:
+            gone = await session.get(BackupSnapshot, row.id)
+            if gone is not None:
+                await session.delete(gone)
+                await session.commit()
+
+    async def download(
+        self, account: Account, name: str, snapshot_id: str
+    ) -> tuple[str, int, Iterator[bytes]]:
+        """(file name, size, content) of a good snapshot (409 for another status)."""
+        _, row = await self.owned_snapshot(account, name, snapshot_id)
+        if row.status != "good" or row.size is None:
+            raise Conflict(
+                f"backup {snapshot_id} is {row.status}; only good ones can be downloaded"
+            )
+        stamp = row.created_at.strftime(STAMP)
+        return f"{name}-{stamp}-{row.id}.tar.gz", row.size, self.store.iter_bytes(row.key)
+
+    # ----- recovery and cleanup
+
+    async def _fail_interrupted_snapshots(self) -> None:
+        async with self.db() as session:
+            rows = (
+                await session.exec(select(BackupSnapshot).where(BackupSnapshot.status == "running"))
+            ).all()
+            for row in rows:
+                row.status = "failed"
+                row.reason = "interrupted: the control plane stopped during the snapshot"
+                row.finished_at = utcnow()
+                session.add(row)
+            await session.commit()
+        work = self.settings.backup_work_dir
+        if work.is_dir():
+            for entry in work.glob("snap-*"):
+                shutil.rmtree(entry, ignore_errors=True)
+
+    async def _cleanup(self, rows: Sequence[Instance]) -> None:
+        """Abort multipart uploads of failed snapshots; forget Litestream state of instances
+        that are gone."""
+        await self.abort_leftovers(None)
+        live = {row.id for row in rows}
+        meta = self.replication.meta_dir
+        if meta.is_dir():
+            for entry in meta.iterdir():
+                if entry.name not in live:
+                    self.replication.forget(entry.name)
+
+    async def abort_leftovers(self, instance_id: str | None) -> None:
+        """Abort the multipart uploads that failed snapshots left (of one instance, or all)."""
+        query = select(BackupSnapshot).where(
+            BackupSnapshot.status == "failed", col(BackupSnapshot.upload_id).is_not(None)
+        )
+        if instance_id is not None:
+            query = query.where(BackupSnapshot.instance_id == instance_id)
+        async with self.db() as session:
+            leftovers = (await session.exec(query)).all()
+        for row in leftovers:
+            assert row.upload_id is not None
+            try:
+                await asyncio.to_thread(self.store.abort, row.key, row.upload_id)
+            except StoreError as err:
+                log.info("abort of %s still failing: %s", row.id, err)
+                continue
+            await self._update(row.id, upload_id=None)
+
+    # ----- windows and the operators' view
+
+    async def window(self, instance: Instance) -> tuple[datetime | None, datetime | None]:
+        """The point-in-time window (from, to) of the instance's main database replica."""
+        dbs = self.databases(instance)
+        if not dbs:
+            return None, None
+        main = dbs[0]
+        prefix = f"replicas/{instance.id}/{main.name}/"
+        try:
+            objects = [
+                o
+                for o in await asyncio.to_thread(self.store.list, prefix)
+                if o.key.endswith(".ltx")
+            ]
+        except StoreError:
+            return None, None
+        if not objects:
+            return None, None
+        starts = []
+        for item in objects:
+            # LEVEL/MIN-MAX.ltx, the level written "9" (file replicas) or "0009" (S3)
+            level, name = item.key.rsplit("/", 2)[-2:]
+            if level.lstrip("0") == "9" or name.startswith("0000000000000001-"):
+                starts.append(item.modified)
+        start = min(starts or [o.modified for o in objects])
+        end = max(o.modified for o in objects)
+        if instance.hold is None and self.settings.replication:
+            synced = await self.replication.sync(main.path, wait=False)
+            if synced is not None and synced.replicated_txid >= synced.txid > 0:
+                end = max(end, utcnow())
+        return start.astimezone(UTC), end.astimezone(UTC)
+
+    async def fleet(self) -> list[FleetBackupPublic]:
+        """Per live instance: last good snapshot, replication lag, overdue or not."""
+        from control_plane.backups.overview import fleet_overview
+
+        return await fleet_overview(self)
