@@ -172,7 +172,9 @@ class Serve:
 
     def create(self, name: str, engine: str = "pocketbase") -> dict[str, Any]:
         body = {"name": name, "engine": engine, "superuser_password": PASSWORD}
-        self.api.post("/api/instances", json=body).raise_for_status()
+        created = self.api.post("/api/instances", json=body)
+        if created.status_code != 201:
+            raise RuntimeError(f"{name} not created: {created.status_code} {created.text}")
         row = self.api.post(f"/api/instances/{name}/start").json()
         if row["status"] != "running":
             raise RuntimeError(f"{name} did not start: {row}")
@@ -447,6 +449,75 @@ def section(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
+def measure_wakes(
+    serve: Serve,
+    names: list[str],
+    args: argparse.Namespace,
+    note: Callable[[str, str], None],
+    root: Path,
+) -> None:
+    """Sections 1 to 4 of the module docstring."""
+    section(f"pocketbase: {args.instances} instances with data and traffic")
+    tokens: dict[str, str] = {}
+    warm: list[float] = []
+    for name in names:
+        serve.create(name)
+        with serve.instance(name) as client:
+            client.headers["Authorization"] = tokens.setdefault(name, superuser_token(client))
+            fill(client, records=200, requests=300)
+            warm += [timed_request(client) for _ in range(20)]
+    folder = serve.root / "data" / "instances" / serve.row(names[0])["id"]
+    pb_pid = serve.row(names[0])["pid"]
+    pb_memory = memory_of(pb_pid)
+    note("running idle pocketbase instance (after traffic)", memory_text(pb_memory))
+    note("request to a running instance through the proxy", summary(warm))
+
+    section(f"pocketbase: {args.wakes} wakes, first request through the proxy")
+    wakes = wake_series(serve, names, tokens, args.wakes)
+    note("wake (hibernated -> first response)", summary(wakes))
+    hibernate(serve, names[0])
+    raw = raw_pocketbase_starts(folder, tokens[names[0]], 20)
+    note("baseline: PocketBase binary started by hand until it answers", summary(raw))
+    ratio = percentile(wakes, 50) / percentile(raw, 50)
+    overhead = percentile(wakes, 50) - percentile(raw, 50)
+    note("wake p50 / hand-started p50", f"{ratio:.2f}x (+{overhead:.1f} ms)")
+
+    section(f"pocketbase: wake with {args.log_rows} request-log rows")
+    auxiliary = folder / "pb_data" / "auxiliary.db"
+    rows = fill_request_log(auxiliary, args.log_rows)
+    files = sum(path.stat().st_size for path in auxiliary.parent.glob("auxiliary.db*"))
+    note("request log (auxiliary.db and its WAL)", f"{rows} rows, {mb(files)}")
+    one = [names[0]]
+    with_index = wake_series(serve, one, tokens, 10)
+    hibernate(serve, names[0])
+    set_log_index(auxiliary, present=False)
+    without_index = wake_series(serve, one, tokens, 10)
+    hibernate(serve, names[0])
+    set_log_index(auxiliary, present=True)
+    note("wake, big log, with pocketfleet's index", summary(with_index))
+    note("wake, big log, without the index (PocketBase as shipped)", summary(without_index))
+    note("without / with", f"{percentile(without_index, 50) / percentile(with_index, 50):.2f}x")
+
+    section("pocketfleet engine")
+    try:
+        measure_pocketfleet(serve, tokens, note, pb_memory, wakes)
+    except (RuntimeError, httpx.HTTPError, KeyError) as err:
+        note("pocketfleet engine", f"not measured: {err}")
+
+    section("pocketfleet engine at the driver: zygote against cold starts")
+    forked, forked_memory = asyncio.run(pocketfleet_starts(root, zygote=True, times=20))
+    cold, cold_memory = asyncio.run(pocketfleet_starts(root, zygote=False, times=5))
+    note("pocketfleet start -> first response, forked by the zygote", summary(forked))
+    note("pocketfleet start -> first response, cold", summary(cold))
+    note("cold / zygote", f"{percentile(cold, 50) / percentile(forked, 50):.1f}x")
+    pss_forked = statistics.mean(m[1] for m in forked_memory)
+    pss_cold = statistics.mean(m[1] for m in cold_memory)
+    note("3 idle pocketfleet instances forked by the zygote, each", memory_text(forked_memory[0]))
+    note("3 idle pocketfleet instances started cold, each", memory_text(cold_memory[0]))
+    note("PSS forked / cold", f"{pss_forked / pss_cold:.2f}x")
+    note("PSS forked pocketfleet / pocketbase", f"{pss_forked / pb_memory[1]:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=8)
@@ -455,6 +526,9 @@ def main() -> None:
     parser.add_argument("--running", type=int, default=50)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--log-rows", type=int, default=150_000)
+    parser.add_argument(
+        "--fleet-only", action="store_true", help="measure only the control plane's fleet (5.)"
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="pf-bench-wake-"))
@@ -475,68 +549,9 @@ def main() -> None:
         )
         empty_memory = memory_of(serve.process.pid if serve.process else 0)
 
-        section(f"pocketbase: {args.instances} instances with data and traffic")
-        names = [f"pb{i}" for i in range(args.instances)]
-        tokens: dict[str, str] = {}
-        warm: list[float] = []
-        for name in names:
-            serve.create(name)
-            with serve.instance(name) as client:
-                client.headers["Authorization"] = tokens.setdefault(name, superuser_token(client))
-                fill(client, records=200, requests=300)
-                warm += [timed_request(client) for _ in range(20)]
-        folder = serve.root / "data" / "instances" / serve.row(names[0])["id"]
-        pb_pid = serve.row(names[0])["pid"]
-        pb_memory = memory_of(pb_pid)
-        note("running idle pocketbase instance (after traffic)", memory_text(pb_memory))
-        note("request to a running instance through the proxy", summary(warm))
-
-        section(f"pocketbase: {args.wakes} wakes, first request through the proxy")
-        wakes = wake_series(serve, names, tokens, args.wakes)
-        note("wake (hibernated -> first response)", summary(wakes))
-        hibernate(serve, names[0])
-        raw = raw_pocketbase_starts(folder, tokens[names[0]], 20)
-        note("baseline: PocketBase binary started by hand until it answers", summary(raw))
-        ratio = percentile(wakes, 50) / percentile(raw, 50)
-        overhead = percentile(wakes, 50) - percentile(raw, 50)
-        note("wake p50 / hand-started p50", f"{ratio:.2f}x (+{overhead:.1f} ms)")
-
-        section(f"pocketbase: wake with {args.log_rows} request-log rows")
-        auxiliary = folder / "pb_data" / "auxiliary.db"
-        rows = fill_request_log(auxiliary, args.log_rows)
-        files = sum(path.stat().st_size for path in auxiliary.parent.glob("auxiliary.db*"))
-        note("request log (auxiliary.db and its WAL)", f"{rows} rows, {mb(files)}")
-        one = [names[0]]
-        with_index = wake_series(serve, one, tokens, 10)
-        hibernate(serve, names[0])
-        set_log_index(auxiliary, present=False)
-        without_index = wake_series(serve, one, tokens, 10)
-        hibernate(serve, names[0])
-        set_log_index(auxiliary, present=True)
-        note("wake, big log, with pocketfleet's index", summary(with_index))
-        note("wake, big log, without the index (PocketBase as shipped)", summary(without_index))
-        note("without / with", f"{percentile(without_index, 50) / percentile(with_index, 50):.2f}x")
-
-        section("pocketfleet engine")
-        try:
-            measure_pocketfleet(serve, tokens, note, pb_memory, wakes)
-        except (RuntimeError, httpx.HTTPError, KeyError) as err:
-            note("pocketfleet engine", f"not measured: {err}")
-
-        section("pocketfleet engine at the driver: zygote against cold starts")
-        forked, forked_memory = asyncio.run(pocketfleet_starts(root, zygote=True, times=20))
-        cold, cold_memory = asyncio.run(pocketfleet_starts(root, zygote=False, times=5))
-        note("pocketfleet start -> first response, forked by the zygote", summary(forked))
-        note("pocketfleet start -> first response, cold", summary(cold))
-        note("cold / zygote", f"{percentile(cold, 50) / percentile(forked, 50):.1f}x")
-        pss_forked = statistics.mean(m[1] for m in forked_memory)
-        pss_cold = statistics.mean(m[1] for m in cold_memory)
-        note(
-            "3 idle pocketfleet instances forked by the zygote, each", memory_text(forked_memory[0])
-        )
-        note("3 idle pocketfleet instances started cold, each", memory_text(cold_memory[0]))
-        note("PSS forked / cold", f"{pss_forked / pss_cold:.2f}x")
-        note("PSS forked pocketfleet / pocketbase", f"{pss_forked / pb_memory[1]:.2f}x")
+        names = [f"pb{i}" for i in range(0 if args.fleet_only else args.instances)]
+        if not args.fleet_only:
+            measure_wakes(serve, names, args, note, root)
 
         section(f"control plane: {args.hibernated} hibernated + {args.running} running")
         for name in names:

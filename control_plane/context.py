@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from control_plane.activity_reports import ActivityReceiver
 from control_plane.backups.service import BackupService
 from control_plane.caddy_frontend import CaddyFrontend
 from control_plane.db.engine import SessionFactory, create_engine, migrate, session_factory
+from control_plane.db.models import Instance
 from control_plane.domains.service import DomainService
 from control_plane.domains.verification import StaticResolver, SystemResolver, Verifier
 from control_plane.drivers.base import Driver
@@ -32,6 +35,8 @@ from control_plane.settings import Settings
 from proxy.activity import ActivityTracker
 from proxy.handoff import HandoffStore
 from proxy.routes import RouteSink, RouteTable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,6 +60,7 @@ class ControlPlane:
     backups: BackupService
     domains: DomainService
     caddy: CaddyFrontend | None = None  # with PF_PROXY=caddy
+    activity_reports: ActivityReceiver | None = field(default=None, repr=False)
     scheduler: Scheduler = field(default_factory=Scheduler, repr=False)
     _loop_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _backups_task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -119,7 +125,17 @@ class ControlPlane:
         )
 
     def start_reconciling(self) -> None:
-        """Start the reconcile loop and the scheduled jobs (the idle sweep)."""
+        """Start the reconcile loop, the scheduled jobs (the idle sweep) and the reception of
+        the activity engines report."""
+        self.activity_reports = ActivityReceiver(
+            self.settings.activity_socket, self.settings.instances_dir, self._host_of, self.activity
+        )
+        try:
+            self.activity_reports.open()
+        except OSError as err:  # e.g. a path too long for a Unix socket: the proxy still sees
+            where = self.settings.activity_socket
+            log.warning("engines cannot report activity (%s): %s", where, err)
+            self.activity_reports = None
         self._loop_task = asyncio.create_task(self.reconciler.run(), name="reconcile")
         sweep: Callable[[], Awaitable[object]] = self.hibernation.sweep_idle
         if self.caddy is not None:  # Caddy's in-flight counts are read right before a sweep
@@ -128,8 +144,17 @@ class ControlPlane:
         self.scheduler.start()
         self._backups_task = asyncio.create_task(self.backups.start(self.scheduler))
 
+    async def _host_of(self, instance_id: str) -> str | None:
+        async with self.db() as session:
+            instance = await session.get(Instance, instance_id)
+        if instance is None or instance.name is None:  # gone, or deleted
+            return None
+        return self.settings.instance_host(instance.name)
+
     async def close(self) -> None:
         """Stop reconciling and close the database. Instances keep running on purpose."""
+        if self.activity_reports is not None:
+            self.activity_reports.close()
         if self._backups_task is not None:
             with contextlib.suppress(Exception):  # logged by the task itself
                 await self._backups_task

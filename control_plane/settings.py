@@ -174,6 +174,11 @@ class Settings(BaseSettings):
         """Scratch space of snapshots and restores (same filesystem as the instances)."""
         return self.data_dir / "backup-work"
 
+    @property
+    def activity_socket(self) -> Path:
+        """Where engines report their own activity (`control_plane.activity_reports`)."""
+        return (self.data_dir / "run" / "activity.sock").absolute()
+
     def instance_host(self, name: str) -> str:
         return f"{name}.{self.domain}"
 

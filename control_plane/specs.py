@@ -12,6 +12,9 @@ from control_plane.engines.base import InstanceLayout
 from control_plane.engines.registry import EngineRegistry
 from control_plane.settings import Settings
 
+# The variable that tells an engine where to report its activity (instance_runtime.activity)
+ACTIVITY_SOCKET_ENV = "PF_ACTIVITY_SOCKET"
+
 
 def instance_layout(settings: Settings, instance_id: str) -> InstanceLayout:
     return _layout(settings.instances_dir, instance_id)
@@ -26,15 +29,19 @@ def _layout(instances_dir: Path, instance_id: str) -> InstanceLayout:
 
 def spec_for(settings: Settings, engines: EngineRegistry, instance: Instance) -> InstanceSpec:
     assert instance.port is not None, "every live instance has a port"
+    engine = engines.get(instance.engine)
+    env = dict(instance.env)
+    if engine.reports_activity:
+        env[ACTIVITY_SOCKET_ENV] = str(settings.activity_socket)
     return InstanceSpec(
         id=instance.id,
         name=instance.name or instance.former_name,
-        engine=engines.get(instance.engine),
+        engine=engine,
         version=instance.version,
         layout=instance_layout(settings, instance.id),
         port=instance.port,
         uid=instance.uid if os.geteuid() == 0 and settings.instance_users else None,
-        env=dict(instance.env),
+        env=env,
         memory_limit_mb=settings.instance_memory_limit_mb,
         max_open_files=settings.instance_max_open_files,
         log_max_bytes=settings.instance_log_max_bytes,

@@ -4,12 +4,14 @@ Contract: `create_app(data_dir)` returns a Starlette app serving the APIs of `ap
 `App` of `data_dir`; every error is PocketBase's JSON (`ApiError` as is, an unknown route 404,
 anything unexpected 500 "Something went wrong while processing your request.").
 `serve(data_dir, host, port)` runs it with uvicorn until SIGTERM/SIGINT, then drains writes and
-checkpoints the database.
+checkpoints the database; with `PF_ACTIVITY_SOCKET` in the environment it also reports its
+activity to the control plane (`instance_runtime.activity`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from instance_runtime.activity import ENV_SOCKET, ActivityMiddleware, ActivityReporter
 from instance_runtime.apis import batch, collections, health, record_auth, records
 from instance_runtime.apis.base import error_response
 from instance_runtime.core.app import App
@@ -80,8 +83,10 @@ def serve(data_dir: Path, host: str, port: int) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     app = create_app(data_dir)
+    reporter_path = os.environ.get(ENV_SOCKET)
+    reporter = ActivityReporter(reporter_path) if reporter_path else None
     config = uvicorn.Config(
-        app,
+        ActivityMiddleware(app, reporter) if reporter is not None else app,
         host=host,
         port=port,
         log_level="warning",
@@ -91,4 +96,8 @@ def serve(data_dir: Path, host: str, port: int) -> None:
         timeout_graceful_shutdown=5,
     )
     log.info("Server started at http://%s:%s", host, port)
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if reporter is not None:
+            reporter.close()

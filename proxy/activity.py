@@ -3,12 +3,27 @@
 Nothing here reads tenant data; the control plane reads `snapshot()` to record "last request"
 and to find idle instances (the idle sweep), and `in_flight()` to let requests drain before an
 instance is hibernated, whatever engine an instance runs.
+
+An engine that reports its own activity (the `pocketfleet` runtime, see
+`control_plane.activity_reports`) adds `engine_reported`: its last request time and its open
+streams count in `snapshot()` beside what the proxy saw (the larger of the two), so that a
+stream the proxy layer cannot see (behind Caddy) still keeps an instance awake. A stream count
+not confirmed within `ENGINE_REPORT_TTL_S` is let go (the engine repeats it while it holds).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+
+ENGINE_REPORT_TTL_S = 30.0
+
+
+@dataclass
+class EngineReport:
+    last_request_at: float
+    open_streams: int
+    received_at: float
 
 
 @dataclass
@@ -22,6 +37,7 @@ class HostActivity:
 class ActivityTracker:
     def __init__(self) -> None:
         self._hosts: dict[str, HostActivity] = {}
+        self._engine: dict[str, EngineReport] = {}
 
     def _get(self, host: str) -> HostActivity:
         activity = self._hosts.get(host)
@@ -56,11 +72,23 @@ class ActivityTracker:
         activity.open_streams = max(0, activity.open_streams - 1)
         activity.last_request_at = time.time()
 
+    def engine_reported(self, host: str, last_request_at: float, open_streams: int) -> None:
+        """What the host's engine said of itself (see the module docstring)."""
+        self._engine[host] = EngineReport(last_request_at, max(0, open_streams), time.time())
+
     def snapshot(self) -> dict[str, HostActivity]:
-        return {
+        seen = {
             host: HostActivity(a.last_request_at, a.requests, a.open_streams, a.in_flight)
             for host, a in self._hosts.items()
         }
+        now = time.time()
+        for host, report in self._engine.items():
+            activity = seen.setdefault(host, HostActivity())
+            activity.last_request_at = max(activity.last_request_at, report.last_request_at)
+            if now - report.received_at < ENGINE_REPORT_TTL_S:
+                activity.open_streams = max(activity.open_streams, report.open_streams)
+        return seen
 
     def forget(self, host: str) -> None:
         self._hosts.pop(host, None)
+        self._engine.pop(host, None)

@@ -92,6 +92,10 @@ class Engine(ABC):
         nothing to do (it is on the wake path). Default: nothing."""
         return []
 
+    # Whether instances of this engine report their own activity on the socket named by
+    # `PF_ACTIVITY_SOCKET` in their environment (`control_plane.activity_reports`).
+    reports_activity: bool = False
+
     def zygote_command(self, version: str) -> list[str] | None:
         """The argv of this engine's zygote for `version` (a process that has loaded the
         engine and forks a child running `serve_command` on request, see

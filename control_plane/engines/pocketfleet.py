@@ -28,6 +28,7 @@ class PocketfleetEngine(Engine):
 
     name = ENGINE_NAME
     health_path = "/api/health"
+    reports_activity = True  # instance_runtime.activity
 
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable
