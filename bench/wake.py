@@ -316,12 +316,43 @@ def wake_series(serve: Serve, names: list[str], tokens: dict[str, str], wakes: i
 
 def idle_cpu(pid: int, seconds: float) -> float:
     """CPU used by `pid` while idle, in percent of one core."""
-    process = psutil.Process(pid)
-    before = process.cpu_times()
+    return idle_cpus([pid], seconds)[0]
+
+
+def idle_cpus(pids: list[int], seconds: float) -> list[float]:
+    """CPU used by each of `pids` over the same idle `seconds`, in percent of one core."""
+    processes = [psutil.Process(pid) for pid in pids]
+    before = [p.cpu_times() for p in processes]
     time.sleep(seconds)
-    after = process.cpu_times()
-    used = (after.user - before.user) + (after.system - before.system)
-    return 100 * used / seconds
+    after = [p.cpu_times() for p in processes]
+    return [
+        100 * ((a.user - b.user) + (a.system - b.system)) / seconds
+        for a, b in zip(after, before, strict=True)
+    ]
+
+
+def settle(pid: int, below: float = 5.0, longest: float = 90.0) -> None:
+    """Wait until `pid` is done with start-up work (a fleet's first pass adds a scheduler job
+    per instance): two 2-second windows in a row under `below` % of a core."""
+    deadline = time.monotonic() + longest
+    calm = 0
+    while calm < 2 and time.monotonic() < deadline:
+        calm = calm + 1 if idle_cpu(pid, 2.0) < below else 0
+
+
+def litestream_pid() -> int | None:
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] == "litestream":
+            return int(process.pid)
+    return None
+
+
+def fleet_cpu_text(pid: int, seconds: float) -> tuple[str, str]:
+    """Idle CPU of the control plane `pid`, and of Litestream (its child for replication)."""
+    replicator = litestream_pid()
+    cpus = idle_cpus([pid] + ([replicator] if replicator else []), seconds)
+    litestream = f"{cpus[1]:.2f} % of a core" if replicator else "not running"
+    return f"{cpus[0]:.2f} % of a core", litestream
 
 
 async def add_hibernated(data_dir: Path, count: int) -> float:
@@ -342,6 +373,9 @@ async def add_hibernated(data_dir: Path, count: int) -> float:
         def nudge(self) -> None: ...
 
         async def wait_settled(self, instance_id: str, timeout: float) -> None: ...
+
+        def next_change(self) -> asyncio.Event:
+            return asyncio.Event()
 
     started = time.monotonic()
     settings = Settings(
@@ -563,19 +597,22 @@ def main() -> None:
             f"{args.hibernated} hibernated instances created through the services", f"{took:.1f} s"
         )
         serve.start()  # (the session token stays valid across the restart)
+        pid = serve.process.pid if serve.process else 0
+        settle(pid)
+        asleep_cpu, asleep_litestream = fleet_cpu_text(pid, args.idle_seconds)
         for i in range(args.running):
             serve.create(f"up{i}")
-        time.sleep(5)
-        pid = serve.process.pid if serve.process else 0
-        fleet_cpu = idle_cpu(pid, args.idle_seconds)
+        settle(pid)
+        fleet_cpu, fleet_litestream = fleet_cpu_text(pid, args.idle_seconds)
         fleet_memory = memory_of(pid)
         note("control plane, no instance: memory", memory_text(empty_memory))
         note("control plane, no instance: idle CPU", f"{empty_cpu:.2f} % of a core")
-        note("control plane, fleet: memory", memory_text(fleet_memory))
-        note(
-            f"control plane, fleet: idle CPU over {args.idle_seconds:g} s",
-            f"{fleet_cpu:.2f} % of a core",
-        )
+        over = f"over {args.idle_seconds:g} s"
+        note(f"control plane, {args.hibernated} hibernated: idle CPU {over}", asleep_cpu)
+        note(f"  Litestream replicating them, {over}", asleep_litestream)
+        note(f"control plane, + {args.running} running: memory", memory_text(fleet_memory))
+        note(f"control plane, + {args.running} running: idle CPU {over}", fleet_cpu)
+        note(f"  Litestream replicating them all, {over}", fleet_litestream)
         note("fleet / empty", f"memory (PSS) {fleet_memory[1] / empty_memory[1]:.2f}x")
     except BaseException:
         log = root / "serve.log"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
+from sqlalchemy import or_
 from sqlmodel import col, select
 
 from control_plane.db.engine import SessionFactory
@@ -40,6 +41,9 @@ log = structlog.get_logger("reconcile")
 ACTOR = "reconciler"
 STABLE_AFTER_S = 60  # a run this long forgives earlier crashes
 TRASH_SWEEP_EVERY_S = 3600.0
+# A running instance with nothing to do is visited fully (driver status, one read) only every
+# this many passes; in between, a system call says its process is still there.
+FULL_VISIT_EVERY = 10
 TRASH_STAMP = "%Y%m%dT%H%M%SZ"  # trash entries are named STAMP-ID-NAME
 
 
@@ -103,7 +107,9 @@ class Reconciler:
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._pushed: dict[str, Route] = {}
         self._last_sample = 0.0
+        self._sampled_since = 0.0  # activity newer than this is not recorded yet
         self._last_trash_sweep = 0.0
+        self._passes = 0
         self.sampler = Sampler(settings)
         self._stopping = False
         self.hibernator = Hibernator(settings, db, engines, driver, activity, self)
@@ -135,19 +141,25 @@ class Reconciler:
 
     async def pass_once(self) -> None:
         # Sleeping instances need no visit until something about them changes (their asleep
-        # routes were published by `run`): a fleet of mostly hibernated instances costs one
-        # query per pass.
+        # routes were published by `run`), and running ones with nothing to do only a look
+        # at their process now and then (`_steady`): a fleet of mostly hibernated instances
+        # costs one query per pass.
         query = (
-            select(Instance.id)
+            select(Instance, Account.suspended_at)
             .join(Account, col(Account.id) == col(Instance.owner_id))
             .where(col(Instance.status) != InstanceState.DELETED.value, ~sleeping_settled())
         )
         async with self.db() as session:
-            ids = (await session.exec(query)).all()
-        for instance_id in ids:
-            if instance_id not in self._inflight:
-                task = asyncio.create_task(self._reconcile_task(instance_id))
-                self._inflight[instance_id] = task
+            rows = (await session.exec(query)).all()
+        self._passes += 1
+        full = self._passes % FULL_VISIT_EVERY == 0
+        for instance, suspended_at in rows:
+            if instance.id in self._inflight:
+                continue
+            if not full and self._steady(instance, suspended_at is not None):
+                continue
+            task = asyncio.create_task(self._reconcile_task(instance.id))
+            self._inflight[instance.id] = task
         now = time.monotonic()
         if now - self._last_sample >= self.settings.sample_interval_s:
             self._last_sample = now
@@ -155,6 +167,27 @@ class Reconciler:
         if now - self._last_trash_sweep >= TRASH_SWEEP_EVERY_S:
             self._last_trash_sweep = now
             await asyncio.to_thread(self._sweep_trash)
+
+    def next_change(self) -> asyncio.Event:
+        """An event set when the next change to any instance's state is done (a reconcile
+        task or an `exclusive` section ends)."""
+        return self._changed
+
+    def _steady(self, instance: Instance, owner_suspended: bool) -> bool:
+        """Running as wanted, nothing pending (no new configuration, no crash to forgive, its
+        route pushed) and its process seemingly there: nothing to do this pass."""
+        return (
+            instance.desired == "running"
+            and instance.status == InstanceState.RUNNING
+            and instance.running_generation == instance.generation
+            and instance.hold is None
+            and not owner_suspended
+            and instance.crash_count == 0
+            and instance.pid is not None
+            and (route := self._route_for(instance)) is not None
+            and self._pushed.get(route.host) == route
+            and self.driver.seems_alive(instance.pid)
+        )
 
     async def wait_settled(self, instance_id: str, timeout: float) -> None:
         """Return once the instance's state matches its desired state, or after `timeout`."""
@@ -461,12 +494,25 @@ class Reconciler:
         """Record memory and last-request times (and, when due, chart points); cap logs."""
         activity = self.activity.snapshot()
         keep_points = self.sampler.due()
+        since, self._sampled_since = self._sampled_since, time.time()
+        suffix = "." + self.settings.domain
+        active = [
+            host.removesuffix(suffix)
+            for host, seen in activity.items()
+            if seen.last_request_at >= since and host.endswith(suffix)
+        ]
+        # instances that run, ran until lately, or had requests since the last pass: the
+        # others (asleep or stopped, and quiet) have nothing new to record
+        query = select(Instance).where(
+            col(Instance.status) != InstanceState.DELETED.value,
+            or_(
+                col(Instance.pid).is_not(None),
+                col(Instance.memory_bytes).is_not(None),
+                col(Instance.name).in_(active),
+            ),
+        )
         async with self.db() as session:
-            rows = (
-                await session.exec(
-                    select(Instance).where(col(Instance.status) != InstanceState.DELETED.value)
-                )
-            ).all()
+            rows = (await session.exec(query)).all()
             for row in rows:
                 if not row.name or row.port is None:
                     continue

@@ -89,8 +89,12 @@ def requests_chart(points: Sequence[InstanceSample], hours: int) -> Markup:
     return _frame("Requests", summary, f"{top:g}", start, end, "".join(bars))
 
 
-def memory_chart(points: Sequence[InstanceSample], hours: int) -> Markup:
-    """Memory in use at each sample, as a line (broken where the instance did not run)."""
+def memory_chart(
+    points: Sequence[InstanceSample], hours: int, gap: timedelta | None = None
+) -> Markup:
+    """Memory in use at each sample, as a line, broken where the instance did not run: at a
+    point without memory, and between points further apart than `gap` (no points are kept
+    while an instance sleeps)."""
     end = utcnow()
     start = end - timedelta(hours=hours)
     span = (end - start).total_seconds()
@@ -99,10 +103,14 @@ def memory_chart(points: Sequence[InstanceSample], hours: int) -> Markup:
     top = _nice_max(peak / 2**20) * 2**20
     to_y: Callable[[int], float] = lambda v: TOP + PLOT_H - PLOT_H * v / top  # noqa: E731
     runs: list[list[str]] = [[]]
+    previous: datetime | None = None
     for point in points:
         if point.memory_bytes is None:
             runs.append([])
             continue
+        if gap is not None and previous is not None and point.at - previous > gap:
+            runs.append([])
+        previous = point.at
         runs[-1].append(f"{_x(point.at, start, span):.1f},{to_y(point.memory_bytes):.1f}")
     body = "".join(
         f'<polyline class="line" points="{" ".join(run)}"/>'

@@ -3,6 +3,8 @@ charts, SDK snippet, and delete with a typed confirmation."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
@@ -59,7 +61,9 @@ async def show_instance(
         hours=hours,
         chart_hours=CHART_HOURS,
         requests_svg=requests_chart(points, hours),
-        memory_svg=memory_chart(points, hours),
+        memory_svg=memory_chart(
+            points, hours, gap=timedelta(seconds=2.5 * cp.settings.metrics_interval_s)
+        ),
         snapshots=await cp.backups.snapshots(row.id),
         schedule=await cp.backups.schedule_public(row),
         domains=await domain_views(request, viewer.account, name),

@@ -124,6 +124,8 @@ class ReplicationSupervisor:
         self._lock = asyncio.Lock()
         self._child: subprocess.Popen[bytes] | None = None
         self._wanted: tuple[ReplicatedDb, ...] = ()
+        self._body: str | None = None  # the configuration of `_wanted`, and its digest
+        self._digest = ""
         self._restarts = 0
 
     # ----- configuration
@@ -182,9 +184,12 @@ class ReplicationSupervisor:
         """Make Litestream replicate exactly `dbs`: adopt or keep the running process when its
         configuration is the wanted one, else (re)start it. No databases: nothing runs."""
         async with self._lock:
-            self._wanted = tuple(dbs)
-            body = json.dumps(self.config(dbs), indent=1, sort_keys=True)
-            digest = hashlib.sha256(body.encode()).hexdigest()
+            wanted = tuple(dbs)
+            if wanted != self._wanted or self._body is None:
+                self._body = json.dumps(self.config(dbs), indent=1, sort_keys=True)
+                self._digest = hashlib.sha256(self._body.encode()).hexdigest()
+            self._wanted = wanted
+            body, digest = self._body, self._digest
             recorded = self._recorded()
             if recorded and self._alive(recorded[0]):
                 if recorded[1] == digest:

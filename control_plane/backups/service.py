@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
 from sqlalchemy import ColumnElement
 from sqlmodel import col, select
 
@@ -54,6 +55,7 @@ JOB_PREFIX = "backup:"
 STAMP = "%Y%m%dT%H%M%SZ"
 CLEANUP_EVERY_S = 60.0
 FAILED_ROWS_KEPT = 10
+QUIET_TICK_S = 10.0  # the longest time between two passes of the backups loop
 GONE = (InstanceState.DELETING.value, InstanceState.DELETED.value)
 
 
@@ -96,6 +98,7 @@ class BackupService:
         self._task: asyncio.Task[None] | None = None
         self._kicks: set[asyncio.Task[None]] = set()
         self._last_cleanup = 0.0
+        self._applied: tuple[object, ...] | None = None  # the fleet the last pass applied
         from control_plane.backups.restores import Restorer
 
         self.restorer: Restorer = Restorer(self)
@@ -126,23 +129,59 @@ class BackupService:
         self.replication.release()
 
     async def _loop(self) -> None:
-        tick = max(0.5, min(2.0, self.settings.reconcile_interval_s))
+        """A pass after every change the reconciler makes (at most one per `spacing`), and
+        every `QUIET_TICK_S` anyway (a Litestream that died is restarted then)."""
+        spacing = max(0.5, min(2.0, self.settings.reconcile_interval_s))
         while True:
+            changed = self.reconciler.next_change()
             try:
                 await self.tick()
             except Exception:  # the loop must outlive any one bad pass
                 log.exception("backups pass failed")
-            await asyncio.sleep(tick)
+            await asyncio.sleep(spacing)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), QUIET_TICK_S)
 
     async def tick(self) -> None:
-        """One pass: replication targets, scheduler jobs, and (now and then) cleanup."""
-        rows = await self._live_instances()
-        await self.apply_replication(rows)
-        await self._sync_jobs(rows)
+        """One pass: replication targets, scheduler jobs, and (now and then) cleanup.
+
+        Targets and jobs are worked out again only when what they derive from changed (one
+        light query tells); otherwise the pass only restarts Litestream if it died. A fleet
+        of a thousand sleeping instances costs one query every couple of seconds."""
+        fleet = await self._fleet_key()
+        rows: Sequence[Instance] | None = None
+        if fleet != self._applied:
+            rows = await self._live_instances()
+            await self.apply_replication(rows)
+            await self._sync_jobs(rows)
+            self._applied = fleet
+        else:
+            try:
+                await self.replication.refresh()
+            except ReplicationError as err:
+                log.error("replication is not running: %s", err)
         now = asyncio.get_running_loop().time()
         if now - self._last_cleanup >= CLEANUP_EVERY_S:
             self._last_cleanup = now
-            await self._cleanup(rows)
+            await self._cleanup(rows if rows is not None else await self._live_instances())
+
+    async def _fleet_key(self) -> tuple[object, ...]:
+        """What replication targets and snapshot jobs derive from, for every live instance."""
+        query = (
+            sa.select(
+                col(Instance.id),
+                col(Instance.engine),
+                col(Instance.name),
+                col(Instance.hold),
+                col(Instance.started_at).is_(None),
+                col(BackupState.schedule),
+            )
+            .outerjoin(BackupState, col(BackupState.instance_id) == col(Instance.id))
+            .where(_live())
+            .order_by(col(Instance.id))
+        )
+        async with self.db() as session:
+            return tuple((await session.execute(query)).tuples().all())
 
     async def _live_instances(self) -> Sequence[Instance]:
         async with self.db() as session:

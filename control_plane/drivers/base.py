@@ -84,6 +84,13 @@ class Driver(ABC):
         only need to know whether it runs.
         """
 
+    def seems_alive(self, pid: int) -> bool:
+        """A cheap hint (a system call, no I/O) that the process `pid` this driver reported
+        still runs, for steady-state passes over many running instances. True may be wrong
+        for a while (a reused pid): callers still run `status` every few passes. False means
+        "check with `status`". Default: False (always check)."""
+        return False
+
     @abstractmethod
     async def stats(self, spec: InstanceSpec, pid: int | None) -> Stats | None:
         """Memory and CPU of a running instance; None when it does not run."""

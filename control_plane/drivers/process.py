@@ -233,6 +233,20 @@ class ProcessDriver(Driver):
         healthy = health and await self._probe(spec, _STATUS_HEALTH_TIMEOUT_S)
         return Observed(RunState.RUNNING, proc.pid, healthy)
 
+    def seems_alive(self, pid: int) -> bool:
+        """Our own child: not exited (exact); another process (adopted, or forked by a zygote):
+        the pid exists."""
+        popen = self._children.get(pid)
+        if popen is not None:
+            return popen.poll() is None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     async def stats(self, spec: InstanceSpec, pid: int | None) -> Stats | None:
         """Memory (PSS, else RSS) and CPU seconds (user + system) of the instance's process."""
         proc = self._own(spec, pid)

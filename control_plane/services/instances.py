@@ -6,6 +6,7 @@ reconciler, and (for start/stop/delete) waits until reality has caught up.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from collections.abc import Awaitable, Sequence
@@ -35,11 +36,13 @@ LIVE = col(Instance.status) != InstanceState.DELETED.value
 
 
 class Reconcile(Protocol):
-    """What services need of the reconciler: a nudge, and a way to wait for it."""
+    """What services need of the reconciler: a nudge, and ways to wait for it."""
 
     def nudge(self) -> None: ...
 
     def wait_settled(self, instance_id: str, timeout: float) -> Awaitable[None]: ...
+
+    def next_change(self) -> asyncio.Event: ...
 
 
 def actor_of(account: Account) -> str:

@@ -124,10 +124,11 @@ def _prepare_record(
     errors: ValidationErrors = {}
     new = dict(record)
     plain_passwords: dict[str, str] = {}
+    stamp = now_datetime()  # one moment for every autodate field of this write
     for f in coll.fields:
         if f.type == "autodate":
             if (is_new and f.opt("onCreate")) or f.opt("onUpdate"):
-                new[f.name] = now_datetime()
+                new[f.name] = stamp
             continue
         if f.name == "id":
             if is_new and "id" in data and fv.to_str(data["id"]):
@@ -387,8 +388,9 @@ def delete_cascade(conn: sqlite3.Connection, schema: Schema, coll: Collection, r
             value = fv.to_db(f, ids if f.is_multiple else "")
             sets = [f"{col} = ?"]
             params: list[Any] = [value]
+            stamp = now_datetime()
             for auto in ref_coll.fields:
                 if auto.type == "autodate" and auto.opt("onUpdate"):
                     sets.append(f"{quote(auto.name)} = ?")
-                    params.append(now_datetime())
+                    params.append(stamp)
             conn.execute(f"UPDATE {table} SET {', '.join(sets)} WHERE id = ?", [*params, ref_id])

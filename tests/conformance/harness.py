@@ -68,6 +68,8 @@ NOW_WINDOW = timedelta(days=2)
 # Go's JSON decoder words one type error two ways from run to run (its v1 "cannot unmarshal"
 # and v2 "unable to unmarshal" messages); both read as the same error.
 GO_JSON_WORDING = re.compile(r"json: unable to unmarshal")
+# ... and shows the object it could not decode with its keys in map order (random): sorted here
+GO_UNKNOWN_FIELD = re.compile(r"(missing or unknown field type in )(\{[^{}]*\})")
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -149,6 +151,7 @@ class _Masks:
             return self.ids[text]
         text = JWT.sub("<token>", text)
         text = GO_JSON_WORDING.sub("json: cannot unmarshal", text)
+        text = GO_UNKNOWN_FIELD.sub(_sorted_object, text)
         text = DATETIME.sub(self._datetime, text)
         if self._pattern is None:
             ids = sorted((i for i in self.ids if len(i) >= MIN_ID_IN_TEXT), key=len, reverse=True)
@@ -162,6 +165,14 @@ class _Masks:
         except ValueError:
             return raw
         return "<now>" if abs(moment - self.now) < NOW_WINDOW else raw
+
+
+def _sorted_object(match: re.Match[str]) -> str:
+    try:
+        value = json.loads(match.group(2))
+    except ValueError:
+        return match.group(0)
+    return match.group(1) + json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def normalise(trace: Trace, *, now: datetime | None = None) -> Trace:

@@ -38,4 +38,8 @@ def test_charts_say_what_they_show() -> None:
     memory = str(memory_chart(points, 1))
     assert "at most 40.0 MB, now 40.0 MB" in memory
     assert memory.count('class="dot"') == 2  # the gap (not running) breaks the line
+    running = [p for p in points if p.memory_bytes is not None]
+    assert 'class="line"' in str(memory_chart(running, 1))
+    asleep = str(memory_chart(running, 1, gap=timedelta(minutes=5)))  # no points while asleep
+    assert asleep.count('class="dot"') == 2 and 'class="line"' not in asleep
     assert "No requests recorded" in str(requests_chart([], 6))
