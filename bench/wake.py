@@ -331,13 +331,13 @@ def idle_cpus(pids: list[int], seconds: float) -> list[float]:
     ]
 
 
-def settle(pid: int, below: float = 5.0, longest: float = 90.0) -> None:
+def settle(pid: int, below: float = 2.0, longest: float = 120.0) -> None:
     """Wait until `pid` is done with start-up work (a fleet's first pass adds a scheduler job
-    per instance): two 2-second windows in a row under `below` % of a core."""
+    per instance): two 3-second windows in a row under `below` % of a core."""
     deadline = time.monotonic() + longest
     calm = 0
     while calm < 2 and time.monotonic() < deadline:
-        calm = calm + 1 if idle_cpu(pid, 2.0) < below else 0
+        calm = calm + 1 if idle_cpu(pid, 3.0) < below else 0
 
 
 def litestream_pid() -> int | None:
