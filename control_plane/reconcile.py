@@ -24,7 +24,7 @@ import structlog
 from sqlalchemy import or_
 from sqlmodel import col, select
 
-from control_plane.db.engine import SessionFactory
+from control_plane.db.engine import SessionFactory, update_row
 from control_plane.db.models import Account, Instance, utcnow
 from control_plane.drivers.base import Driver, InstanceSpec, RunState, StartError
 from control_plane.engines.registry import EngineRegistry
@@ -417,14 +417,7 @@ class Reconciler:
     # ----- recording outcomes
 
     async def _update(self, instance_id: str, **fields: object) -> None:
-        async with self.db() as session:
-            row = await session.get(Instance, instance_id)
-            if row is None:
-                return
-            for key, value in fields.items():
-                setattr(row, key, value)
-            session.add(row)
-            await session.commit()
+        await update_row(self.db, Instance, instance_id, **fields)
 
     async def _record(
         self,

@@ -43,6 +43,7 @@ from control_plane.backups.restore import (
     swap_in,
     to_trash,
 )
+from control_plane.db.engine import update_row
 from control_plane.db.models import Account, Instance, utcnow
 from control_plane.services.errors import Conflict, Invalid, ServiceError
 from control_plane.specs import instance_layout
@@ -137,14 +138,7 @@ class Restorer:
         return op
 
     async def _set(self, op_id: str, **fields: object) -> None:
-        async with self.db() as session:
-            row = await session.get(BackupRestore, op_id)
-            if row is None:
-                return
-            for key, value in fields.items():
-                setattr(row, key, value)
-            session.add(row)
-            await session.commit()
+        await update_row(self.db, BackupRestore, op_id, **fields)
 
     async def _carry_out(
         self,

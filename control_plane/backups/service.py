@@ -35,7 +35,7 @@ from control_plane.backups.retention import Candidate, Policy, to_keep
 from control_plane.backups.schedule import Schedule, ScheduleError, parse, validate_for_tenant
 from control_plane.backups.schemas import FleetBackupPublic, SchedulePublic
 from control_plane.backups.store import StoreError, make_store, snapshot_key
-from control_plane.db.engine import SessionFactory
+from control_plane.db.engine import SessionFactory, update_row
 from control_plane.db.models import Account, Instance, new_id, utcnow
 from control_plane.engines.base import EngineError
 from control_plane.engines.registry import EngineRegistry
@@ -375,14 +375,7 @@ class BackupService:
             await session.commit()
 
     async def _update(self, snapshot_id: str, **fields: object) -> None:
-        async with self.db() as session:
-            row = await session.get(BackupSnapshot, snapshot_id)
-            if row is None:
-                return
-            for key, value in fields.items():
-                setattr(row, key, value)
-            session.add(row)
-            await session.commit()
+        await update_row(self.db, BackupSnapshot, snapshot_id, **fields)
 
     async def snapshot(self, instance: Instance, trigger: str, actor: str) -> BackupSnapshot:
         """Take, upload and verify one snapshot of `instance`; raise `BackupFailed` (after

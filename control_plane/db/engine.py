@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -44,6 +45,18 @@ def create_engine(url: str) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+async def update_row(db: SessionFactory, model: type[SQLModel], key: str, **fields: object) -> None:
+    """Set `fields` on the `model` row with primary key `key` and commit (gone: nothing)."""
+    async with db() as session:
+        row = await session.get(model, key)
+        if row is None:
+            return
+        for name, value in fields.items():
+            setattr(row, name, value)
+        session.add(row)
+        await session.commit()
 
 
 def alembic_config(url: str) -> Config:
