@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     replication: bool = Field(True, description="continuous replication with Litestream")
     replication_sync_interval_s: float = 1.0
     replication_retention_h: int = Field(24, description="point-in-time restore window")
+    replica_drill_interval_h: float = Field(
+        24.0, ge=0, description="rebuild and check each replica this often (0: never)"
+    )
 
     # the proxy in front of instances (proxy/embedded.py, or Caddy: proxy/caddy/, see
     # control_plane/caddy_frontend.py) and custom domains (control_plane/domains/)

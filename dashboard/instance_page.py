@@ -66,6 +66,7 @@ async def show_instance(
         ),
         snapshots=await cp.backups.snapshots(row.id),
         schedule=await cp.backups.schedule_public(row),
+        replica=await cp.backups.state_of(row.id),
         domains=await domain_views(request, viewer.account, name),
         errors=errors or {},
         values=values or {},

@@ -54,6 +54,7 @@ async def backups(request: Request, name: str) -> Response:
         instance=instance_view(cp.settings, instance),
         snapshots=await cp.backups.snapshots(instance.id),
         schedule=await cp.backups.schedule_public(instance),
+        replica=await cp.backups.state_of(instance.id),
         errors={},
         values={},
     )

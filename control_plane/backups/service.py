@@ -1,6 +1,7 @@
 """Backups as a service: snapshots (manual and scheduled), retention, downloads, schedules,
-the replication supervisor's target list, and the operators' overview. Restores are in
-`control_plane.backups.restores` (same service, own module).
+the replication supervisor's target list, and the operators' overview. Restores
+(`restores`), replica generations (`replicas`) and restore drills (`drills`) are parts of the
+same service in their own modules.
 
 Rules kept here:
 - never two operations (snapshot or restore) at once on one instance: a second one is refused
@@ -20,7 +21,7 @@ import contextlib
 import logging
 import shutil
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -29,7 +30,9 @@ from sqlmodel import col, select
 
 from control_plane.backups import jobs
 from control_plane.backups.archive import Manifest, build_archive, fingerprint
+from control_plane.backups.drills import RestoreDrills
 from control_plane.backups.models import BackupSnapshot, BackupState
+from control_plane.backups.replicas import Replicas
 from control_plane.backups.replication import ReplicatedDb, ReplicationError, ReplicationSupervisor
 from control_plane.backups.retention import Candidate, Policy, to_keep
 from control_plane.backups.schedule import Schedule, ScheduleError, parse, validate_for_tenant
@@ -102,6 +105,8 @@ class BackupService:
         from control_plane.backups.restores import Restorer
 
         self.restorer: Restorer = Restorer(self)
+        self.replicas = Replicas(self)
+        self.drills = RestoreDrills(self)
 
     # ----- running
 
@@ -121,6 +126,7 @@ class BackupService:
     async def close(self) -> None:
         """Stop the loop; Litestream keeps running (the next control plane adopts it)."""
         jobs.register(None)
+        await self.drills.close()
         for task in (self._task, *self._kicks):
             if task is not None:
                 task.cancel()
@@ -143,7 +149,8 @@ class BackupService:
                 await asyncio.wait_for(changed.wait(), QUIET_TICK_S)
 
     async def tick(self) -> None:
-        """One pass: replication targets, scheduler jobs, and (now and then) cleanup.
+        """One pass: replication targets, scheduler jobs, a restore drill when one is due,
+        and (now and then) cleanup.
 
         Targets and jobs are worked out again only when what they derive from changed (one
         light query tells); otherwise the pass only restarts Litestream if it died. A fleet
@@ -163,7 +170,11 @@ class BackupService:
         now = asyncio.get_running_loop().time()
         if now - self._last_cleanup >= CLEANUP_EVERY_S:
             self._last_cleanup = now
-            await self._cleanup(rows if rows is not None else await self._live_instances())
+            rows = rows if rows is not None else await self._live_instances()
+            await self._cleanup(rows)
+        if self.drills.wants_look():
+            rows = rows if rows is not None else await self._live_instances()
+            self.drills.maybe_start(rows, await self.states())
 
     async def _fleet_key(self) -> tuple[object, ...]:
         """What replication targets and snapshot jobs derive from, for every live instance."""
@@ -175,6 +186,7 @@ class BackupService:
                 col(Instance.hold),
                 col(Instance.started_at).is_(None),
                 col(BackupState.schedule),
+                col(BackupState.replica_generation),
             )
             .outerjoin(BackupState, col(BackupState.instance_id) == col(Instance.id))
             .where(_live())
@@ -199,15 +211,22 @@ class BackupService:
         return [ReplicatedDb(instance.id, p, p.name) for p in engine.databases(layout)]
 
     async def apply_replication(self, rows: Sequence[Instance] | None = None) -> None:
-        """Make Litestream replicate the databases of every live instance not held."""
+        """Make Litestream replicate the databases of every live instance not held, each into
+        its current replica generation."""
         if rows is None:
             rows = await self._live_instances()
         targets: list[ReplicatedDb] = []
         if self.settings.replication:
+            states = await self.states()
             for row in rows:
                 # from its first start on: never in the middle of its first migrations
                 if row.hold is None and row.name is not None and row.started_at is not None:
-                    targets.extend(self.databases(row))
+                    state = states.get(row.id)
+                    generation = state.replica_generation if state else 0
+                    targets.extend(
+                        ReplicatedDb(db.instance_id, db.path, db.name, generation)
+                        for db in self.databases(row)
+                    )
         try:
             await self.replication.apply(targets)
         except ReplicationError as err:
@@ -233,6 +252,10 @@ class BackupService:
         except ScheduleError:
             log.error("invalid schedule %r for %s; using @daily", text, instance.id)
             return parse("@daily", instance.id)
+
+    async def state_of(self, instance_id: str) -> BackupState | None:
+        async with self.db() as session:
+            return await session.get(BackupState, instance_id)
 
     async def states(self) -> dict[str, BackupState]:
         async with self.db() as session:
@@ -545,10 +568,12 @@ class BackupService:
                 shutil.rmtree(entry, ignore_errors=True)
 
     async def _cleanup(self, rows: Sequence[Instance]) -> None:
-        """Abort multipart uploads of failed snapshots; forget Litestream state of instances
-        that are gone."""
+        """Abort multipart uploads of failed snapshots; delete replica generations that left
+        the point-in-time window; forget Litestream state of instances that are gone."""
         await self.abort_leftovers(None)
         live = {row.id for row in rows}
+        states = await self.states()
+        await self.replicas.prune({i: s for i, s in states.items() if i in live})
         meta = self.replication.meta_dir
         if meta.is_dir():
             for entry in meta.iterdir():
@@ -573,38 +598,7 @@ class BackupService:
                 continue
             await self._update(row.id, upload_id=None)
 
-    # ----- windows and the operators' view
-
-    async def window(self, instance: Instance) -> tuple[datetime | None, datetime | None]:
-        """The point-in-time window (from, to) of the instance's main database replica."""
-        dbs = self.databases(instance)
-        if not dbs:
-            return None, None
-        main = dbs[0]
-        prefix = f"replicas/{instance.id}/{main.name}/"
-        try:
-            objects = [
-                o
-                for o in await asyncio.to_thread(self.store.list, prefix)
-                if o.key.endswith(".ltx")
-            ]
-        except StoreError:
-            return None, None
-        if not objects:
-            return None, None
-        starts = []
-        for item in objects:
-            # LEVEL/MIN-MAX.ltx, the level written "9" (file replicas) or "0009" (S3)
-            level, name = item.key.rsplit("/", 2)[-2:]
-            if level.lstrip("0") == "9" or name.startswith("0000000000000001-"):
-                starts.append(item.modified)
-        start = min(starts or [o.modified for o in objects])
-        end = max(o.modified for o in objects)
-        if instance.hold is None and self.settings.replication:
-            synced = await self.replication.sync(main.path, wait=False)
-            if synced is not None and synced.replicated_txid >= synced.txid > 0:
-                end = max(end, utcnow())
-        return start.astimezone(UTC), end.astimezone(UTC)
+    # ----- the operators' view
 
     async def fleet(self) -> list[FleetBackupPublic]:
         """Per live instance: last good snapshot, replication lag, overdue or not."""

@@ -6,6 +6,7 @@ Keys are `/`-separated paths inside the bucket (or folder):
 
     backups/INSTANCE_ID/STAMP-SNAPSHOT_ID.tar.gz      snapshots (archive + manifest)
     replicas/INSTANCE_ID/DB_NAME/ltx/LEVEL/*.ltx      Litestream's replica of each database
+    replicas/INSTANCE_ID/gN/DB_NAME/ltx/LEVEL/*.ltx   ... in generation N (`generations`)
 
 Contract, for every method: blocking (async callers use `asyncio.to_thread`); transient
 failures (unreachable, 5xx, throttling) are retried with exponential back-off before a
@@ -115,10 +116,6 @@ class BackupStore(ABC):
 
 def snapshot_key(instance_id: str, stamp: str, snapshot_id: str) -> str:
     return f"backups/{instance_id}/{stamp}-{snapshot_id}.tar.gz"
-
-
-def replica_path(instance_id: str, db_name: str) -> str:
-    return f"replicas/{instance_id}/{db_name}"
 
 
 def make_store(settings: Settings) -> BackupStore:

@@ -23,7 +23,14 @@ from control_plane.cli.instances import megabytes
 
 app = typer.Typer(no_args_is_help=True, help="Backups of your instances")
 
-STATUS_STYLE = {"good": "green", "running": "yellow", "failed": "bold red"}
+STATUS_STYLE = {
+    "good": "green",
+    "ok": "green",
+    "running": "yellow",
+    "error": "yellow",
+    "failed": "bold red",
+    "corrupt": "bold red",
+}
 
 
 def _styled(status: str) -> str:
@@ -54,8 +61,31 @@ def ls(name: str) -> None:
     )
     console.print(
         f"point-in-time restore: from {body['restorable_from'] or '-'} "
-        f"to {body['restorable_to'] or '-'}"
+        f"to {body['restorable_to'] or '-'} (replica generation {body['replica_generation']})"
     )
+    drill = body.get("drill")
+    if drill:
+        console.print(f"last restore drill: {_drill_line(drill)}")
+
+
+def _drill_line(drill: dict[str, Any]) -> str:
+    seconds = f", {drill['seconds']:.1f} s" if drill.get("seconds") is not None else ""
+    problem = f": {drill['problem']}" if drill["problem"] else ""
+    return (
+        f"{_styled(drill['status'])} at {drill['at']} (generation {drill['generation']}"
+        f"{seconds}){problem}"
+    )
+
+
+@app.command("drill")
+def drill(name: str) -> None:
+    """Rebuild the instance's replica now and check the result (the instance is untouched).
+    A corrupt replica starts a new generation; exits 1 unless the drill passed."""
+    with console.status(f"Rebuilding the replica of {name}…"):
+        result = ApiClient().call("POST", f"/api/instances/{name}/backups/drill")
+    console.print(f"{name}: {_drill_line(result)}")
+    if result["status"] != "ok":
+        raise typer.Exit(1)
 
 
 @app.command("create")
@@ -162,8 +192,9 @@ def schedule(
 
 @app.command("fleet")
 def fleet() -> None:
-    """(operators) Every instance's last good snapshot, replication lag, and who is overdue."""
-    table = Table("name", "owner", "last good", "lag", "overdue", "last failure")
+    """(operators) Every instance's last good snapshot, replication lag, who is overdue, and
+    the last restore drill of each replica."""
+    table = Table("name", "owner", "last good", "lag", "overdue", "drill", "last failure")
     for row in ApiClient().call("GET", "/api/fleet/backups"):
         lag = row["replication_lag_s"]
         table.add_row(
@@ -172,6 +203,7 @@ def fleet() -> None:
             row["last_good_at"] or "-",
             f"{lag:.0f} s" if lag is not None else "-",
             "[bold red]yes[/]" if row["overdue"] else "no",
-            (row["last_failure"] or "")[:50],
+            _styled(row["drill_status"]) if row["drill_status"] else "-",
+            (row["last_failure"] or row["drill_problem"] or "")[:50],
         )
     console.print(table)

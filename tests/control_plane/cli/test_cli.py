@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,3 +92,21 @@ def test_an_unreachable_server_is_a_clear_error(cli: Cli) -> None:
     result = cli("instances", "ls", ok=False)
     assert result.returncode == 1
     assert "cannot reach the control plane" in result.stderr
+
+
+def test_backups_drill_rebuilds_the_replica_and_ls_shows_it(cli: Cli) -> None:
+    cli("signup", "--email", "drill@example.com", "--password", "drill-password-1")
+    cli("instances", "create", "clidrill")
+    deadline = time.monotonic() + 60
+    while True:  # 409 until the first replica is written, or while a background drill runs
+        drilled = cli("backups", "drill", "clidrill", ok=False)
+        if drilled.returncode == 0 or time.monotonic() > deadline:
+            break
+        assert "409" in drilled.stderr, drilled.stderr
+        time.sleep(0.5)
+    assert drilled.returncode == 0, drilled.stdout + drilled.stderr
+    assert "clidrill: ok at" in drilled.stdout and "generation 0" in drilled.stdout
+    listed = cli("backups", "ls", "clidrill").stdout
+    assert "last restore drill: ok" in listed and "replica generation 0" in listed
+    missing = cli("backups", "drill", "nosuchinstance", ok=False)
+    assert missing.returncode == 1 and "404" in missing.stderr

@@ -4,6 +4,7 @@ refusals, and Caddy being down."""
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -12,16 +13,29 @@ from tests.support.caddy import CaddyServer
 from tests.support.ports import free_port
 
 
+def _raw_response(address: str, path: str) -> bytes:
+    """The whole HTTP/1.1 response to `GET path`, read from a bare socket. A connection reset
+    is tried again: Caddy may still be swapping in the configuration just posted."""
+    host, port = address.rsplit(":", 1)
+    for attempt in range(20):
+        try:
+            with socket.create_connection((host, int(port))) as sock:
+                request = f"GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+                sock.sendall(request.encode())
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+                return data
+        except ConnectionResetError:
+            if attempt == 19:
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
 def _raw_get(address: str, path: str) -> tuple[bytes, str]:
     """GET `path` with a bare socket: the chunked body and the `Etag` trailer httpx hides."""
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode()
-        )
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
+    data = _raw_response(address, path)
     rest = data.partition(b"\r\n\r\n")[2]
     body = b""
     while True:
