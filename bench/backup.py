@@ -23,7 +23,6 @@ import argparse
 import os
 import secrets
 import shutil
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -33,6 +32,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import apsw
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,19 +108,28 @@ def drill(api: httpx.Client, name: str) -> str:
 
 def fill(db: Path, size_mb: int) -> None:
     """Grow the `notes` table of a stopped instance's database until the file holds about
-    `size_mb` MB (10^6 bytes), in transactions of 2,000 rows of about 3 KB (one per page)."""
-    conn = sqlite3.connect(db, timeout=120)
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    `size_mb` MB (10^6 bytes), in transactions of 2,000 rows of about 3 KB (one per page).
+
+    With apsw, whose SQLite is current: Litestream checkpoints this database meanwhile, and a
+    SQLite before 3.51.3 (which Python's sqlite3 may be) can corrupt it by checkpointing too."""
+    conn = apsw.Connection(str(db))
+    conn.set_busy_timeout(120_000)
+
+    def size() -> int:
+        pages = conn.execute("PRAGMA page_count").get
+        page_size = conn.execute("PRAGMA page_size").get
+        return int(pages) * int(page_size)
+
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.000Z")
     i = 0
-    while conn.execute("PRAGMA page_count").fetchone()[0] * page_size < size_mb * 1_000_000:
+    while size() < size_mb * 1_000_000:
         batch = []
         for _ in range(2000):
             text = secrets.token_hex(ROW_BYTES // 4) + "." * (ROW_BYTES // 2)
             batch.append((f"f{i:014d}", f"fill {i}", text, now, now))
             i += 1
-        conn.executemany("INSERT INTO notes VALUES (?, ?, ?, ?, ?)", batch)
-        conn.commit()
+        with conn:
+            conn.executemany("INSERT INTO notes VALUES (?, ?, ?, ?, ?)", batch)
     conn.close()
 
 

@@ -14,6 +14,8 @@ from control_plane.settings import Settings
 
 # The variable that tells an engine where to report its activity (instance_runtime.activity)
 ACTIVITY_SOCKET_ENV = "PF_ACTIVITY_SOCKET"
+# The variable that tells an engine to leave checkpoints to Litestream (instance_runtime.core.db)
+CHECKPOINTS_ENV = "PF_CHECKPOINTS"
 
 
 def instance_layout(settings: Settings, instance_id: str) -> InstanceLayout:
@@ -33,6 +35,8 @@ def spec_for(settings: Settings, engines: EngineRegistry, instance: Instance) ->
     env = dict(instance.env)
     if engine.reports_activity:
         env[ACTIVITY_SOCKET_ENV] = str(settings.activity_socket)
+    if engine.leaves_checkpoints and settings.replication:
+        env[CHECKPOINTS_ENV] = "external"
     return InstanceSpec(
         id=instance.id,
         name=instance.name or instance.former_name,

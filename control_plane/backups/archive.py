@@ -25,7 +25,6 @@ import hashlib
 import io
 import json
 import os
-import sqlite3
 import stat
 import tarfile
 from collections.abc import Iterable
@@ -33,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
+
+import apsw
 
 MANIFEST = "MANIFEST.json"
 FORMAT = 1
@@ -137,13 +138,20 @@ def copy_database(source: Path, dest: Path) -> None:
     One `sqlite3_backup_step(-1)`: a single read transaction (in WAL mode writers go on).
     Opened read-write only so that SQLite may create a missing `-shm` (which it gives the
     database's owner when we are root); nothing is written to `source`.
+
+    Through apsw, whose SQLite is current: instance databases are shared with the engine and
+    Litestream, and SQLite before 3.51.3 can corrupt a database in WAL mode when connections
+    of one process checkpoint while another writes (the "WAL-reset" bug), which Python's own
+    `sqlite3` module may still be built with.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    src = sqlite3.connect(source, timeout=30)
+    src = apsw.Connection(str(source), flags=apsw.SQLITE_OPEN_READWRITE)
     try:
-        dst = sqlite3.connect(dest)
+        src.set_busy_timeout(30_000)
+        dst = apsw.Connection(str(dest))
         try:
-            src.backup(dst, pages=-1)
+            with dst.backup("main", src, "main") as backup:
+                backup.step(-1)
         finally:
             dst.close()
     finally:
@@ -151,15 +159,16 @@ def copy_database(source: Path, dest: Path) -> None:
 
 
 def integrity_problem(path: Path) -> str | None:
-    """None when `PRAGMA integrity_check` says ok, else what it says."""
+    """None when `PRAGMA integrity_check` says ok, else what it says (first 5 lines)."""
     try:
-        conn = sqlite3.connect(path)
+        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
         try:
-            rows = conn.execute("PRAGMA integrity_check").fetchall()
+            conn.set_busy_timeout(30_000)
+            rows = list(conn.execute("PRAGMA integrity_check"))
         finally:
             conn.close()
-    except sqlite3.Error as err:
-        return str(err)
+    except apsw.Error as err:
+        return str(err) or type(err).__name__
     result = "; ".join(str(row[0]) for row in rows[:5])
     return None if result == "ok" else result
 
@@ -226,8 +235,9 @@ def build_archive(
 ) -> tuple[int, str]:
     """Write the archive of the instance folder `root` to `dest`; return its size and SHA-256.
 
-    `databases` are absolute paths inside `root` (missing ones are skipped); `work` is a
-    scratch folder for the database copies (emptied by the caller).
+    `databases` are absolute paths inside `root` (missing ones are skipped); each copy must
+    pass `PRAGMA integrity_check` before it is packed. `work` is a scratch folder for the
+    database copies (emptied by the caller).
     """
     db_rel = [db.relative_to(root).as_posix() for db in databases]
     present = [rel for rel, db in zip(db_rel, databases, strict=True) if db.is_file()]
@@ -237,6 +247,9 @@ def build_archive(
     for rel in present:
         copy = work / "db" / rel
         copy_database(root / rel, copy)
+        problem = integrity_problem(copy)
+        if problem is not None:  # never archive, let alone call good, a damaged copy
+            raise ArchiveError(f"the copy of {rel} fails its integrity check: {problem}")
         copies.append((copy, rel))
     with dest.open("wb") as raw:
         writer = _HashingWriter(raw)

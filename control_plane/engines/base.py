@@ -96,6 +96,12 @@ class Engine(ABC):
     # `PF_ACTIVITY_SOCKET` in their environment (`control_plane.activity_reports`).
     reports_activity: bool = False
 
+    # Whether instances of this engine stop checkpointing their databases when
+    # `PF_CHECKPOINTS=external` is in their environment (set while Litestream replicates them,
+    # which checkpoints): engines built on a SQLite older than 3.51.3 must, as their
+    # checkpoints racing Litestream's can corrupt a database (SQLite's "WAL-reset" bug).
+    leaves_checkpoints: bool = False
+
     def zygote_command(self, version: str) -> list[str] | None:
         """The argv of this engine's zygote for `version` (a process that has loaded the
         engine and forks a child running `serve_command` on request, see

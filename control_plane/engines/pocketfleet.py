@@ -29,6 +29,7 @@ class PocketfleetEngine(Engine):
     name = ENGINE_NAME
     health_path = "/api/health"
     reports_activity = True  # instance_runtime.activity
+    leaves_checkpoints = True  # instance_runtime.core.db: Python's sqlite3 may predate 3.51.3
 
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable

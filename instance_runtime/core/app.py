@@ -10,10 +10,14 @@ Contract:
   collections: `fn` returns `SchemaChange(value, schema)` with the schema reloaded inside the
   transaction, which the app installs once it has committed. `await app.read(fn)` runs
   `fn(conn, schema)` on a reader.
+- With `PF_CHECKPOINTS=external` in the environment (the control plane sets it when Litestream
+  replicates the instance, and Litestream checkpoints), the runtime never checkpoints its
+  database itself (see `core.db`).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +28,8 @@ from instance_runtime.core.db import Database
 from instance_runtime.core.schema import Schema, bootstrap
 
 T = TypeVar("T")
+
+CHECKPOINTS_ENV = "PF_CHECKPOINTS"
 
 
 @dataclass
@@ -37,10 +43,16 @@ class SchemaChange(Generic[T]):
 class App:
     """See the module docstring."""
 
-    def __init__(self, data_dir: Path, *, readers: int = 3) -> None:
+    def __init__(
+        self, data_dir: Path, *, readers: int = 3, external_checkpoints: bool | None = None
+    ) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database(data_dir / "data.db", readers=readers)
+        if external_checkpoints is None:
+            external_checkpoints = os.environ.get(CHECKPOINTS_ENV) == "external"
+        self.db = Database(
+            data_dir / "data.db", readers=readers, autocheckpoint=not external_checkpoints
+        )
         self.db.write_sync(bootstrap)
         self.schema: Schema = self.db.write_sync(Schema.load)
         # Bumped after every committed write that may change an auth record (token cache key).

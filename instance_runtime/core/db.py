@@ -15,6 +15,11 @@ Contract:
 - `write_sync` / `read_sync` do the same from a thread that is not running the event loop
   (CLI, startup). `fn` must not keep the connection or rows past its return.
 - `on_connect` callbacks (e.g. registering SQL functions) run for every connection opened.
+- `Database(path, autocheckpoint=False)` leaves checkpoints to another process (Litestream,
+  which checkpoints the databases it replicates): the writer never checkpoints, nor does
+  `close()`. Python's `sqlite3` may be built with a SQLite older than 3.51.3, whose
+  checkpoints can corrupt a WAL database when another process checkpoints and writes at the
+  same moment (the "WAL-reset" bug); a runtime that never checkpoints cannot trigger it.
 """
 
 from __future__ import annotations
@@ -83,12 +88,16 @@ class Database:
         *,
         readers: int = 3,
         on_connect: list[ConnectHook] | None = None,
+        autocheckpoint: bool = True,
     ) -> None:
         self.path = path
         self._hooks = list(on_connect or [])
         self._closed = False
+        self.autocheckpoint = autocheckpoint
         # The writer connection is opened first so that WAL mode is set before readers open.
         self._writer_conn = _connect(path, readonly=False, hooks=self._hooks)
+        if not autocheckpoint:
+            self._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._queue: queue.SimpleQueue[_WriteTask | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="db-writer", daemon=True)
         self._writer.start()
@@ -218,7 +227,8 @@ class Database:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Finish queued writes, checkpoint the WAL and close every connection (idempotent)."""
+        """Finish queued writes, checkpoint the WAL (unless checkpoints are left to another
+        process) and close every connection (idempotent)."""
         if self._closed:
             return
         self._closed = True
@@ -230,7 +240,8 @@ class Database:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             self._reader_conns.clear()
-        with contextlib.suppress(sqlite3.Error):
-            conn = sqlite3.connect(str(self.path))
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.close()
+        if self.autocheckpoint:
+            with contextlib.suppress(sqlite3.Error):
+                conn = sqlite3.connect(str(self.path))
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.close()

@@ -5,13 +5,13 @@ a real local store."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 
 from control_plane.backups.local_store import LocalStore
@@ -129,16 +129,16 @@ def test_a_replica_that_rebuilds_a_corrupt_database_starts_a_new_generation(
     tenant.wait_status(notes.name, "stopped")
     db = serve.data_dir / "instances" / instance_id / "pb_data" / "data.db"
     # an index whose definition no longer matches its entries: SQLite keeps working, Litestream
-    # replicates it faithfully, and `integrity_check` of any copy reports it
-    conn = sqlite3.connect(db)
+    # replicates it faithfully, and `integrity_check` of any copy reports it. Written with
+    # apsw: Python's sqlite3 may predate SQLite's fix of checkpoints racing Litestream's.
+    conn = apsw.Connection(str(db))
     conn.execute("CREATE TABLE probe (a TEXT, b TEXT)")
     conn.execute("CREATE INDEX probe_a ON probe (a)")
-    conn.executemany("INSERT INTO probe VALUES (?, ?)", [(f"a{i}", f"b{i}") for i in range(50)])
-    conn.commit()
+    with conn:
+        conn.executemany("INSERT INTO probe VALUES (?, ?)", [(f"a{i}", f"b{i}") for i in range(50)])
     conn.execute("PRAGMA writable_schema = ON")
     conn.execute("UPDATE sqlite_schema SET sql = 'CREATE INDEX probe_a ON probe (b)' "
                  "WHERE name = 'probe_a'")  # fmt: skip
-    conn.commit()
     conn.close()
     _as_owner(db, db)
     tenant.wait_replicated(notes.name, now())
@@ -151,9 +151,8 @@ def test_a_replica_that_rebuilds_a_corrupt_database_starts_a_new_generation(
     assert row["drill_status"] == "corrupt" and "probe_a" in row["drill_problem"]
 
     # repaired, the new generation starts from a full snapshot of the sound database
-    conn = sqlite3.connect(db)
+    conn = apsw.Connection(str(db))
     conn.execute("REINDEX probe_a")
-    conn.commit()
     conn.close()
     _as_owner(db, db)
     tenant.wait_replicated(notes.name, now())

@@ -117,3 +117,24 @@ def test_acknowledged_records_survive_kill_9() -> None:
                     break
         missing = set(acknowledged) - stored
         assert not missing, f"{len(missing)} acknowledged records lost"
+
+
+@pytest.mark.parametrize("autocheckpoint", [True, False])
+def test_checkpoints_can_be_left_to_another_process(tmp_path: Path, autocheckpoint: bool) -> None:
+    path = tmp_path / "data.db"
+    database = Database(path, autocheckpoint=autocheckpoint)
+    database.write_sync(lambda c: c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+    beside = sqlite3.connect(path)  # another process's connection, as Litestream keeps one
+    assert beside.execute("SELECT COUNT(*) FROM t").fetchone() == (0,)
+    for i in range(1000):  # a commit each, 2 pages or more: well past 1,000 pages of WAL
+        database.write_sync(
+            lambda c, i=i: c.execute("INSERT INTO t VALUES (?, ?)", (i, "x" * 5000))
+        )
+    database.close()
+    frames = path.with_name("data.db-wal").stat().st_size // (4096 + 24)
+    if autocheckpoint:
+        assert frames == 0  # checkpointed as it went, and truncated on close
+    else:
+        assert frames >= 2000  # every frame left for the other process to checkpoint
+    assert beside.execute("SELECT COUNT(*) FROM t").fetchone() == (1000,)
+    beside.close()
