@@ -106,6 +106,11 @@ def drill(api: httpx.Client, name: str) -> str:
     return f"{body['status']} in {took:.1f} s {body['problem'][:300]}".rstrip()
 
 
+def logical_size(conn: apsw.Connection) -> int:
+    """The database's size in bytes, its pages in the WAL included."""
+    return int(conn.execute("PRAGMA page_count").get) * int(conn.execute("PRAGMA page_size").get)
+
+
 def fill(db: Path, size_mb: int) -> None:
     """Grow the `notes` table of a stopped instance's database until the file holds about
     `size_mb` MB (10^6 bytes), in transactions of 2,000 rows of about 3 KB (one per page).
@@ -115,14 +120,9 @@ def fill(db: Path, size_mb: int) -> None:
     conn = apsw.Connection(str(db))
     conn.set_busy_timeout(120_000)
 
-    def size() -> int:
-        pages = conn.execute("PRAGMA page_count").get
-        page_size = conn.execute("PRAGMA page_size").get
-        return int(pages) * int(page_size)
-
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.000Z")
     i = 0
-    while size() < size_mb * 1_000_000:
+    while logical_size(conn) < size_mb * 1_000_000:
         batch = []
         for _ in range(2000):
             text = secrets.token_hex(ROW_BYTES // 4) + "." * (ROW_BYTES // 2)
@@ -196,10 +196,14 @@ def main() -> None:
         print(f"filling {db.name} to {args.size_mb} MB…", flush=True)
         api.post(f"/api/instances/{name}/stop")
         fill(db, args.size_mb)
-        db_mb = db.stat().st_size / 1e6
+        reader = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+        db_mb = logical_size(reader) / 1e6
+        reader.close()
         started = time.monotonic()
         copy = Path(tempfile.mkdtemp(dir=serve.data_dir)) / "copy.db"
-        shutil.copyfile(db, copy)
+        for suffix in ("", "-wal"):  # the file copy of everything the database holds
+            if db.with_name(db.name + suffix).exists():
+                shutil.copyfile(db.with_name(db.name + suffix), copy.with_name(copy.name + suffix))
         copy_s = time.monotonic() - started
         shutil.rmtree(copy.parent)
         api.post(f"/api/instances/{name}/start")

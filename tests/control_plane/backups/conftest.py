@@ -35,6 +35,19 @@ def line(moto: MotoServer) -> Iterator[FaultyLine]:
         yield relay
 
 
+@pytest.fixture(scope="module")
+def operator(serve: ServeProcess) -> Tenant:
+    """The first account of the module's `serve` (its tests start it with
+    `PF_FIRST_ACCOUNT_IS_OPERATOR`): an operator."""
+    return Tenant(serve)
+
+
+@pytest.fixture(scope="module")
+def tenant(serve: ServeProcess, operator: Tenant) -> Tenant:
+    """An ordinary account (signed up after the operator)."""
+    return Tenant(serve)
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 

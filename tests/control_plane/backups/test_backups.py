@@ -43,16 +43,6 @@ def serve(moto: MotoServer, line: FaultyLine) -> Iterator[ServeProcess]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def operator(serve: ServeProcess) -> Tenant:
-    return Tenant(serve)  # the first account: an operator
-
-
-@pytest.fixture(scope="module")
-def tenant(serve: ServeProcess, operator: Tenant) -> Tenant:
-    return Tenant(serve)  # an ordinary account
-
-
 def keys(moto: MotoServer, prefix: str) -> list[str]:
     listed = moto.client().list_objects_v2(Bucket=BUCKET, Prefix=prefix)
     return [item["Key"] for item in listed.get("Contents", [])]

@@ -38,8 +38,17 @@ async def sink(caddy: CaddyServer) -> AsyncIterator[CaddyRoutes]:
 
 
 async def get(caddy: CaddyServer, host: str, path: str = "/echo/x") -> httpx.Response:
+    """GET through Caddy. A connection Caddy drops while it swaps in a configuration the sink
+    just pushed is tried again (as any client would retry an idempotent request)."""
     async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-        return await client.get(f"http://{caddy.http_listen}{path}", headers={"Host": host})
+        for attempt in range(10):
+            try:
+                return await client.get(f"http://{caddy.http_listen}{path}", headers={"Host": host})
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(0.05)
+    raise AssertionError("unreachable")
 
 
 async def eventually(check: object, timeout: float = 5.0) -> None:
