@@ -269,6 +269,9 @@ def main() -> None:
         pitr_start = time.monotonic()
         pitr = api.post(f"/api/instances/{name}/restore", json={"at": at.isoformat()})
         print(f"restore to a point in time: {outcome(pitr, time.monotonic() - pitr_start)}")
+        if pitr.status_code == 200 and pitr.json().get("restored_to"):
+            behind = at - datetime.fromisoformat(pitr.json()["restored_to"])
+            print(f"  it rebuilt the state replicated {behind.total_seconds():.1f} s before `at`")
         generation = api.get(f"/api/instances/{name}/backups").json()["replica_generation"]
         while not api.get(f"/api/instances/{name}/backups").json()["restorable_to"]:
             time.sleep(1)

@@ -45,6 +45,7 @@ def restore_public(row: BackupRestore) -> RestorePublic:
         phase=row.phase,
         snapshot_id=row.snapshot_id,
         point_in_time=row.point_in_time,
+        restored_to=row.restored_to,
         reason=row.reason,
         safety_copy=row.safety_copy,
         created=row.created_at,

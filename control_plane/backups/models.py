@@ -59,6 +59,7 @@ class BackupRestore(SQLModel, table=True):
     instance_id: str = Field(foreign_key="instance.id", index=True, max_length=15)
     snapshot_id: str | None = Field(default=None, max_length=15)
     point_in_time: datetime | None = _when()
+    restored_to: datetime | None = _when()  # point in time: when the rebuilt state was written
     status: str = Field(default="running", max_length=16, index=True)  # running | done | failed
     phase: str = Field(default="stopping", max_length=16)
     actor: str = Field(default="", max_length=64)

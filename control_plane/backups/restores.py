@@ -8,7 +8,9 @@ One restore, step by step (each step recorded as the restore's `phase`):
    archive is downloaded, its size and SHA-256 checked, extracted, every file checked against
    the manifest, every database with `PRAGMA integrity_check` (point in time: each database is
    rebuilt by `litestream restore -timestamp` from the replica generation that holds the
-   moment, checked likewise, and the instance's other files are carried over as they are now).
+   moment, checked likewise, and the instance's other files are carried over as they are now;
+   `restored_to` records when, at the latest, the state rebuilt was replicated: before `at`
+   by however far replication lagged at that moment).
 3. `swapping`: the staged folder and the live one are exchanged atomically; the old one goes
    to the trash as a safety copy (`STAMP-ID-NAME.before-restore`, swept after
    `PF_TRASH_RETENTION_DAYS`); the instance moves to a new replica generation, which Litestream
@@ -25,6 +27,7 @@ released either way, so the instance runs again and can be restored again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +38,7 @@ from sqlmodel import select
 from control_plane.backups.archive import ArchiveError, extract_verified
 from control_plane.backups.local_store import sha256_file
 from control_plane.backups.models import BackupRestore, BackupSnapshot
+from control_plane.backups.replication import ReplicationError
 from control_plane.backups.restore import (
     Workspace,
     carry_over,
@@ -162,7 +166,7 @@ class Restorer:
                 await asyncio.to_thread(self._stage_snapshot, snap, space)
             else:
                 assert at is not None
-                await self._stage_point(instance, at, space, layout.root)
+                await self._stage_point(op.id, instance, at, space, layout.root)
             await asyncio.to_thread(carry_over, layout.root, space.new, [layout.log_file.name])
         except Exception as err:
             await self._fail(instance, op, space, err)
@@ -204,7 +208,7 @@ class Restorer:
         archive.unlink()
 
     async def _stage_point(
-        self, instance: Instance, at: datetime, space: Workspace, live: Path
+        self, op_id: str, instance: Instance, at: datetime, space: Workspace, live: Path
     ) -> None:
         dbs = await self.service.replicas.covering(instance, at)
         rels = [db.path.relative_to(live).as_posix() for db in dbs]
@@ -212,7 +216,12 @@ class Restorer:
         for db, rel in zip(dbs, rels, strict=True):
             target = space.new / rel
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            await self.service.replication.restore(db, target, at)
+            txid = await self.service.replication.restore(db, target, at)
+            if db is dbs[0] and txid is not None:  # the main database: what moment it is
+                with contextlib.suppress(ReplicationError):
+                    written = await self.service.replication.committed_at(db, txid)
+                    # the store's time of the upload: the state is at most that recent
+                    await self._set(op_id, restored_to=min(written, at) if written else None)
         layout = instance_layout(self.settings, instance.id)
         names = await asyncio.to_thread(files_besides, live, rels, layout.log_file.name)
         await asyncio.to_thread(carry_over, live, space.new, names)

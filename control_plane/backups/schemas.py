@@ -66,6 +66,11 @@ class RestorePublic(BaseModel):
     phase: str
     snapshot_id: str | None
     point_in_time: datetime | None
+    restored_to: datetime | None = Field(
+        None,
+        description="point in time: when, at the latest, the state rebuilt was replicated "
+        "(at or before `point_in_time`; well before it when replication lagged then)",
+    )
     reason: str
     safety_copy: str | None
     created: datetime

@@ -14,7 +14,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,7 @@ def test_restore_takes_a_changed_instance_back_to_its_snapshot(
 
 def test_point_in_time_restore_lands_between_two_writes(tenant: Tenant) -> None:
     notes = tenant.create(unique("pitr")).setup()
+    adding = now()
     notes.add("before")
     tenant.wait_replicated(notes.name, now())
     between = now()
@@ -103,6 +104,11 @@ def test_point_in_time_restore_lands_between_two_writes(tenant: Tenant) -> None:
     done = tenant.restore_to(notes.name, between)
     assert done["status"] == "done", done
     assert notes.titles() == {"before"}
+    # the moment rebuilt: the write of "before" was replicated by then (the replica's
+    # timestamps are whole seconds)
+    restored_to = parse_time(done["restored_to"])
+    assert restored_to is not None
+    assert adding - timedelta(seconds=1) <= restored_to <= between
 
 
 def test_a_corrupted_archive_is_refused_and_the_instance_left_as_it_was(
