@@ -7,8 +7,8 @@ from fastapi import APIRouter, Response, status
 from fastapi.responses import StreamingResponse
 
 from control_plane.api.deps import CP, CurrentAccount, Operator
-from control_plane.backups.drills import DrillOutcome
-from control_plane.backups.models import BackupRestore, BackupSnapshot, BackupState
+from control_plane.backups.drills import DrillOutcome, last_drill
+from control_plane.backups.models import BackupRestore, BackupSnapshot
 from control_plane.backups.schemas import (
     BackupsPublic,
     DrillPublic,
@@ -53,19 +53,7 @@ def restore_public(row: BackupRestore) -> RestorePublic:
     )
 
 
-def drill_public(state: BackupState | None) -> DrillPublic | None:
-    if state is None or state.drill_at is None or state.drill_status is None:
-        return None
-    return DrillPublic(
-        status=state.drill_status,
-        problem=state.drill_problem,
-        at=state.drill_at,
-        seconds=state.drill_seconds,
-        generation=state.drill_generation or 0,
-    )
-
-
-def outcome_public(outcome: DrillOutcome) -> DrillPublic:
+def drill_public(outcome: DrillOutcome) -> DrillPublic:
     return DrillPublic(
         status=outcome.status,
         problem=outcome.problem,
@@ -88,14 +76,14 @@ async def list_backups(cp: CP, account: CurrentAccount, name: str) -> BackupsPub
         schedule=await cp.backups.schedule_public(instance),
         store=cp.backups.store.kind,
         replica_generation=state.replica_generation if state else 0,
-        drill=drill_public(state),
+        drill=drill_public(last) if (last := last_drill(state)) else None,
     )
 
 
 @router.post("/api/instances/{name}/backups/drill")
 async def drill_replica(cp: CP, account: CurrentAccount, name: str) -> DrillPublic:
     """Rebuild the instance's replica now and check it (the instance is not touched)."""
-    return outcome_public(await cp.backups.drills.drill_now(account, name))
+    return drill_public(await cp.backups.drills.drill_now(account, name))
 
 
 @router.post("/api/instances/{name}/backups", status_code=status.HTTP_201_CREATED)

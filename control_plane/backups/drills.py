@@ -76,6 +76,19 @@ def is_due(
     return now - state.drill_at >= interval
 
 
+def last_drill(state: BackupState | None) -> DrillOutcome | None:
+    """The last drill recorded in an instance's backup state, if any."""
+    if state is None or state.drill_at is None or state.drill_status is None:
+        return None
+    return DrillOutcome(
+        state.drill_status,
+        state.drill_problem,
+        state.drill_generation or 0,
+        state.drill_seconds or 0.0,
+        state.drill_at,
+    )
+
+
 class NothingToDrill(Exception):
     """The instance has no replica in its current generation yet."""
 

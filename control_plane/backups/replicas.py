@@ -46,10 +46,7 @@ class Replicas:
         """The instance's databases in `generation` (None: its current one)."""
         if generation is None:
             generation = await self.generation(instance.id)
-        return [
-            ReplicatedDb(db.instance_id, db.path, db.name, generation)
-            for db in self.service.databases(instance)
-        ]
+        return self.service.databases(instance, generation)
 
     async def windows(self, instance: Instance) -> list[Window]:
         """The window of every generation of the instance's databases, oldest first (empty

@@ -201,14 +201,15 @@ class BackupService:
 
     # ----- replication
 
-    def databases(self, instance: Instance) -> list[ReplicatedDb]:
-        """The databases of an instance, as its engine lays them out."""
+    def databases(self, instance: Instance, generation: int = 0) -> list[ReplicatedDb]:
+        """The databases of an instance, as its engine lays them out, replicated into
+        `generation`."""
         try:
             engine = self.engines.get(instance.engine)
         except EngineError:
             return []
         layout = instance_layout(self.settings, instance.id)
-        return [ReplicatedDb(instance.id, p, p.name) for p in engine.databases(layout)]
+        return [ReplicatedDb(instance.id, p, p.name, generation) for p in engine.databases(layout)]
 
     async def apply_replication(self, rows: Sequence[Instance] | None = None) -> None:
         """Make Litestream replicate the databases of every live instance not held, each into
@@ -222,11 +223,7 @@ class BackupService:
                 # from its first start on: never in the middle of its first migrations
                 if row.hold is None and row.name is not None and row.started_at is not None:
                     state = states.get(row.id)
-                    generation = state.replica_generation if state else 0
-                    targets.extend(
-                        ReplicatedDb(db.instance_id, db.path, db.name, generation)
-                        for db in self.databases(row)
-                    )
+                    targets.extend(self.databases(row, state.replica_generation if state else 0))
         try:
             await self.replication.apply(targets)
         except ReplicationError as err:
