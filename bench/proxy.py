@@ -80,7 +80,6 @@ def main() -> None:
         env.update(
             PF_PROXY="caddy",
             PF_START_CADDY="true",
-            PF_CADDY_ADMIN=f"127.0.0.1:{free_port()}",
             PF_CADDY_HTTP=f"127.0.0.1:{caddy_port}",
             PF_CADDY_HTTPS=f"127.0.0.1:{free_port()}",
             PF_IDLE_TIMEOUT_S="0",

@@ -20,6 +20,10 @@ prints, in one run:
    read the interpreter's standard library, e.g. a Python under /root/.pyenv: see
    `control_plane.drivers.zygote.others_can_import`; the driver section runs as our own user.)
 4. Memory of a running idle instance per engine: PSS and USS from /proc/PID/smaps_rollup.
+0. With `--sandbox-compare` (or alone with `--sandbox-only`): the cost of the instance sandbox
+   (`control_plane/drivers/sandbox.py`). The same wake series and idle memory of `pocketbase`
+   instances, measured in this run with `PF_SANDBOX=off` and with the sandbox on (the
+   sandboxed figure counts the bwrap that holds each sandbox, too), and the ratios.
 5. The control plane with `--hibernated` hibernated and `--running` running instances: its
    memory and its CPU while idle for `--idle-seconds`, against the same control plane with no
    instance. The hibernated instances are created through the services straight into the
@@ -552,6 +556,66 @@ def measure_wakes(
     note("PSS forked pocketfleet / pocketbase", f"{pss_forked / pb_memory[1]:.2f}x")
 
 
+def sandbox_cost(
+    root: Path, mode: str, args: argparse.Namespace
+) -> tuple[list[float], tuple[int, int, int]]:
+    """Wake latencies and the idle memory of one instance (PSS summed over its processes,
+    the sandbox's bwrap included) with `PF_SANDBOX=mode`, on a server of their own."""
+    folder = root / f"sandbox-{mode}"
+    folder.mkdir(mode=0o711)
+    serve = Serve(folder, {"PF_IDLE_TIMEOUT_S": "0", "PF_SANDBOX": mode})
+    try:
+        serve.start()
+        serve.sign_in()
+        names = [f"sb{mode}{i}" for i in range(args.instances)]
+        tokens: dict[str, str] = {}
+        for name in names:
+            serve.create(name)
+            with serve.instance(name) as client:
+                client.headers["Authorization"] = tokens.setdefault(name, superuser_token(client))
+                fill(client, records=200, requests=50)
+        wake_series(serve, names, tokens, len(names))  # every instance woken once first
+        wakes = wake_series(serve, names, tokens, args.wakes)
+        time.sleep(2)
+        pid = serve.row(names[0])["pid"]
+        pids = [pid]
+        with contextlib.suppress(psutil.Error):
+            parent = psutil.Process(pid).parent()
+            if parent is not None and parent.name() == "bwrap":
+                pids.append(parent.pid)
+        memories = [memory_of(p) for p in pids]
+        total = (
+            sum(m[0] for m in memories),
+            sum(m[1] for m in memories),
+            sum(m[2] for m in memories),
+        )
+        return wakes, total
+    finally:
+        serve.down()
+
+
+def measure_sandbox(root: Path, args: argparse.Namespace, note: Callable[[str, str], None]) -> None:
+    """Section 0 of the module docstring."""
+    section(f"sandbox cost: {args.wakes} wakes of {args.instances} pocketbase instances, each way")
+    off_wakes, off_memory = sandbox_cost(root, "off", args)
+    on_wakes, on_memory = sandbox_cost(root, "on", args)
+    note("wake without the sandbox (PF_SANDBOX=off)", summary(off_wakes))
+    note("wake in the sandbox", summary(on_wakes))
+    for q in (50, 95):
+        ratio = percentile(on_wakes, q) / percentile(off_wakes, q)
+        note(f"wake p{q} sandboxed / not", f"{ratio:.2f}x")
+    note("idle instance without the sandbox", memory_text(off_memory))
+    note("idle instance in the sandbox (+ its bwrap)", memory_text(on_memory))
+    note("idle PSS sandboxed / not", f"{on_memory[1] / off_memory[1]:.2f}x")
+
+
+def print_summary(report: list[tuple[str, str]]) -> None:
+    section("summary")
+    width = max(len(label) for label, _ in report)
+    for label, value in report:
+        print(f"{label:<{width}}  {value}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=8)
@@ -562,6 +626,12 @@ def main() -> None:
     parser.add_argument("--log-rows", type=int, default=150_000)
     parser.add_argument(
         "--fleet-only", action="store_true", help="measure only the control plane's fleet (5.)"
+    )
+    parser.add_argument(
+        "--sandbox-compare", action="store_true", help="also measure the sandbox's cost (0.)"
+    )
+    parser.add_argument(
+        "--sandbox-only", action="store_true", help="measure only the sandbox's cost (0.)"
     )
     args = parser.parse_args()
 
@@ -575,6 +645,11 @@ def main() -> None:
         print(f"  {label}: {value}", flush=True)
 
     try:
+        if args.sandbox_compare or args.sandbox_only:
+            measure_sandbox(root, args, note)
+        if args.sandbox_only:
+            print_summary(report)
+            return
         serve.start()
         serve.sign_in()
         time.sleep(3)
@@ -623,10 +698,7 @@ def main() -> None:
         serve.down()
         shutil.rmtree(root, ignore_errors=True)
 
-    section("summary")
-    width = max(len(label) for label, _ in report)
-    for label, value in report:
-        print(f"{label:<{width}}  {value}")
+    print_summary(report)
 
 
 if __name__ == "__main__":

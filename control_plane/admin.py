@@ -10,9 +10,11 @@ from sqlmodel import col, select
 
 from control_plane.db.engine import SessionFactory, create_engine, migrate, session_factory
 from control_plane.db.models import Account, Instance
+from control_plane.db.sealed import bind_keyring
 from control_plane.drivers.process import ProcessDriver
 from control_plane.engines.registry import default_registry
 from control_plane.lifecycle import InstanceState, transition
+from control_plane.sealing import load_keyring
 from control_plane.services.accounts import AccountService
 from control_plane.settings import Settings
 from control_plane.specs import spec_for
@@ -21,8 +23,10 @@ from control_plane.specs import spec_for
 @asynccontextmanager
 async def open_db(settings: Settings) -> AsyncIterator[SessionFactory]:
     url = settings.resolved_database_url
+    keyring = load_keyring(settings)  # rows hold sealed values (control_plane.db.sealed)
     await migrate(url)
     engine = create_engine(url)
+    bind_keyring(engine, keyring)
     try:
         yield session_factory(engine)
     finally:

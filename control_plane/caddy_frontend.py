@@ -7,6 +7,10 @@ control plane: wakes and sign-in hand-offs), the activity feed, and with `PF_STA
 the supervised Caddy child. `open()` must run before the reconciler's first full push:
 it binds the access-log socket (whose address goes into Caddy's config) and loads the
 verified custom domains.
+
+Caddy's admin API is reached on a unix socket only (`PF_CADDY_ADMIN`, by default
+`PF_DATA_DIR/caddy/admin.sock`): a TCP address is refused (`AdminAddressError`), since Caddy's
+admin API has no authentication and every local uid, a tenant's code included, could use it.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import dataclasses
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from control_plane.settings import Settings
 from proxy.activity import ActivityTracker
 from proxy.caddy.activity import CaddyActivity
-from proxy.caddy.admin import CaddyAdmin
+from proxy.caddy.admin import CaddyAdmin, admin_socket, open_to_others
 from proxy.caddy.config import CaddyLayout
 from proxy.caddy.process import CaddyProcess
 from proxy.caddy.sink import CaddyRoutes
@@ -55,6 +60,15 @@ def control_plane_dial(settings: Settings) -> str:
     return f"[{host}]:{settings.port}" if ":" in host else f"{host}:{settings.port}"
 
 
+def admin_socket_for(settings: Settings) -> Path:
+    """The unix socket of Caddy's admin API: PF_CADDY_ADMIN (`PATH` or `unix//PATH`), or
+    `PF_DATA_DIR/caddy/admin.sock` when it is empty. Raises `AdminAddressError` (a
+    `ValueError`) for a TCP address, a relative path or one too long for a socket."""
+    if not settings.caddy_admin:
+        return (settings.data_dir / "caddy" / "admin.sock").absolute()
+    return admin_socket(settings.caddy_admin)
+
+
 def layout_for(settings: Settings, access_log: str | None = None) -> CaddyLayout:
     tls = settings.caddy_tls
     if tls == "auto":
@@ -64,6 +78,7 @@ def layout_for(settings: Settings, access_log: str | None = None) -> CaddyLayout
     return CaddyLayout(
         domain=settings.domain.lower(),
         control_plane=dial,
+        admin_socket=admin_socket_for(settings),
         http_listen=settings.caddy_http,
         https_listen=https,
         tls_issuer="acme" if tls == "acme" else "internal",
@@ -77,9 +92,10 @@ def layout_for(settings: Settings, access_log: str | None = None) -> CaddyLayout
 class CaddyFrontend:
     def __init__(self, settings: Settings, table: RouteTable, tracker: ActivityTracker) -> None:
         self.settings = settings
-        self.admin = CaddyAdmin(settings.caddy_admin)
+        layout = layout_for(settings)
+        self.admin = CaddyAdmin(layout.admin_socket)
         self.routes = CaddyRoutes(
-            self.admin, layout_for(settings), check_interval_s=settings.caddy_check_interval_s
+            self.admin, layout, check_interval_s=settings.caddy_check_interval_s
         )
         self.activity = CaddyActivity(
             tracker,
@@ -95,7 +111,7 @@ class CaddyFrontend:
         if settings.start_caddy:
             self.process = CaddyProcess(
                 settings.caddy_bin,
-                settings.caddy_admin,
+                layout.admin_socket,
                 settings.data_dir / "caddy",
                 on_restart=self.routes.resync,
                 startup_config=self.routes.startup_config,
@@ -109,6 +125,17 @@ class CaddyFrontend:
         self.routes.load_aliases(aliases)
         if self.process is not None:
             await self.process.start()
+        else:
+            reason = open_to_others(self.admin.socket, owned=False)
+            if reason is not None and self.admin.socket.parent.is_dir():
+                log.warning(
+                    "Caddy's admin socket %s may be open to other users: %s. Anyone who can "
+                    "connect to it can rewrite every route and TLS policy; keep it in a folder "
+                    "only Caddy's and pocketfleet's users can enter (deploy/: "
+                    "RuntimeDirectoryMode=0700)",
+                    self.admin.socket,
+                    reason,
+                )
         self.routes.start()
 
     def fresh(self, job: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:

@@ -14,8 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from control_plane.activity_reports import ActivityReceiver
 from control_plane.backups.service import BackupService
 from control_plane.caddy_frontend import CaddyFrontend
+from control_plane.data_dir import secure_data_dir
 from control_plane.db.engine import SessionFactory, create_engine, migrate, session_factory
 from control_plane.db.models import Instance
+from control_plane.db.sealed import bind_keyring, seal_in_place
 from control_plane.domains.service import DomainService
 from control_plane.domains.verification import StaticResolver, SystemResolver, Verifier
 from control_plane.drivers.base import Driver
@@ -23,6 +25,7 @@ from control_plane.drivers.process import ProcessDriver
 from control_plane.engines.registry import EngineRegistry, default_registry
 from control_plane.reconcile import Reconciler
 from control_plane.scheduler import Scheduler
+from control_plane.sealing import load_keyring
 from control_plane.services.accounts import AccountService
 from control_plane.services.admin_access import AdminAccessService
 from control_plane.services.auth import AuthService
@@ -74,11 +77,14 @@ class ControlPlane:
         activity: ActivityTracker | None = None,
         handoffs: HandoffStore | None = None,
     ) -> ControlPlane:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        settings.instances_dir.mkdir(mode=0o711, exist_ok=True)
+        await asyncio.to_thread(secure_data_dir, settings.data_dir)
         url = settings.resolved_database_url
+        keyring = await asyncio.to_thread(load_keyring, settings)
         await migrate(url)
         engine = create_engine(url)
+        bind_keyring(engine, keyring)  # secrets at rest (env values, pending superusers)
+        if sealed := await seal_in_place(engine):
+            log.info("sealed %d secrets stored in clear or under an old key", sealed)
         db = session_factory(engine)
         engines = await asyncio.to_thread(default_registry, settings)
         driver = ProcessDriver(settings)
@@ -141,6 +147,9 @@ class ControlPlane:
         if self.caddy is not None:  # Caddy's in-flight counts are read right before a sweep
             sweep = self.caddy.fresh(sweep)
         self.scheduler.every("idle-sweep", self.settings.idle_sweep_interval_s, sweep)
+        # disk usage of running instances, and stops of those over their quota
+        limits = self.instances.limits
+        self.scheduler.every("disk-sweep", self.settings.disk_usage_interval_s, limits.sweep)
         self.scheduler.start()
         self._backups_task = asyncio.create_task(self.backups.start(self.scheduler))
 

@@ -111,6 +111,8 @@ class ReconcilerLink(Protocol):
 
     def nudge(self) -> None: ...
 
+    def start_instance(self, spec: InstanceSpec) -> Awaitable[tuple[int, InstanceSpec]]: ...
+
 
 class Hibernator:
     """Sleep and wake of instances; see the module docstring for the guarantees."""
@@ -235,7 +237,7 @@ class Hibernator:
         async with self._slots:
             marking = asyncio.create_task(self._mark_waking(row.id))
             try:
-                pid = await self.driver.start(spec)
+                pid, spec = await self.reconciler.start_instance(spec)
             except StartError as err:
                 await marking
                 raise await self._wake_failed(row, route, err.reason) from None
@@ -243,7 +245,7 @@ class Hibernator:
                 marking.cancel()
                 raise
             await marking
-        upstream = Upstream("127.0.0.1", row.port)
+        upstream = Upstream("127.0.0.1", spec.port)
         await self.reconciler.publish(Route(route.host, row.id, RouteState.UP, upstream))
         _settle(future, upstream)
         took_ms = (time.monotonic() - started) * 1000

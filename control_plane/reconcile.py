@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -26,10 +27,12 @@ from sqlmodel import col, select
 
 from control_plane.db.engine import SessionFactory, update_row
 from control_plane.db.models import Account, Instance, utcnow
-from control_plane.drivers.base import Driver, InstanceSpec, RunState, StartError
+from control_plane.drivers.base import Driver, InstanceSpec, PortTakenError, RunState, StartError
+from control_plane.drivers.ports import NoFreePortError, free_port
 from control_plane.engines.registry import EngineRegistry
 from control_plane.hibernation import Hibernator, sleeping_settled
 from control_plane.lifecycle import IllegalTransition, InstanceState, transition
+from control_plane.limits import QUOTA_ACTOR, quota_stop_reason
 from control_plane.metrics import Sampler
 from control_plane.settings import Settings
 from control_plane.specs import spec_for
@@ -40,6 +43,7 @@ log = structlog.get_logger("reconcile")
 
 ACTOR = "reconciler"
 STABLE_AFTER_S = 60  # a run this long forgives earlier crashes
+_PORT_MOVES = 3  # ports tried after the instance's own was found held by another process
 TRASH_SWEEP_EVERY_S = 3600.0
 # A running instance with nothing to do is visited fully (driver status, one read) only every
 # this many passes; in between, a system call says its process is still there.
@@ -275,6 +279,8 @@ class Reconciler:
             await self._keep_running(instance, spec)
         else:
             reason = "account suspended" if snap.owner_suspended else "stopped"
+            if not snap.owner_suspended and instance.desired_by == QUOTA_ACTOR:
+                reason = quota_stop_reason(self.settings, instance)
             if instance.hold:
                 reason = f"held by {instance.hold}"
             await self._keep_stopped(instance, spec, reason)
@@ -317,20 +323,57 @@ class Reconciler:
             )
         if instance.pending_superuser:
             creds = instance.pending_superuser
-            argv = spec.engine.superuser_command(
+            task = spec.engine.superuser_task(
                 spec.version, spec.layout, creds["email"], creds["password"]
             )
-            code, output = await self.driver.run_task(spec, argv)
+            code, output = await self.driver.run_task(spec, task.argv, task.env)
             if code != 0:
                 await self._crashed(instance, f"creating the superuser failed: {output[-500:]}")
                 return
             await self._update(instance.id, pending_superuser=None)
         try:
-            pid = await self.driver.start(spec)
+            pid, spec = await self.start_instance(spec)
         except StartError as exc:
             await self._crashed(instance, exc.reason)
             return
+        instance.port = spec.port
         await self._record_running(instance, pid, adopted=False)
+
+    async def start_instance(self, spec: InstanceSpec) -> tuple[int, InstanceSpec]:
+        """`driver.start(spec)`; while the instance's port is held by a process that is not
+        the instance's (`PortTakenError`: a squatter, or anything else), move the instance to
+        a free port (committed first) and start it there. Returns its pid and the spec it now
+        runs with."""
+        for attempt in range(_PORT_MOVES + 1):
+            try:
+                return await self.driver.start(spec), spec
+            except PortTakenError as taken:
+                if attempt == _PORT_MOVES:
+                    raise
+                port = await self.move_port(spec.id, taken.port)
+                log.warning("instance_port_moved", instance=spec.id, old=taken.port, new=port)
+                spec = dataclasses.replace(spec, port=port)
+        raise AssertionError("unreachable")
+
+    async def move_port(self, instance_id: str, old: int) -> int:
+        """Give the instance a port no instance holds and nothing binds now; commit it."""
+        async with self.db() as session:
+            taken = set(
+                (
+                    await session.exec(select(Instance.port).where(col(Instance.port).is_not(None)))
+                ).all()
+            )
+            try:
+                port = free_port(self.settings, {p for p in taken if p is not None} | {old})
+            except NoFreePortError as err:
+                raise StartError(f"instance {instance_id}: {err}") from err
+            row = await session.get(Instance, instance_id)
+            if row is None:
+                raise StartError(f"instance {instance_id} is gone")
+            row.port = port
+            session.add(row)
+            await session.commit()
+        return port
 
     async def _record_running(self, instance: Instance, pid: int | None, *, adopted: bool) -> None:
         now = utcnow()

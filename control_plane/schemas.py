@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from control_plane.names import name_problem
 
@@ -97,6 +97,12 @@ class InstancePublic(BaseModel):
     idle_timeout_s: int | None
     hibernated_at: datetime | None = Field(None, description="since when it sleeps, if it does")
     asleep_s: int | None = Field(None, description="seconds asleep so far, if hibernated")
+    # limits (control_plane.limits): effective values, and the last disk measurement
+    disk_bytes: int | None = Field(None, description="allocated bytes of its folder, last seen")
+    disk_measured: datetime | None = Field(None, description="when disk_bytes was measured")
+    disk_limit_mb: int | None = Field(None, description="its disk quota in MB (null: none)")
+    disk_state: str = Field("unknown", description="unknown, ok, warning or over (its quota)")
+    max_processes: int | None = Field(None, description="processes and threads it may run")
 
 
 class FleetInstancePublic(InstancePublic):
@@ -104,6 +110,20 @@ class FleetInstancePublic(InstancePublic):
     owner_email: str
     pid: int | None
     port: int | None
+    max_processes_override: int | None = Field(None, description="null: the fleet default")
+    disk_limit_mb_override: int | None = Field(None, description="null: the fleet default")
+
+
+class InstanceLimitsUpdate(BaseModel):
+    """An operator's per-instance limits; a field left out stays, `null` means the fleet
+    default again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_processes: int | None = Field(None, ge=16, le=65536)
+    disk_limit_mb: int | None = Field(
+        None, ge=0, le=16 * 1024 * 1024, description="MB; 0 = no quota (at most 16 TB)"
+    )
 
 
 class EnvUpdate(BaseModel):
@@ -112,8 +132,11 @@ class EnvUpdate(BaseModel):
 
 class EnvVarPublic(BaseModel):
     name: str
-    preview: str = Field(description="the value masked: never returned in full")
-    length: int
+    preview: str = Field(description="the value masked: no character of it is ever shown")
+    length_class: str = Field(description='how long the value is, roughly: "9–16 characters"')
+    refused: str | None = Field(
+        None, description="why the instance does not get this variable (a rule newer than it)"
+    )
 
 
 class EnvPublic(BaseModel):

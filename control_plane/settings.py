@@ -7,12 +7,13 @@ and runs instances as child processes.
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_POCKETBASE_VERSION = "0.40.6"
 
@@ -30,6 +31,13 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the control DB; SQLite under data_dir if unset"
     )
+    # secrets at rest (control_plane/sealing.py): env values and pending superuser passwords
+    # are sealed in the control DB with this key, else with PF_DATA_DIR/secret.key
+    secret_key: str | None = Field(
+        None,
+        repr=False,
+        description="Fernet key(s), comma-separated (first seals); unset: PF_DATA_DIR/secret.key",
+    )
 
     signup: Literal["open", "invite", "closed"] = "open"
     first_account_is_operator: bool = False
@@ -37,6 +45,36 @@ class Settings(BaseSettings):
     session_ttl_s: int = 14 * 24 * 3600
     login_max_failures: int = 5
     login_window_s: int = 300
+
+    # the control plane's own doors (control_plane/login_throttle.py, control_plane/api/:
+    # client_address.py, apex_hosts.py, body_limit.py; cookies in dashboard/web.py)
+    login_max_delay_s: float = Field(
+        10.0, ge=0, description="longest wait added to logins of an email failing from many places"
+    )
+    trusted_proxies: Annotated[list[IPvAnyNetwork] | None, NoDecode] = Field(
+        None,
+        description="addresses/CIDRs whose X-Forwarded-For is believed (comma-separated); "
+        "unset: loopback with PF_PROXY=caddy, none otherwise",
+    )
+    apex_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="more host names the API and dashboard answer on (comma-separated)",
+    )
+    max_body_bytes: int = Field(1 << 20, ge=0, description="largest request body of the API")
+    body_read_timeout_s: float = Field(
+        30.0, gt=0, description="a request body that stalls this long gets 408"
+    )
+
+    @field_validator("trusted_proxies", "apex_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """`a, b` or a JSON list; `` is an empty list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
 
     default_engine: str = "pocketbase"
     default_pocketbase_version: str = DEFAULT_POCKETBASE_VERSION
@@ -51,6 +89,12 @@ class Settings(BaseSettings):
     )
     instance_memory_limit_mb: int = 512
     instance_max_open_files: int = 4096
+    instance_max_processes: int = Field(
+        256, ge=16, description="processes and threads an instance may run (per-instance too)"
+    )
+    instance_cpu_weight: int = Field(
+        100, ge=1, le=10000, description="CPU share under contention (cgroup weight; 100 = equal)"
+    )
     instance_log_max_bytes: int = 1_000_000
     start_timeout_s: float = 20.0
     stop_timeout_s: float = 10.0
@@ -72,6 +116,14 @@ class Settings(BaseSettings):
     request_log_max_days: int = Field(
         5, ge=0, description="days of request logs an instance keeps (PocketBase logs.maxDays)"
     )
+    sandbox: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "run every instance process in a bubblewrap sandbox (own mount, pid, ipc and uts "
+            "namespaces; control_plane/drivers/sandbox.py): auto = when running as root with "
+            "bwrap installed, on = refuse to start instances without it, off = never"
+        ),
+    )
     zygote: bool = Field(
         True, description="fork instances of engines that have a zygote (pocketfleet) from it"
     )
@@ -82,6 +134,21 @@ class Settings(BaseSettings):
         60.0, description="how often a chart point (requests, memory) is kept per instance"
     )
     metrics_retention_h: int = Field(48, description="hours of chart points kept")
+
+    # per-instance disk usage and quota (control_plane/disk_usage.py, control_plane/limits.py,
+    # control_plane/services/limits.py); operators override the quota per instance
+    instance_disk_limit_mb: int = Field(
+        1024, ge=0, description="disk quota of each instance folder in MB (0 = none)"
+    )
+    instance_disk_warn_percent: int = Field(
+        90, ge=1, le=100, description="usage shown as a warning from this share of the quota"
+    )
+    disk_usage_interval_s: float = Field(
+        60.0, gt=0, description="how often running instances' folders are measured"
+    )
+    disk_usage_max_entries: int = Field(
+        200_000, ge=100, description="files and folders one measurement looks at, at most"
+    )
 
     # backups (control_plane/backups): to S3 when PF_S3_BUCKET is set, else PF_DATA_DIR/backups
     s3_endpoint: str | None = Field(None, description="S3 API URL (unset: AWS)")
@@ -115,7 +182,11 @@ class Settings(BaseSettings):
     proxy: Literal["embedded", "caddy"] = Field(
         "embedded", description="embedded: PF_HTTP serves instances; caddy: Caddy does"
     )
-    caddy_admin: str = Field("127.0.0.1:2019", description="Caddy's admin API (HOST:PORT)")
+    caddy_admin: str = Field(
+        "",
+        description="unix socket of Caddy's admin API, PATH or unix//PATH (TCP is refused); "
+        "empty: PF_DATA_DIR/caddy/admin.sock",
+    )
     caddy_http: str = Field(":80", description="where Caddy serves plain HTTP")
     caddy_https: str = Field(":443", description="where Caddy serves HTTPS")
     caddy_tls: Literal["auto", "acme", "internal", "off"] = Field(
@@ -134,7 +205,7 @@ class Settings(BaseSettings):
         5.0, gt=0, description="how often Caddy's in-flight counts are read"
     )
     domain_http_verification: bool = Field(
-        True, description="custom domains may be verified by an HTTP token (else DNS only)"
+        False, description="custom domains may also be verified by an HTTP token (else DNS only)"
     )
     domain_resolve: dict[str, str] = Field(
         default_factory=dict,
@@ -154,6 +225,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'control.db').resolve()}"
+
+    @property
+    def secret_key_file(self) -> Path:
+        """The key that seals secrets at rest when PF_SECRET_KEY is unset (created 0600)."""
+        return self.data_dir / "secret.key"
 
     @property
     def instances_dir(self) -> Path:

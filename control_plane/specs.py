@@ -10,6 +10,7 @@ from control_plane.db.models import Instance
 from control_plane.drivers.base import InstanceSpec
 from control_plane.engines.base import InstanceLayout
 from control_plane.engines.registry import EngineRegistry
+from control_plane.limits import max_processes_of
 from control_plane.settings import Settings
 
 # The variable that tells an engine where to report its activity (instance_runtime.activity)
@@ -33,10 +34,11 @@ def spec_for(settings: Settings, engines: EngineRegistry, instance: Instance) ->
     assert instance.port is not None, "every live instance has a port"
     engine = engines.get(instance.engine)
     env = dict(instance.env)
+    platform_env: dict[str, str] = {}
     if engine.reports_activity:
-        env[ACTIVITY_SOCKET_ENV] = str(settings.activity_socket)
+        platform_env[ACTIVITY_SOCKET_ENV] = str(settings.activity_socket)
     if engine.leaves_checkpoints and settings.replication:
-        env[CHECKPOINTS_ENV] = "external"
+        platform_env[CHECKPOINTS_ENV] = "external"
     return InstanceSpec(
         id=instance.id,
         name=instance.name or instance.former_name,
@@ -46,7 +48,10 @@ def spec_for(settings: Settings, engines: EngineRegistry, instance: Instance) ->
         port=instance.port,
         uid=instance.uid if os.geteuid() == 0 and settings.instance_users else None,
         env=env,
+        platform_env=platform_env,
         memory_limit_mb=settings.instance_memory_limit_mb,
         max_open_files=settings.instance_max_open_files,
         log_max_bytes=settings.instance_log_max_bytes,
+        max_processes=max_processes_of(settings, instance),
+        cpu_weight=settings.instance_cpu_weight,
     )

@@ -39,10 +39,11 @@ SORTS: dict[str, Callable[[FleetRow], Any]] = {
     "owner": lambda r: r.owner_email,
     "state": lambda r: r.instance.status,
     "memory": lambda r: r.instance.memory_bytes or 0,
+    "disk": lambda r: r.instance.disk_bytes or 0,
     "last_request": lambda r: r.instance.last_request or _EPOCH,
     "created": lambda r: r.instance.created,
 }
-DESCENDING_FIRST = frozenset({"memory", "last_request", "created"})
+DESCENDING_FIRST = frozenset({"memory", "disk", "last_request", "created"})
 
 
 @router.get("/fleet")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from control_plane.db.models import Instance
 from control_plane.lifecycle import InstanceState
+from control_plane.limits import MB, disk_limit_mb_of, disk_state
 from control_plane.settings import Settings
 
 # States in which the page keeps polling quickly: something is about to change.
@@ -28,6 +29,16 @@ class InstanceView:
     last_request: datetime | None
     memory_bytes: int | None
     env_count: int
+    # disk (control_plane.limits): last measured usage, the quota (None: none) and its state
+    disk_bytes: int | None = None
+    disk_limit_bytes: int | None = None
+    disk_state: str = "unknown"
+
+    @property
+    def disk_percent(self) -> int | None:
+        if self.disk_bytes is None or not self.disk_limit_bytes:
+            return None
+        return round(100 * self.disk_bytes / self.disk_limit_bytes)
 
     @property
     def running(self) -> bool:
@@ -50,6 +61,7 @@ class InstanceView:
 
 def instance_view(settings: Settings, row: Instance) -> InstanceView:
     name = row.name or row.former_name
+    limit_mb = disk_limit_mb_of(settings, row)
     return InstanceView(
         name=name,
         url=settings.instance_url(name),
@@ -64,4 +76,7 @@ def instance_view(settings: Settings, row: Instance) -> InstanceView:
         last_request=row.last_request_at,
         memory_bytes=row.memory_bytes,
         env_count=len(row.env),
+        disk_bytes=row.disk_bytes,
+        disk_limit_bytes=None if limit_mb is None else limit_mb * MB,
+        disk_state=disk_state(settings, row).value,
     )

@@ -5,6 +5,11 @@ Sessions are the `AuthService` session tokens, kept in an HttpOnly, SameSite=Lax
 the browser's cookies hold (the session token once logged in, a random visitor cookie before):
 `HMAC(secret, "pocketfleet-csrf")`. A POST without the right token, or from another origin,
 is refused with 403 before anything else runs.
+
+With `PF_PUBLIC_SCHEME=https` both cookies carry the `__Host-` prefix (`__Host-pf_session`,
+`__Host-pf_visitor`): browsers then accept them only with Secure, `Path=/` and no Domain, so
+that no other host (an instance under the same domain included) and no plain-HTTP response
+can set or shadow them. Over plain http they are `pf_session` and `pf_visitor`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from control_plane.services.errors import Forbidden, ServiceError, Unauthorized
 
 SESSION_COOKIE = "pf_session"
 VISITOR_COOKIE = "pf_visitor"
+SECURE_PREFIX = "__Host-"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 HERE = Path(__file__).resolve().parent
@@ -148,9 +154,19 @@ def _secure(request: Request) -> bool:
     return cp_of(request).settings.public_scheme == "https" or request.url.scheme == "https"
 
 
+def cookie_name(request: Request, name: str) -> str:
+    """The name cookie `name` has on this server: `__Host-NAME` under PF_PUBLIC_SCHEME=https."""
+    https = cp_of(request).settings.public_scheme == "https"
+    return SECURE_PREFIX + name if https else name
+
+
+def _cookie(request: Request, name: str) -> str | None:
+    return request.cookies.get(cookie_name(request, name))
+
+
 def _csrf_secret(request: Request) -> tuple[str, bool]:
     """The secret this browser's CSRF tokens derive from, and whether it is a new one."""
-    secret = request.cookies.get(SESSION_COOKIE) or request.cookies.get(VISITOR_COOKIE)
+    secret = _cookie(request, SESSION_COOKIE) or _cookie(request, VISITOR_COOKIE)
     if secret:
         return secret, False
     cached: str | None = getattr(request.state, "new_visitor", None)
@@ -190,7 +206,12 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     response = HTMLResponse(html, status_code=status)
     if new_visitor:
         response.set_cookie(
-            VISITOR_COOKIE, secret, httponly=True, samesite="lax", secure=_secure(request)
+            cookie_name(request, VISITOR_COOKIE),
+            secret,
+            path="/",
+            httponly=True,
+            samesite="lax",
+            secure=_secure(request),
         )
     harden(response)
     return response
@@ -226,9 +247,10 @@ def safe_next(value: str | None) -> str:
 
 def set_session(request: Request, response: Response, token: str) -> None:
     response.set_cookie(
-        SESSION_COOKIE,
+        cookie_name(request, SESSION_COOKIE),
         token,
         max_age=cp_of(request).settings.session_ttl_s,
+        path="/",
         httponly=True,
         samesite="lax",
         secure=_secure(request),
@@ -236,7 +258,12 @@ def set_session(request: Request, response: Response, token: str) -> None:
 
 
 def clear_session(response: Response) -> None:
-    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax")
+    """Delete the session cookie under both of its names (one of them was never set, but a
+    server switched between http and https may have left the other)."""
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
+    response.delete_cookie(
+        SECURE_PREFIX + SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=True
+    )
 
 
 async def optional_viewer(request: Request) -> Viewer | None:
@@ -249,7 +276,7 @@ async def optional_viewer(request: Request) -> Viewer | None:
 
 async def require_viewer(request: Request) -> Viewer:
     """The logged-in viewer; `LoginRequired` otherwise (the page becomes a redirect)."""
-    token = request.cookies.get(SESSION_COOKIE)
+    token = _cookie(request, SESSION_COOKIE)
     if not token:
         raise LoginRequired()
     try:
@@ -280,7 +307,7 @@ async def checked_form(request: Request) -> dict[str, str]:
     form = await request.form()
     fields = {key: value for key, value in form.items() if isinstance(value, str)}
     sent = fields.pop(CSRF_FIELD, "") or request.headers.get(CSRF_HEADER, "")
-    secret = request.cookies.get(SESSION_COOKIE) or request.cookies.get(VISITOR_COOKIE)
+    secret = _cookie(request, SESSION_COOKIE) or _cookie(request, VISITOR_COOKIE)
     if not secret or not sent or not hmac.compare_digest(sent, csrf_token(secret)):
         raise CsrfRejected()
     return fields

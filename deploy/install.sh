@@ -50,12 +50,14 @@ rsync -a --delete --exclude .git --exclude .venv --exclude pf_data --exclude nod
 log "writing $ETC"
 mkdir -p "$ETC" /var/lib/pocketfleet
 install -m 0644 "$PREFIX/deploy/caddy.json" "$ETC/caddy.json"
-install -d -o caddy -g caddy /var/lib/caddy/pocketfleet
+install -d -m 0700 -o caddy -g caddy /var/lib/caddy/pocketfleet
 {
   echo "PF_DOMAIN=$DOMAIN"
   echo "PF_PROXY=caddy"
   echo "PF_PUBLIC_SCHEME=https"
-  echo "PF_CADDY_ADMIN=127.0.0.1:2019"
+  # Caddy's admin API: a unix socket in a 0700 folder of the caddy user (RuntimeDirectory of
+  # pocketfleet-caddy.service); only Caddy and root (the control plane) can open it
+  echo "PF_CADDY_ADMIN=/run/pocketfleet-caddy/admin.sock"
   echo "PF_CADDY_HTTP=:80"
   echo "PF_CADDY_HTTPS=:443"
   [[ -n $EMAIL ]] && echo "PF_CADDY_ACME_EMAIL=$EMAIL"

@@ -1,7 +1,10 @@
 """`python -m instance_runtime serve|superuser upsert ...` without loading the CLI framework.
 
     python -m instance_runtime serve --dir DIR --http HOST:PORT
-    python -m instance_runtime superuser upsert EMAIL PASSWORD --dir DIR
+    python -m instance_runtime superuser upsert EMAIL [PASSWORD] --dir DIR
+
+Without PASSWORD, `superuser upsert` reads it from the variable `PF_SUPERUSER_PASSWORD`, so
+that it need not appear on a command line (which other processes can read).
 
 Kept on argparse so that a running instance imports as little as possible (memory, startup).
 """
@@ -9,8 +12,11 @@ Kept on argparse so that a running instance imports as little as possible (memor
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+PASSWORD_ENV = "PF_SUPERUSER_PASSWORD"
 
 
 def parse_http(value: str) -> tuple[str, int]:
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p_su = sub.add_parser("superuser")
     p_su.add_argument("action", choices=["upsert"])
     p_su.add_argument("email")
-    p_su.add_argument("password")
+    p_su.add_argument("password", nargs="?", help=f"default: ${PASSWORD_ENV}")
     p_su.add_argument("--dir", required=True)
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -57,8 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from instance_runtime.core.errors import ApiError
 
+    password = args.password if args.password is not None else os.environ.get(PASSWORD_ENV)
+    if not password:
+        print(f"Error: no password given (argument or ${PASSWORD_ENV})", file=sys.stderr)
+        return 2
     try:
-        rid = superuser_upsert(args.email, args.password, args.dir)
+        rid = superuser_upsert(args.email, password, args.dir)
     except ApiError as exc:
         print(f"Error: {exc.message} {exc.data}", file=sys.stderr)
         return 1

@@ -16,6 +16,15 @@ stdout and stderr appended to `log`, stdin /dev/null, the rlimits, and (when `ui
 and the zygote runs as root) that uid and gid with no supplementary groups; it then runs
 `python -m instance_runtime ARGS` in-process. Only `serve` commands are accepted.
 
+Optional members: `"nproc": N` (RLIMIT_NPROC), `"no_new_privs": true`, and `"join": PID`, the
+host pid of a process in a sandbox the child must enter (pid 1 of its namespaces, as made by
+bubblewrap): the zygote forks a helper that joins PID's mount, pid, ipc, uts and cgroup
+namespaces (`setns`), and the helper forks the child inside them and exits, so the child is a
+process of that sandbox, sees only its file system and its processes, and is reaped by its
+pid 1. A file descriptor sent with the request (SCM_RIGHTS) stays open in the child as fd 3
+(close-on-exec): the sandbox's holder waits for it to close, so the sandbox ends with the
+child.
+
 The zygote stays free of threads and event loops (each child starts its own), reaps its
 children, and exits when the process that started it dies (PR_SET_PDEATHSIG), so that a
 restarted control plane never talks to a zygote holding older code. Its children live on.
@@ -26,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import gc
 import importlib
 import json
@@ -34,10 +44,12 @@ import pkgutil
 import resource
 import signal
 import socket
+import struct
 import sys
 import threading
+import time
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 # Imported before any fork, with every module of `instance_runtime`: a child may run as a user
 # who cannot read the interpreter's own files, so that little should be left to import late.
@@ -59,6 +71,17 @@ PRELOAD = (
     "uvicorn.protocols.websockets.auto",
 )
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NO_NEW_PRIVS = 38
+_JOIN_TIMEOUT_S = 5.0
+_CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# (name under /proc/PID/ns, CLONE_NEW* flag): mount last, as it changes what /proc is
+_NAMESPACES = (
+    ("ipc", 0x08000000),
+    ("uts", 0x04000000),
+    ("cgroup", 0x02000000),
+    ("pid", 0x20000000),
+    ("mnt", 0x00020000),
+)
 _MAX_REQUEST = 1 << 20
 _REAP_EVERY_S = 1.0
 
@@ -80,9 +103,14 @@ def preload() -> None:
         raise RuntimeError("the zygote must not run threads before it forks")
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def reap() -> None:
@@ -96,8 +124,10 @@ def reap() -> None:
             return
 
 
-def read_request(conn: socket.socket) -> dict[str, Any]:
-    data = b""
+def read_request(conn: socket.socket, fds: list[int]) -> dict[str, Any]:
+    """The request on `conn`; file descriptors sent with it are appended to `fds`."""
+    data, received, _, _ = socket.recv_fds(conn, 65536, 4)
+    fds.extend(received)
     while not data.endswith(b"\n"):
         chunk = conn.recv(65536)
         if not chunk or len(data) > _MAX_REQUEST:
@@ -110,8 +140,9 @@ def read_request(conn: socket.socket) -> dict[str, Any]:
     return request
 
 
-def become(request: dict[str, Any], open_sockets: list[socket.socket]) -> None:
-    """In the child: turn into the instance's process (see the module docstring)."""
+def become(request: dict[str, Any], open_sockets: list[socket.socket], keep: int | None) -> None:
+    """In the child: turn into the instance's process (see the module docstring); `keep`
+    stays open as fd 3."""
     for sock in open_sockets:
         sock.close()
     for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
@@ -123,28 +154,100 @@ def become(request: dict[str, Any], open_sockets: list[socket.socket]) -> None:
     os.dup2(null, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
-    os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    first_closed = 3
+    if keep is not None:
+        os.dup2(keep, 3, inheritable=False)
+        first_closed = 4
+    os.closerange(first_closed, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     nofile, address_space = int(request["nofile"]), int(request["address_space"])
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    if request.get("nproc") is not None:
+        nproc = int(request["nproc"])
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
     uid = request.get("uid")
     if uid is not None and os.geteuid() == 0:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)  # from root to another uid: every capability is gone
+    if request.get("no_new_privs") and _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in request["env"].items()})
     sys.argv = [request["argv"][0], *request["argv"][3:]]
 
 
-def spawn(request: dict[str, Any], open_sockets: list[socket.socket]) -> int:
-    """Fork a child that serves as `request` says; return its pid."""
-    pid = os.fork()
-    if pid:
+def join_namespaces(pid: int) -> None:
+    """Enter the namespaces of process `pid` (root only; this process must have one thread).
+    The pid namespace applies to the children forked after this."""
+    fds = {kind: os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY) for name, kind in _NAMESPACES}
+    try:
+        for kind, fd in fds.items():
+            if _libc().setns(fd, kind) != 0:
+                raise OSError(ctypes.get_errno(), f"setns({pid}, {kind:#x}) failed")
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def spawn(request: dict[str, Any], open_sockets: list[socket.socket], fds: list[int]) -> int:
+    """Fork a child that serves as `request` says (inside a sandbox when it names one to
+    join); return its pid as this zygote sees it."""
+    keep = fds[0] if fds else None
+    join = request.get("join")
+    if join is None:
+        pid = os.fork()
+        if pid == 0:
+            serve_child(request, open_sockets, keep)
         return pid
+    # The child must be adopted by the sandbox's pid 1 (the reaper of its pid namespace), and
+    # a process is adopted by the reaper of the namespace its dying parent lives in: so the
+    # helper that joins forks a first process inside, which forks the child and exits. The
+    # child says it is ready over a socket on which the kernel gives its pid as we see it.
+    ready_in, ready_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ready_in.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    helper = os.fork()
+    if helper == 0:
+        code = 1
+        try:
+            ready_in.close()
+            join_namespaces(int(join))
+            if os.fork() == 0:  # the first process inside
+                if os.fork() == 0:  # the child
+                    while os.getppid() != 1:  # until the sandbox's reaper has adopted it
+                        time.sleep(0.0002)
+                    ready_out.send(b"ready")
+                    ready_out.close()
+                    serve_child(request, open_sockets, keep)
+                os._exit(0)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    ready_out.close()
+    try:
+        os.waitpid(helper, 0)
+        ready_in.settimeout(_JOIN_TIMEOUT_S)
+        _, ancillary, _, _ = ready_in.recvmsg(16, socket.CMSG_SPACE(_CREDENTIALS.size))
+    except OSError as err:
+        raise OSError(f"could not enter the sandbox of pid {join}: {err}") from err
+    finally:
+        ready_in.close()
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            pid, _, _ = _CREDENTIALS.unpack(data[: _CREDENTIALS.size])
+            return int(pid)
+    raise OSError(f"the child in the sandbox of pid {join} did not say who it is")
+
+
+def serve_child(
+    request: dict[str, Any], open_sockets: list[socket.socket], keep: int | None
+) -> NoReturn:
+    """In the child: become the instance's process and serve until it ends; never returns."""
     code = 1
     try:
-        become(request, open_sockets)
+        become(request, open_sockets, keep)
         from instance_runtime.__main__ import main
 
         code = main(request["argv"][3:])
@@ -179,10 +282,15 @@ def serve_forever(path: str) -> None:
             continue
         with conn:
             conn.settimeout(5)
+            fds: list[int] = []
             try:
-                answer: dict[str, Any] = {"pid": spawn(read_request(conn), [listener, conn])}
+                request = read_request(conn, fds)
+                answer: dict[str, Any] = {"pid": spawn(request, [listener, conn], fds)}
             except (ValueError, OSError, KeyError, TypeError) as exc:
                 answer = {"error": f"{type(exc).__name__}: {exc}"}
+            finally:
+                for fd in fds:
+                    os.close(fd)
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps(answer).encode() + b"\n")
         reap()

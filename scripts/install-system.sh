@@ -36,6 +36,10 @@ need_cmd wrk wrk
 need_cmd chromium chromium
 # Caddy 2.6 (Debian's `caddy`): the production proxy (proxy/caddy, tests with a real Caddy).
 need_cmd caddy caddy
+# bubblewrap: the sandbox of every instance process (control_plane/drivers/sandbox.py).
+need_cmd bwrap bubblewrap
+# util-linux's prlimit and setpriv set an instance's limits and user (essential on Debian).
+need_cmd setpriv util-linux
 # Later issues add their system needs here, one line each, e.g.:
 #   need_cmd docker docker.io       # the docker driver
 

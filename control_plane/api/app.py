@@ -1,5 +1,9 @@
 """The ASGI application of `pocketfleet serve`: the API on the apex host, the embedded proxy on
-every `NAME.domain` host."""
+every `NAME.domain` host.
+
+In front of the apex only (instance traffic never passes them), three pure-ASGI middlewares:
+`ApexHostMiddleware` (the apex's own names only), `ClientAddressMiddleware` (the real client
+address behind trusted proxies) and `BodyLimitMiddleware` (body size and read timeout)."""
 
 from __future__ import annotations
 
@@ -20,6 +24,9 @@ from control_plane.api import (
     sessions,
     tokens,
 )
+from control_plane.api.apex_hosts import ApexHostMiddleware, any_ip_address, apex_names
+from control_plane.api.body_limit import BodyLimitMiddleware
+from control_plane.api.client_address import ClientAddressMiddleware
 from control_plane.api.errors import install_error_handlers
 from control_plane.context import ControlPlane
 from control_plane.settings import Settings
@@ -68,6 +75,17 @@ def create_api(
     app.include_router(backups.router)
     app.include_router(domains.router)
     install_dashboard(app)
+    # outermost last: a foreign Host is refused first, then the client address is found,
+    # then the body is limited
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        read_timeout_s=settings.body_read_timeout_s,
+    )
+    app.add_middleware(ClientAddressMiddleware, settings=settings)
+    app.add_middleware(
+        ApexHostMiddleware, names=apex_names(settings), any_ip=any_ip_address(settings)
+    )
     return app
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 from control_plane.api.deps import CP, CurrentAccount
 from control_plane.db.models import Instance, utcnow
 from control_plane.lifecycle import InstanceState
+from control_plane.limits import disk_limit_mb_of, disk_state, max_processes_of
 from control_plane.schemas import (
     EnvPublic,
     EnvUpdate,
@@ -41,6 +42,11 @@ def instance_public(settings: Settings, row: Instance) -> InstancePublic:
         idle_timeout_s=row.idle_timeout_s,
         hibernated_at=asleep,
         asleep_s=None if asleep is None else max(0, int((utcnow() - asleep).total_seconds())),
+        disk_bytes=row.disk_bytes,
+        disk_measured=row.disk_measured_at,
+        disk_limit_mb=disk_limit_mb_of(settings, row),
+        disk_state=disk_state(settings, row).value,
+        max_processes=max_processes_of(settings, row),
     )
 
 
@@ -84,11 +90,14 @@ async def admin_link(cp: CP, account: CurrentAccount, name: str) -> dict[str, st
 
 @router.get("/api/instances/{name}/env")
 async def get_env(cp: CP, account: CurrentAccount, name: str) -> EnvPublic:
+    """The variables, masked (no character of a value is ever returned)."""
     return EnvPublic(vars=cp.instances.env_public(await cp.instances.get(account, name)))
 
 
 @router.put("/api/instances/{name}/env")
 async def put_env(cp: CP, account: CurrentAccount, name: str, data: EnvUpdate) -> EnvPublic:
+    """Replace the variables; 422 naming each refused name or value and why (nothing stored).
+    Values are sealed at rest; the instance restarts with them."""
     row = await cp.instances.set_env(account, name, data.vars)
     return EnvPublic(vars=cp.instances.env_public(row))
 

@@ -12,6 +12,9 @@ router = APIRouter(tags=["sessions"])
 
 @router.post("/api/sessions")
 async def log_in(cp: CP, data: SessionCreate, request: Request) -> SessionPublic:
+    """A session token; 401 for wrong credentials, 429 (with `Retry-After`) after repeated
+    failures of this email from this client address, or from this address overall. The
+    address is the real client's (`control_plane.api.client_address`)."""
     token, row = await cp.auth.log_in(data.email, data.password, client_ip(request))
     return SessionPublic(token=token, expires=row.expires_at)
 

@@ -3,6 +3,7 @@ and point-in-time restores.
 
     store.py          the BackupStore seam; s3_store.py (boto3) and local_store.py (a folder)
     archive.py        snapshot archives: consistent database copies + files + manifest
+    db_copy.py        database copies taken by a child running as the instance's uid
     replication.py    the fleet's one Litestream process (supervised, reconfigured, adopted)
     schedule.py       schedules (crontab, @daily, @every 6h) and APScheduler triggers
     retention.py      which snapshots to keep

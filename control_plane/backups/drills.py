@@ -3,7 +3,9 @@
 A drill restores the latest replicated state of every database of an instance (its current
 generation) into a scratch folder, `PF_DATA_DIR/backup-work/drill-ID/`, with `litestream
 restore`, and runs `PRAGMA integrity_check` on each. The instance itself is not touched, nor
-woken: a drill reads the store only. The outcome goes to the instance's `BackupState`:
+woken: a drill reads the store only (and the size of the instance's databases, for the free
+space it needs, with `lstat` through `safe_fs`: a tenant's link is never followed). The outcome
+goes to the instance's `BackupState`:
 
 - `ok`: every database rebuilt and passed its check;
 - `corrupt`: one rebuilt, but fails its check. The replica cannot be trusted from here on, so
@@ -24,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,12 +36,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from control_plane import safe_fs
 from control_plane.backups.archive import integrity_problem
 from control_plane.backups.models import BackupState
 from control_plane.backups.replication import ReplicatedDb, ReplicationError
 from control_plane.db.models import Account, Instance, utcnow
 from control_plane.lifecycle import InstanceState
 from control_plane.services.errors import Conflict
+from control_plane.specs import instance_layout
 
 if TYPE_CHECKING:
     from control_plane.backups.service import BackupService
@@ -214,7 +220,8 @@ class RestoreDrills:
     async def _rebuild_and_check(self, dbs: list[ReplicatedDb], work: Path) -> tuple[str, str]:
         await asyncio.to_thread(_fresh_folder, work)
         for db in dbs:
-            lacking = await asyncio.to_thread(_lacking_space, db.path, work)
+            root = instance_layout(self.settings, db.instance_id).root
+            lacking = await asyncio.to_thread(_lacking_space, root, db.path, work)
             if lacking:
                 return "error", f"not enough free disk to rebuild {db.name} ({lacking})"
             output = work / db.name
@@ -247,11 +254,17 @@ def _fresh_folder(path: Path) -> None:
     path.mkdir(parents=True, mode=0o700)
 
 
-def _lacking_space(db: Path, work: Path) -> str | None:
-    """Why `work` cannot hold a rebuilt copy of `db` (None when it can)."""
-    try:
-        needed = db.stat().st_size + _SPARE_BYTES
-    except OSError:
-        needed = _SPARE_BYTES
+def _lacking_space(root: Path, db: Path, work: Path) -> str | None:
+    """Why `work` cannot hold a rebuilt copy of `db` (inside the instance folder `root`; its
+    own regular file only) (None when it can)."""
+    needed = _SPARE_BYTES
+    with contextlib.suppress(OSError, ValueError):
+        root_fd = safe_fs.open_anchor(root)
+        try:
+            info = safe_fs.lstat_at(root_fd, db.relative_to(root).as_posix())
+        finally:
+            os.close(root_fd)
+        if info is not None and stat.S_ISREG(info.st_mode):
+            needed += info.st_size
     free = shutil.disk_usage(work).free
     return None if free >= needed else f"{needed} bytes needed, {free} free"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from control_plane.backups.store import ObjectInfo
 
@@ -84,7 +84,13 @@ def windows(
     replicas and "0009" by S3 ones) or its first transaction file. A generation's window
     starts once every database's replica has started, and ends at its newest object (a
     database with no file after that had no write since). A generation missing one of the
-    databases has no window."""
+    databases has no window.
+
+    Litestream rebuilds a moment from the files written strictly before it, by timestamps of
+    its own in milliseconds: each object counts from the millisecond after it was written
+    (`_after`), so that a moment at a database's first file is not in the window. (S3 lists
+    whole seconds, so there a window may still start up to a second before its first
+    database files; Litestream then refuses a restore into that second.)"""
     found: dict[int, dict[str, tuple[list[datetime], list[datetime]]]] = {}
     for item in objects:
         parsed = _parse(instance_id, item.key)
@@ -92,9 +98,10 @@ def windows(
             continue
         generation, db_name, level, name = parsed
         starts, all_times = found.setdefault(generation, {}).setdefault(db_name, ([], []))
-        all_times.append(item.modified)
+        moment = _after(item.modified)
+        all_times.append(moment)
         if level.lstrip("0") == "9" or name.startswith("0000000000000001-"):
-            starts.append(item.modified)
+            starts.append(moment)
     result = []
     for generation, by_db in sorted(found.items()):
         if len(by_db) < len(set(db_names)):
@@ -103,6 +110,11 @@ def windows(
         end = max(max(all_times) for _, all_times in by_db.values())
         result.append(Window(generation, start.astimezone(UTC), end.astimezone(UTC)))
     return result
+
+
+def _after(listed: datetime) -> datetime:
+    """The first moment a restore includes an object written at `listed`."""
+    return listed + timedelta(milliseconds=1)
 
 
 def covering(found: list[Window], at: datetime) -> Window | None:

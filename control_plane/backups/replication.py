@@ -22,6 +22,26 @@
   there is nothing to ship, and a woken instance's writes are picked up from its WAL.
 - Its control socket tells the time of each database's last successful sync (the replication
   lag) and can force a sync (`sync`).
+
+Instance folders are their tenants', and Litestream runs as root: a tenant that replaced its
+`pb_data/data.db` (or the WAL, or `pb_data` itself) by a link to another tenant's would have
+Litestream ship that other database into its own replica, for a point-in-time restore to hand
+over. Two defences, as one root process must read every tenant's databases:
+- Litestream runs in a mount namespace of its own, where `PF_DATA_DIR/instances` is mounted
+  again with `nosymfollow` (Linux 5.10+; `jailed_argv`): the kernel refuses a symbolic link on
+  any component below it, at the moment of every open Litestream makes itself, the database
+  it reads pages from and the WAL it reads at every sync included; so what goes into a
+  replica is always read from the instance's own files, without a window;
+- a database is listed in the configuration only while it, its `-wal`/`-shm`/`-journal` and
+  the folders on its way are the instance's own regular files and folders (`safe_fs`;
+  `replication_refusal`), checked at every pass of the backups loop (refused instances are
+  logged and left out until they are fixed).
+What remains: the SQLite library inside Litestream resolves a symbolically linked database
+name in user space when it opens a connection (for its locks, checkpoints and its
+`_litestream_*` bookkeeping tables); a link swapped in between two checks could point that
+connection, not the data replicated, at another database. Only the sandbox can close it (an
+instance that cannot create links); where the mount namespace is unavailable (no
+CAP_SYS_ADMIN, an old kernel), Litestream runs without it, with an error in the log.
 """
 
 from __future__ import annotations
@@ -48,6 +68,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from control_plane import safe_fs
+from control_plane.backups.db_copy import SIDE_FILES
 from control_plane.backups.generations import replica_path
 from control_plane.backups.store import BackupStore
 from control_plane.settings import Settings
@@ -59,10 +81,71 @@ _SOCKET_MAX = 100
 _START_TIMEOUT_S = 10.0
 _SHUTDOWN_SYNC_S = 5
 _LOG_MAX_BYTES = 5_000_000
+_TOOLS_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 
 
 class ReplicationError(Exception):
     """Litestream is missing, did not start, or a restore from the replica failed."""
+
+
+_JAIL_SCRIPT = (
+    'set -e; mount --bind "$1" "$1"; mount -o remount,bind,nosymfollow "$1" "$1"; shift; exec "$@"'
+)
+_jail_works: dict[Path, bool] = {}
+
+
+def _jail_prefix(instances_dir: Path) -> list[str] | None:
+    """The command prefix that runs a program with `instances_dir` mounted `nosymfollow` in a
+    mount namespace of its own, when this system can (root, util-linux's `unshare` and
+    `mount`, Linux 5.10+; tried once, an error logged when it cannot); else None."""
+    unshare = shutil.which("unshare", path=_TOOLS_PATH)
+    shell = shutil.which("sh", path=_TOOLS_PATH)
+    if os.geteuid() != 0 or unshare is None or shell is None or not instances_dir.is_dir():
+        return None
+    prefix = [unshare, "--mount", "--propagation", "private", "--", shell, "-c", _JAIL_SCRIPT]
+    prefix += ["litestream-jail", str(instances_dir)]
+    works = _jail_works.get(instances_dir)
+    if works is None:
+        try:
+            probe = subprocess.run(
+                [*prefix, "true"], env={"PATH": _TOOLS_PATH}, capture_output=True, timeout=10
+            )
+            works = probe.returncode == 0
+            problem = probe.stderr.decode(errors="replace").strip()
+        except (OSError, subprocess.TimeoutExpired) as err:
+            works, problem = False, str(err)
+        _jail_works[instances_dir] = works
+        if not works:
+            log.error(
+                "litestream runs without its nosymfollow mount of %s (%s): a tenant's "
+                "symbolic link swapped in between two checks could be followed",
+                instances_dir,
+                problem or "unavailable",
+            )
+    return prefix if works else None
+
+
+def jailed_argv(argv: list[str], instances_dir: Path) -> list[str]:
+    """`argv` run with `instances_dir` mounted `nosymfollow` in a mount namespace of its own
+    (see `_jail_prefix`), or `argv` itself where this system cannot."""
+    prefix = _jail_prefix(instances_dir)
+    return [*prefix, *argv] if prefix is not None else argv
+
+
+def runs_jailed(pid: int, instances_dir: Path) -> bool:
+    """Whether process `pid` sees `instances_dir` as a `nosymfollow` mount."""
+    where = str(instances_dir)
+    for char, code in (("\\", "\\134"), (" ", "\\040"), ("\t", "\\011"), ("\n", "\\012")):
+        where = where.replace(char, code)
+    try:
+        lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 5 and fields[4] == where and "nosymfollow" in fields[5].split(","):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -74,6 +157,29 @@ class ReplicatedDb:
     path: Path
     name: str
     generation: int = 0
+
+
+def replication_refusal(root: Path, databases: list[str], owner: int) -> str | None:
+    """Why the databases `databases` (relative paths) of the instance folder `root` must not
+    be replicated now (None: they may): a folder on their way, a database or one of its side
+    files that is a link, a FIFO, someone else's file or a file with several links. Missing
+    files are fine (Litestream waits for them). Blocking."""
+    try:
+        root_fd = safe_fs.open_anchor(root)
+    except FileNotFoundError:
+        return None
+    try:
+        for rel in databases:
+            for suffix in ("", *SIDE_FILES):
+                info = safe_fs.lstat_at(root_fd, rel + suffix)
+                problem = None if info is None else safe_fs.not_own_file(info, owner)
+                if problem is not None:
+                    return f"{rel}{suffix} is {problem}"
+    except safe_fs.Refused as err:
+        return str(err)
+    finally:
+        os.close(root_fd)
+    return None
 
 
 @dataclass(frozen=True)
@@ -133,6 +239,7 @@ class ReplicationSupervisor:
         self._body: str | None = None  # the configuration of `_wanted`, and its digest
         self._digest = ""
         self._restarts = 0
+        self.refused: dict[str, str] = {}  # instance id -> why its databases are left out
 
     # ----- configuration
 
@@ -163,6 +270,39 @@ class ReplicationSupervisor:
         }
         env.update(self.store.replica_env())
         return env
+
+    async def admitted(
+        self, candidates: Sequence[tuple[Path, list[ReplicatedDb], int]]
+    ) -> list[ReplicatedDb]:
+        """The databases of `candidates` (instance folder, its databases, the uid that owns
+        them) that `replication_refusal` lets be replicated now; an instance refused has none
+        replicated (logged when a refusal starts and when it ends). One thread for all."""
+
+        def check() -> list[str | None]:
+            return [
+                replication_refusal(root, [db.path.relative_to(root).as_posix() for db in dbs], uid)
+                for root, dbs, uid in candidates
+            ]
+
+        reasons = await asyncio.to_thread(check)
+        admitted: list[ReplicatedDb] = []
+        for (_, dbs, _), reason in zip(candidates, reasons, strict=True):
+            if not dbs:
+                continue
+            instance_id = dbs[0].instance_id
+            before = self.refused.get(instance_id)
+            if reason is None:
+                if before is not None:
+                    log.info("replication of %s resumes", instance_id)
+                    del self.refused[instance_id]
+                admitted.extend(dbs)
+                continue
+            if before != reason:
+                log.warning("replication of %s refused: %s", instance_id, reason)
+            self.refused[instance_id] = reason
+        listed = {dbs[0].instance_id for _, dbs, _ in candidates if dbs}
+        self.refused = {key: why for key, why in self.refused.items() if key in listed}
+        return admitted
 
     # ----- the process
 
@@ -199,7 +339,7 @@ class ReplicationSupervisor:
             body, digest = self._body, self._digest
             recorded = self._recorded()
             if recorded and self._alive(recorded[0]):
-                if recorded[1] == digest:
+                if recorded[1] == digest and await asyncio.to_thread(self._jailed, recorded[0]):
                     return
                 await self._terminate(recorded[0])
             if not dbs:
@@ -207,6 +347,12 @@ class ReplicationSupervisor:
                 return
             await asyncio.to_thread(self._start, body, digest)
         await self._wait_socket()
+
+    def _jailed(self, pid: int) -> bool:
+        """Whether the Litestream `pid` runs in its jail (or no jail can be built here): one
+        adopted from before the jail existed is restarted."""
+        instances_dir = self.settings.instances_dir.resolve()
+        return _jail_prefix(instances_dir) is None or runs_jailed(pid, instances_dir)
 
     async def refresh(self) -> None:
         """Restart Litestream if it died (called periodically)."""
@@ -235,16 +381,17 @@ class ReplicationSupervisor:
                 os.replace(self.log_path, self.log_path.with_suffix(".log.1"))
         out = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
+            argv = [
+                str(binary),
+                "replicate",
+                "-no-expand-env",
+                "-config",
+                str(self.config_path),
+                "-exec",
+                self._watch_command(),
+            ]
             self._child = subprocess.Popen(
-                [
-                    str(binary),
-                    "replicate",
-                    "-no-expand-env",
-                    "-config",
-                    str(self.config_path),
-                    "-exec",
-                    self._watch_command(),
-                ],
+                jailed_argv(argv, self.settings.instances_dir.resolve()),
                 env=self.env(),
                 cwd=self.dir,
                 stdin=subprocess.DEVNULL,

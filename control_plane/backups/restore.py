@@ -11,6 +11,14 @@ instant the live path holds either the old or the new folder, complete. Where th
 cannot exchange, it is two renames, and `recover` finishes them from the journal. Afterwards the
 old folder is moved to the trash (`PF_DATA_DIR/trash/STAMP-ID-NAME.before-restore`), where the
 reconciler's trash sweep deletes it after `PF_TRASH_RETENTION_DAYS`.
+
+The live folder is its tenant's, who may replace anything in it at any moment: what is carried
+over from it (`carry_over_files`, `carry_over_tree`) is read through `control_plane.safe_fs`
+(no link followed on any component, only the instance's own regular files with one link) and
+written as new files below descriptors of the private staged folder. Before the swap,
+`hand_over` gives the whole staged folder to the instance's uid (`fchown` on each descriptor;
+folders 0700, files 0600). The renames themselves move entries of folders only root writes
+(`PF_DATA_DIR/instances`, the workspace), never a path inside an instance folder.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from control_plane.backups.archive import ArchiveError, integrity_problem, regular_files
+from control_plane import safe_fs
+from control_plane.backups.archive import ArchiveError, integrity_problem, not_archived
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -78,20 +87,110 @@ class Workspace:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def carry_over(live: Path, staged: Path, names: list[str]) -> None:
-    """Copy the files `names` (relative paths) of the live folder into the staged one."""
-    for rel in names:
-        source, target = live / rel, staged / rel
-        if not source.is_file() or source.is_symlink():
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        shutil.copy2(source, target, follow_symlinks=False)
+def carry_over_files(live: Path, staged: Path, names: list[str], owner: int) -> safe_fs.Skipped:
+    """Copy the files `names` (relative paths) of the live folder into the staged one, each
+    when it is a regular file of `owner` with one link (others are left out, and said)."""
+    skipped = safe_fs.Skipped()
+    live_fd = _open_live(live)
+    if live_fd is None:
+        return skipped
+    try:
+        staged_fd = safe_fs.open_anchor(staged)
+        try:
+            for rel in names:
+                parts = safe_fs.components(rel)
+                folder = "/".join(parts[:-1])
+                try:
+                    source = safe_fs.open_dir(live_fd, folder) if folder else os.dup(live_fd)
+                except FileNotFoundError:
+                    continue
+                except safe_fs.Refused as err:
+                    skipped.add(rel, err.reason)
+                    continue
+                try:
+                    _carry_one(source, parts[-1], staged_fd, folder, rel, owner, skipped)
+                finally:
+                    os.close(source)
+        finally:
+            os.close(staged_fd)
+    finally:
+        os.close(live_fd)
+    return skipped
 
 
-def files_besides(live: Path, databases: list[str], log_name: str) -> list[str]:
-    """The live folder's files other than its databases (for a point-in-time restore, which
-    restores the databases and keeps the files as they are now)."""
-    return regular_files(live, databases, log_name)
+def carry_over_tree(
+    live: Path, staged: Path, databases: list[str], log_name: str, owner: int
+) -> safe_fs.Skipped:
+    """Copy every file of the live folder but its databases (and what archives leave out)
+    into the staged one, each when it is a regular file of `owner` with one link: for a
+    point-in-time restore, which restores the databases and keeps the files as they are now.
+    Files the staged folder already holds are kept."""
+    skipped = safe_fs.Skipped()
+    live_fd = _open_live(live)
+    if live_fd is None:
+        return skipped
+    try:
+        staged_fd = safe_fs.open_anchor(staged)
+        try:
+            entries = safe_fs.walk(
+                live_fd,
+                prune=lambda rel: not_archived(rel, databases, log_name),
+                skipped=skipped,
+            )
+            for entry in entries:
+                if entry.is_dir or not_archived(entry.rel, databases, log_name):
+                    continue
+                folder = entry.rel.rpartition("/")[0]
+                _carry_one(entry.dir_fd, entry.name, staged_fd, folder, entry.rel, owner, skipped)
+        finally:
+            os.close(staged_fd)
+    finally:
+        os.close(live_fd)
+    return skipped
+
+
+def _open_live(live: Path) -> int | None:
+    try:
+        return safe_fs.open_anchor(live)
+    except FileNotFoundError:
+        return None
+
+
+def _carry_one(
+    source_dir: int,
+    name: str,
+    staged_fd: int,
+    folder: str,
+    rel: str,
+    owner: int,
+    skipped: safe_fs.Skipped,
+) -> None:
+    try:
+        target_dir = safe_fs.make_dirs(staged_fd, folder) if folder else os.dup(staged_fd)
+    except safe_fs.Refused as err:  # the staged folder has a file where this needs a folder
+        skipped.add(rel, err.reason)
+        return
+    try:
+        safe_fs.copy_own_file(source_dir, name, target_dir, owner)
+    except FileNotFoundError:
+        pass  # deleted meanwhile
+    except FileExistsError:
+        pass  # the staged folder has its own (a restored database)
+    except safe_fs.Refused as err:
+        skipped.add(rel, err.reason)
+    finally:
+        os.close(target_dir)
+
+
+def hand_over(staged: Path, uid: int | None) -> None:
+    """Give the staged folder to the instance's `uid` (None: it runs as us; nothing to do)."""
+    if uid is None:
+        return
+    staged_fd = safe_fs.open_anchor(staged)
+    try:
+        safe_fs.hand_over(staged_fd, uid)
+    finally:
+        os.close(staged_fd)
 
 
 def check_databases(staged: Path, databases: list[str]) -> None:

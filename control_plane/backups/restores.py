@@ -10,7 +10,10 @@ One restore, step by step (each step recorded as the restore's `phase`):
    rebuilt by `litestream restore -timestamp` from the replica generation that holds the
    moment, checked likewise, and the instance's other files are carried over as they are now;
    `restored_to` records when, at the latest, the state rebuilt was replicated: before `at`
-   by however far replication lagged at that moment).
+   by however far replication lagged at that moment). Whatever is carried over from the live
+   folder is read without following links, and only the instance's own regular files (the
+   others are named in the restore's `reason`); the staged folder is then given to the
+   instance's uid (`restore.hand_over`).
 3. `swapping`: the staged folder and the live one are exchanged atomically; the old one goes
    to the trash as a safety copy (`STAMP-ID-NAME.before-restore`, swept after
    `PF_TRASH_RETENTION_DAYS`); the instance moves to a new replica generation, which Litestream
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,9 +45,10 @@ from control_plane.backups.models import BackupRestore, BackupSnapshot
 from control_plane.backups.replication import ReplicationError
 from control_plane.backups.restore import (
     Workspace,
-    carry_over,
+    carry_over_files,
+    carry_over_tree,
     check_databases,
-    files_besides,
+    hand_over,
     recover,
     swap_in,
     to_trash,
@@ -155,6 +160,8 @@ class Restorer:
         service = self.service
         space = Workspace(self.settings.backup_work_dir, op.id)
         layout = instance_layout(self.settings, instance.id)
+        uid = service.instance_uid(instance)
+        owner = uid if uid is not None else os.geteuid()
         try:
             service.reconciler.nudge()
             await service.reconciler.wait_settled(instance.id, self.settings.stop_timeout_s + 15)
@@ -166,8 +173,10 @@ class Restorer:
                 await asyncio.to_thread(self._stage_snapshot, snap, space)
             else:
                 assert at is not None
-                await self._stage_point(op.id, instance, at, space, layout.root)
-            await asyncio.to_thread(carry_over, layout.root, space.new, [layout.log_file.name])
+                await self._stage_point(op.id, instance, at, space, layout.root, owner)
+            log_name = layout.log_file.name
+            await asyncio.to_thread(carry_over_files, layout.root, space.new, [log_name], owner)
+            await asyncio.to_thread(hand_over, space.new, uid)
         except Exception as err:
             await self._fail(instance, op, space, err)
             if isinstance(err, ArchiveError):
@@ -208,7 +217,13 @@ class Restorer:
         archive.unlink()
 
     async def _stage_point(
-        self, op_id: str, instance: Instance, at: datetime, space: Workspace, live: Path
+        self,
+        op_id: str,
+        instance: Instance,
+        at: datetime,
+        space: Workspace,
+        live: Path,
+        owner: int,
     ) -> None:
         dbs = await self.service.replicas.covering(instance, at)
         rels = [db.path.relative_to(live).as_posix() for db in dbs]
@@ -223,8 +238,12 @@ class Restorer:
                     # the store's time of the upload: the state is at most that recent
                     await self._set(op_id, restored_to=min(written, at) if written else None)
         layout = instance_layout(self.settings, instance.id)
-        names = await asyncio.to_thread(files_besides, live, rels, layout.log_file.name)
-        await asyncio.to_thread(carry_over, live, space.new, names)
+        skipped = await asyncio.to_thread(
+            carry_over_tree, live, space.new, rels, layout.log_file.name, owner
+        )
+        if skipped.entries:
+            note = f"left out of the restored folder: {skipped.summary()}"
+            await self._set(op_id, reason=note[:2000])
         await asyncio.to_thread(check_databases, space.new, rels)
 
     async def _fail(

@@ -11,7 +11,12 @@ Rules kept here:
   its reason, and a multipart upload it left is aborted (now, or by the periodic cleanup);
 - an instance that is not running is snapshotted from its files, without waking it, and a
   scheduled snapshot is skipped when its folder is unchanged since its last good snapshot;
-- after a good snapshot, retention prunes older good ones (never the newest).
+- after a good snapshot, retention prunes older good ones (never the newest);
+- an instance folder is its tenant's: snapshots never follow a link in it (see `archive`), a
+  database that is not the instance's own regular file fails the snapshot (422, saying which),
+  other files that are not are left out (named in the good snapshot's `reason`), and an
+  instance whose databases are not its own regular files is not replicated (see
+  `replication.replication_refusal`).
 """
 
 from __future__ import annotations
@@ -19,17 +24,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy import ColumnElement
 from sqlmodel import col, select
 
+from control_plane import safe_fs
 from control_plane.backups import jobs
-from control_plane.backups.archive import Manifest, build_archive, fingerprint
+from control_plane.backups.archive import FolderRefused, Manifest, build_archive, fingerprint
 from control_plane.backups.drills import RestoreDrills
 from control_plane.backups.models import BackupSnapshot, BackupState
 from control_plane.backups.replicas import Replicas
@@ -59,6 +67,7 @@ STAMP = "%Y%m%dT%H%M%SZ"
 CLEANUP_EVERY_S = 60.0
 FAILED_ROWS_KEPT = 10
 QUIET_TICK_S = 10.0  # the longest time between two passes of the backups loop
+FOLDER_CHECK_EVERY_S = 10.0  # how often replicated folders are checked even if nothing changed
 GONE = (InstanceState.DELETING.value, InstanceState.DELETED.value)
 
 
@@ -67,6 +76,14 @@ class BackupFailed(ServiceError):
 
     status = 502
     code = "backup_failed"
+
+
+class SnapshotRefused(ServiceError):
+    """The instance folder holds, where a database must be, something the control plane does
+    not touch (a link, a FIFO, someone else's file); the snapshot is recorded as failed."""
+
+    status = 422
+    code = "snapshot_refused"
 
 
 def _live() -> ColumnElement[bool]:
@@ -101,6 +118,7 @@ class BackupService:
         self._task: asyncio.Task[None] | None = None
         self._kicks: set[asyncio.Task[None]] = set()
         self._last_cleanup = 0.0
+        self._last_folder_check = 0.0
         self._applied: tuple[object, ...] | None = None  # the fleet the last pass applied
         from control_plane.backups.restores import Restorer
 
@@ -153,21 +171,27 @@ class BackupService:
         and (now and then) cleanup.
 
         Targets and jobs are worked out again only when what they derive from changed (one
-        light query tells); otherwise the pass only restarts Litestream if it died. A fleet
-        of a thousand sleeping instances costs one query every couple of seconds."""
+        light query tells), and targets also every `FOLDER_CHECK_EVERY_S` (their folders are
+        checked then, see `replication.replication_refusal`); otherwise the pass only
+        restarts Litestream if it died. A fleet of a thousand sleeping instances costs one
+        query every couple of seconds, and a few `lstat` per instance every
+        `FOLDER_CHECK_EVERY_S`."""
         fleet = await self._fleet_key()
         rows: Sequence[Instance] | None = None
+        now = asyncio.get_running_loop().time()
         if fleet != self._applied:
             rows = await self._live_instances()
             await self.apply_replication(rows)
             await self._sync_jobs(rows)
             self._applied = fleet
+        elif now - self._last_folder_check >= FOLDER_CHECK_EVERY_S:
+            rows = await self._live_instances()
+            await self.apply_replication(rows)
         else:
             try:
                 await self.replication.refresh()
             except ReplicationError as err:
                 log.error("replication is not running: %s", err)
-        now = asyncio.get_running_loop().time()
         if now - self._last_cleanup >= CLEANUP_EVERY_S:
             self._last_cleanup = now
             rows = rows if rows is not None else await self._live_instances()
@@ -201,6 +225,13 @@ class BackupService:
 
     # ----- replication
 
+    def instance_uid(self, instance: Instance) -> int | None:
+        """The uid the instance's files belong to and its databases are copied as; None when
+        the instance runs as the control plane's own user."""
+        if os.geteuid() == 0 and self.settings.instance_users and instance.uid is not None:
+            return instance.uid
+        return None
+
     def databases(self, instance: Instance, generation: int = 0) -> list[ReplicatedDb]:
         """The databases of an instance, as its engine lays them out, replicated into
         `generation`."""
@@ -216,14 +247,20 @@ class BackupService:
         its current replica generation."""
         if rows is None:
             rows = await self._live_instances()
+        self._last_folder_check = asyncio.get_running_loop().time()
         targets: list[ReplicatedDb] = []
         if self.settings.replication:
             states = await self.states()
+            candidates: list[tuple[Path, list[ReplicatedDb], int]] = []
             for row in rows:
                 # from its first start on: never in the middle of its first migrations
                 if row.hold is None and row.name is not None and row.started_at is not None:
                     state = states.get(row.id)
-                    targets.extend(self.databases(row, state.replica_generation if state else 0))
+                    dbs = self.databases(row, state.replica_generation if state else 0)
+                    uid = self.instance_uid(row)
+                    root = instance_layout(self.settings, row.id).root
+                    candidates.append((root, dbs, uid if uid is not None else os.geteuid()))
+            targets = await self.replication.admitted(candidates)
         try:
             await self.replication.apply(targets)
         except ReplicationError as err:
@@ -371,7 +408,7 @@ class BackupService:
         if state is None or state.last_fingerprint is None:
             return False
         layout = instance_layout(self.settings, instance.id)
-        now_print = await asyncio.to_thread(fingerprint, layout.root, [], layout.log_file.name)
+        now_print = await asyncio.to_thread(fingerprint, layout.root, layout.log_file.name)
         return state.last_fingerprint == now_print and await self._has_good(instance.id)
 
     async def _has_good(self, instance_id: str, since: datetime | None = None) -> bool:
@@ -435,6 +472,7 @@ class BackupService:
             [],
         )
         loop = asyncio.get_running_loop()
+        uid = self.instance_uid(instance)
 
         def started(upload_id: str) -> None:
             asyncio.run_coroutine_threadsafe(
@@ -445,8 +483,7 @@ class BackupService:
             work = self.settings.backup_work_dir / f"snap-{snap_id}"
             work.mkdir(parents=True, mode=0o700)
             try:
-                log_name = layout.log_file.name
-                print_ = fingerprint(layout.root, [], log_name)
+                print_ = fingerprint(layout.root, layout.log_file.name)
                 archive = work / "archive.tar.gz"
                 size, sha256 = build_archive(
                     layout.root,
@@ -455,6 +492,7 @@ class BackupService:
                     work,
                     archive,
                     manifest,
+                    uid,
                 )
                 self.store.upload(row.key, archive, sha256, on_started=started)
                 return size, sha256, print_
@@ -467,10 +505,16 @@ class BackupService:
             reason = str(err) or type(err).__name__
             await self._update(snap_id, status="failed", reason=reason[:2000], finished_at=utcnow())
             log.warning("snapshot %s of %s failed: %s", snap_id, instance.id, reason)
+            if isinstance(err, FolderRefused):
+                raise SnapshotRefused(f"the snapshot was refused: {reason}") from err
             raise BackupFailed(f"the snapshot failed: {reason}") from err
+        note = ""
+        if manifest.skipped:
+            left_out = safe_fs.Skipped(dict(manifest.skipped)).summary()
+            note = f"left out (not the instance's own regular files): {left_out}"
         await self._update(
             snap_id, status="good", size=size, sha256=sha256, fingerprint=print_,
-            upload_id=None, finished_at=utcnow(),
+            upload_id=None, finished_at=utcnow(), reason=note[:2000],
         )  # fmt: skip
         await self._checked(instance.id, print_)
         await self.abort_leftovers(instance.id)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from control_plane.cli.client import ApiClient, console
-from control_plane.cli.instances import megabytes, state_text
+from control_plane.cli.client import ApiClient, console, fail
+from control_plane.cli.instances import disk_text, megabytes, state_text
 
 fleet_app = typer.Typer(no_args_is_help=True, help="Every instance (operators)")
 engines_app = typer.Typer(no_args_is_help=True, help="Engines and their versions")
@@ -17,8 +17,10 @@ accounts_app = typer.Typer(no_args_is_help=True, help="Accounts (operators)")
 
 @fleet_app.command("ls")
 def fleet_ls() -> None:
-    """Every instance with its owner, state and memory."""
-    table = Table("name", "owner", "state", "engine", "pid", "port", "memory", "last request")
+    """Every instance with its owner, state, memory and disk."""
+    table = Table(
+        "name", "owner", "state", "engine", "pid", "port", "memory", "disk", "last request"
+    )
     for row in ApiClient().call("GET", "/api/fleet"):
         table.add_row(
             row["name"],
@@ -28,9 +30,59 @@ def fleet_ls() -> None:
             str(row["pid"] or "-"),
             str(row["port"] or "-"),
             megabytes(row["memory_bytes"]),
+            disk_text(row),
             row["last_request"] or "-",
         )
     console.print(table)
+
+
+def _limit(option: str, value: str) -> int | None:
+    """A limit option's value: a whole number, or `default` (the fleet default again)."""
+    if value == "default":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        fail(f"{option} takes a whole number or `default`, not {value!r}")
+
+
+def _show_limits(row: dict[str, Any]) -> None:
+    def source(override: int | None) -> str:
+        return "this instance" if override is not None else "fleet default"
+
+    quota = f"{row['disk_limit_mb']} MB" if row["disk_limit_mb"] else "none"
+    console.print(
+        f"{row['name']}: {state_text(row)}"
+        + (f"  ({row['status_reason']})" if row["status_reason"] else "")
+    )
+    console.print(f"  processes: {row['max_processes']} ({source(row['max_processes_override'])})")
+    console.print(f"  disk quota: {quota} ({source(row['disk_limit_mb_override'])})")
+    console.print(f"  disk used: {disk_text(row)}")
+
+
+@fleet_app.command("limits")
+def fleet_limits(
+    name: str,
+    processes: Annotated[
+        str | None, typer.Option(help="processes and threads it may run, or `default`")
+    ] = None,
+    disk_mb: Annotated[
+        str | None, typer.Option(help="disk quota in MB (0: none), or `default`")
+    ] = None,
+) -> None:
+    """Show, or override, one instance's limits (a new process limit restarts it; one under
+    its usage stops it)."""
+    client = ApiClient()
+    body: dict[str, Any] = {}
+    if processes is not None:
+        body["max_processes"] = _limit("--processes", processes)
+    if disk_mb is not None:
+        body["disk_limit_mb"] = _limit("--disk-mb", disk_mb)
+    if body:
+        row = client.call("PATCH", f"/api/fleet/instances/{name}", json=body)
+    else:
+        row = client.call("GET", f"/api/fleet/instances/{name}")
+    _show_limits(row)
 
 
 @accounts_app.command("ls")

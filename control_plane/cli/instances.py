@@ -41,6 +41,21 @@ def megabytes(value: int | None) -> str:
     return f"{value / 1_048_576:.1f} MB" if value else "-"
 
 
+DISK_STYLE = {"warning": "yellow", "over": "bold red"}
+
+
+def disk_text(row: dict[str, Any]) -> str:
+    """`12.3 MB / 1024 MB` (its last measured usage against its quota), styled when near or
+    over the quota; `-` when not measured yet."""
+    if row.get("disk_bytes") is None:
+        return "-"
+    limit = row.get("disk_limit_mb")
+    text = megabytes(row["disk_bytes"]) + (f" / {limit} MB" if limit else " (no quota)")
+    state = row.get("disk_state", "")
+    style = DISK_STYLE.get(state)
+    return f"[{style}]{text} {state}[/]" if style else text
+
+
 def wait_ready(client: ApiClient, name: str, timeout: float = 120) -> dict[str, Any]:
     """Poll the instance until it runs (or fails), showing progress."""
     deadline = time.monotonic() + timeout
@@ -91,7 +106,7 @@ def create(
 @app.command("ls")
 def ls() -> None:
     """List your instances."""
-    table = Table("name", "state", "url", "engine", "memory", "last request")
+    table = Table("name", "state", "url", "engine", "memory", "disk", "last request")
     for row in ApiClient().call("GET", "/api/instances"):
         table.add_row(
             row["name"],
@@ -99,6 +114,7 @@ def ls() -> None:
             row["url"],
             f"{row['engine']} {row['version']}",
             megabytes(row["memory_bytes"]),
+            disk_text(row),
             row["last_request"] or "-",
         )
     console.print(table)
@@ -110,6 +126,7 @@ def show_one(name: str) -> None:
     row = ApiClient().call("GET", f"/api/instances/{name}")
     for key, value in row.items():
         console.print(f"[bold]{key}[/]: {value}")
+    console.print(f"[bold]disk[/]: {disk_text(row)}")
 
 
 @app.command("start")
@@ -169,9 +186,10 @@ def env(
         result = client.call("PUT", f"/api/instances/{name}/env", json={"vars": pairs})
     else:
         result = client.call("GET", f"/api/instances/{name}/env")
-    table = Table("name", "value (masked)", "length")
+    table = Table("name", "value (masked)", "length", "note")
     for var in result["vars"]:
-        table.add_row(var["name"], var["preview"], str(var["length"]))
+        note = f"not passed to the instance: {var['refused']}" if var.get("refused") else ""
+        table.add_row(var["name"], var["preview"], var["length_class"], note)
     console.print(table)
 
 

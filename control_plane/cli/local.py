@@ -16,6 +16,7 @@ import typer
 import uvicorn
 
 from control_plane.cli.client import console, fail
+from control_plane.data_dir import UMASK
 from control_plane.settings import Settings
 
 PASSWORD_MIN = 10  # as the API requires (control_plane.schemas)
@@ -71,6 +72,7 @@ def serve(
     """Run the control plane, dashboard API and embedded proxy (instances keep running when it
     stops; `pocketfleet down` stops them)."""
     from control_plane.api.app import create_app
+    from control_plane.caddy_frontend import admin_socket_for
 
     if start_caddy and proxy is None:
         proxy = ProxyKind.caddy
@@ -81,6 +83,7 @@ def serve(
         proxy=proxy.value if proxy is not None else None,
         start_caddy=start_caddy,
     )
+    os.umask(UMASK)  # everything the control plane writes is its own (control_plane.data_dir)
     lock_fd = _hold_lock(settings)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -101,7 +104,7 @@ def serve(
     if settings.proxy == "caddy":
         started = "a Caddy child" if settings.start_caddy else "Caddy"
         console.print(
-            f"instances served by {started} (admin {settings.caddy_admin}) on "
+            f"instances served by {started} (admin {admin_socket_for(settings)}) on "
             f"{settings.caddy_http}"
             + (f" and {settings.caddy_https}" if settings.caddy_tls != "off" else "")
         )

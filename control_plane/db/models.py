@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import JSON, Column, Field, SQLModel
+from sqlmodel import Column, Field, SQLModel
+
+from control_plane.db.sealed import SealedJSON
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -100,17 +102,24 @@ class Instance(SQLModel, table=True):
     desired: str = Field(default="running", max_length=16)
     desired_by: str = Field(default="", max_length=64)  # actor of the last change of `desired`
     generation: int = 1  # bumped by every change that needs a restart (version, env)
-    env: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # sealed at rest (control_plane/db/sealed.py): read and written as plain values
+    env: dict[str, str] = Field(
+        default_factory=dict, sa_column=Column(SealedJSON(), nullable=False)
+    )
     idle_timeout_s: int | None = None
     purge: bool = False
     pending_superuser: dict[str, str] | None = Field(
-        default=None, sa_column=Column(JSON, nullable=True)
+        default=None, sa_column=Column(SealedJSON(), nullable=True)
     )
     # An exclusive operation on the instance (e.g. "restore:ID"): while set, the reconciler
     # keeps the instance stopped whatever `desired` says (deletion still proceeds). Set and
     # cleared by the operation's owner (control_plane.backups), which also clears it after a
     # crash of the control plane.
     hold: str | None = Field(default=None, max_length=64)
+    # operators' per-instance limits (None: the fleet default, see control_plane.limits;
+    # disk_limit_mb 0: no quota)
+    max_processes: int | None = None
+    disk_limit_mb: int | None = None
 
     # observed state, written by the reconciler through lifecycle.transition
     status: str = Field(default="provisioning", max_length=16, index=True)
@@ -125,6 +134,11 @@ class Instance(SQLModel, table=True):
     last_request_at: datetime | None = _when()
     hibernated_at: datetime | None = _when()  # since when it sleeps (None: awake)
     memory_bytes: int | None = None
+    # the last measurement of the instance folder (control_plane.services.limits): allocated
+    # bytes, when, and whether the walk saw everything (False: it stopped at its bounds)
+    disk_bytes: int | None = Field(default=None, sa_type=sa.BigInteger)
+    disk_measured_at: datetime | None = _when()
+    disk_complete: bool | None = None
 
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)

@@ -1,14 +1,15 @@
 """Checking that a custom domain belongs to whoever claimed it, and where names resolve.
 
-Two proofs, either one enough:
+Two proofs:
 
 - `dns`: a TXT record `_pocketfleet.DOMAIN` whose value is `pocketfleet-verify=TOKEN`: the
-  claimant controls the domain's DNS zone.
+  claimant controls the domain's DNS zone. Always accepted.
 - `http`: `GET http://DOMAIN/.well-known/pocketfleet/TOKEN` answers TOKEN. pocketfleet serves
   that path itself (Caddy sends it to the control plane, `DomainService.token_matches`), so
-  this proves that the domain's DNS points at this server. It does not prove who set that up:
-  an operator whose tenants should not be able to claim a name that already points here (a
-  dangling record) turns it off with `PF_DOMAIN_HTTP_VERIFICATION=false`.
+  this proves that the domain's DNS points at this server, not who set that up: any tenant
+  could claim a name that already points here (a dangling record, another tenant's CNAME).
+  Accepted only when the operator turns it on (`PF_DOMAIN_HTTP_VERIFICATION=true`;
+  `allow_http`).
 
 The `Resolver` is the seam for DNS: `SystemResolver` asks the system's resolver (addresses)
 and DNS servers (TXT, via dnspython); `StaticResolver` answers fixed addresses for some names
@@ -114,7 +115,7 @@ class Verifier:
         resolver: Resolver,
         http_port: int,
         *,
-        allow_http: bool = True,
+        allow_http: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.resolver = resolver

@@ -36,10 +36,26 @@ class InstanceSpec:
     layout: InstanceLayout
     port: int
     uid: int | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)  # the tenant's variables
+    # variables the platform sets for the engine (PF_ACTIVITY_SOCKET, ...); `env` may not
+    platform_env: Mapping[str, str] = field(default_factory=dict)
     memory_limit_mb: int = 512
     max_open_files: int = 4096
     log_max_bytes: int = 1_000_000
+    # Processes (threads count too) the instance's uid may have at once (RLIMIT_NPROC: every
+    # instance has a uid of its own), and its share of CPU under contention (cgroup weight,
+    # 1-10000, 100 = an equal share).
+    max_processes: int = 256
+    cpu_weight: int = 100
+
+
+class PortTakenError(StartError):
+    """Something that is not the instance holds its port: the caller gives the instance
+    another port and starts it again (a taken port must never fail a start or a wake)."""
+
+    def __init__(self, instance_id: str, port: int) -> None:
+        super().__init__(f"instance {instance_id}: port {port} is held by another process")
+        self.port = port
 
 
 class RunState(StrEnum):
@@ -96,8 +112,11 @@ class Driver(ABC):
         """Memory and CPU of a running instance; None when it does not run."""
 
     @abstractmethod
-    async def run_task(self, spec: InstanceSpec, argv: list[str]) -> tuple[int, str]:
-        """Run a one-off command as the instance would run (same user, folder, env)."""
+    async def run_task(
+        self, spec: InstanceSpec, argv: list[str], env: Mapping[str, str] | None = None
+    ) -> tuple[int, str]:
+        """Run a one-off command as the instance would run (same user, folder, env), with
+        `env` added to its environment (never to a command line)."""
 
     @abstractmethod
     async def remove(self, spec: InstanceSpec, *, keep_at: Path | None) -> None:

@@ -29,17 +29,33 @@ def open_files_limit(wanted: int) -> int:
     return wanted if hard_files == resource.RLIM_INFINITY else min(wanted, hard_files)
 
 
+def limits_argv(max_open_files: int, address_space: int, max_processes: int) -> list[str]:
+    """`prlimit` setting the rlimits (soft = hard) of what it executes next, then `--`."""
+    if PRLIMIT is None:
+        raise FileNotFoundError("prlimit is not installed (Debian package util-linux)")
+    files = open_files_limit(max_open_files)
+    return [
+        PRLIMIT,
+        f"--nofile={files}:{files}",
+        f"--as={address_space}:{address_space}",
+        f"--nproc={max_processes}:{max_processes}",
+        "--",
+    ]
+
+
 def wrapped_argv(
-    argv: list[str], max_open_files: int, address_space: int, uid: int | None
+    argv: list[str], max_open_files: int, address_space: int, uid: int | None, max_processes: int
 ) -> list[str]:
     """`argv` behind util-linux's `prlimit` (the rlimits, soft = hard) and, with a `uid`,
     `setpriv` (real, effective and saved uid and gid = `uid`, no supplementary groups, and so
-    no capabilities); [] when those tools are missing."""
+    no capabilities); [] when those tools are missing. RLIMIT_NPROC only with a `uid` (it
+    counts every process of the user: without a uid of its own that would be ours)."""
     if PRLIMIT is None or (uid is not None and SETPRIV is None):
         return []
-    files = open_files_limit(max_open_files)
-    prefix = [PRLIMIT, f"--nofile={files}:{files}", f"--as={address_space}:{address_space}", "--"]
-    if uid is not None:
+    prefix = limits_argv(max_open_files, address_space, max_processes)
+    if uid is None:
+        prefix = [word for word in prefix if not word.startswith("--nproc=")]
+    else:
         assert SETPRIV is not None
         prefix += [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
     return prefix + argv
@@ -54,6 +70,18 @@ def limits(max_open_files: int, address_space_bytes: int) -> Callable[[], None]:
         resource.setrlimit(resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
 
     return apply
+
+
+def port_is_free(port: int) -> bool:
+    """Whether 127.0.0.1:port could be bound now by a server that sets SO_REUSEADDR (as Go's
+    and Python's servers do): nothing binds or listens on it; TIME_WAIT is no obstacle."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 async def port_accepts(port: int) -> bool:

@@ -1,18 +1,25 @@
 """The `process` driver: every instance is a child process serving on 127.0.0.1:PORT.
 
 - Each child leads its own session (`start_new_session`), so it outlives a restart of the
-  control plane; the pid is stored by the caller and passed back in. A pid counts as the
-  instance's only if that process is alive and its command line names the instance's data
-  folder (this guards against pid reuse and stale pids).
+  control plane; the pid is stored by the caller and passed back in.
 - Isolation: the instance folder is mode 0700; when the control plane runs as root and the
   spec has a uid, the folder tree belongs to that uid and the child runs as uid/gid `uid` with
-  no supplementary groups. The child gets a fresh minimal environment (never ours) plus
-  `spec.env`, with stdout and stderr appended to the layout's log file.
-- Limits: RLIMIT_NOFILE; RLIMIT_AS as a backstop only, well above the memory limit, because Go
-  runtimes reserve ~1.3 GiB of address space at idle (a Go server measured here died at startup
-  under 1 GiB); GOMEMLIMIT (read by Go runtimes, ignored by others) as the soft limit; and,
-  where the cgroup v1 memory controller below our own cgroup is writable, a per-instance cgroup
-  `pocketfleet-ID` with `memory.limit_in_bytes` as the hard limit (skipped silently otherwise).
+  no supplementary groups, inside a bubblewrap sandbox of its own (`sandbox.py`: own mount,
+  pid, ipc and uts namespaces; only its folder writable; no capabilities, no_new_privs) unless
+  `PF_SANDBOX=off`. The child gets a fresh minimal environment (never ours) plus `spec.env`,
+  with stdout and stderr appended to the layout's log file.
+- Identity: a sandboxed pid counts as the instance's only if it runs as the instance's uid in
+  a sandbox (`sandbox.is_sandbox_engine`: nothing another tenant runs can pass it), and the
+  proxy is given a port only once its listening socket is proven to be that process's own
+  (`listeners.py`). A port found taken by anything else is a `PortTakenError` (the caller
+  moves the instance to another port), never a failed start. Unsandboxed (not root), a pid
+  counts as the instance's if its command line names the instance's data folder.
+- Limits: RLIMIT_NOFILE; RLIMIT_NPROC (`spec.max_processes`: every instance has a uid of its
+  own, so this bounds its processes and threads); RLIMIT_AS as a backstop only, well above the
+  memory limit, because Go runtimes reserve ~1.3 GiB of address space at idle (a Go server
+  measured here died at startup under 1 GiB); GOMEMLIMIT (read by Go runtimes, ignored by
+  others) as the soft limit; and per-instance cgroups (`cgroups.py`: memory hard limit, pids,
+  CPU weight; v1 or v2, where ours lets us create them; skipped with a debug line otherwise).
 - Linux only: liveness and identity come from /proc.
 
 Nothing here knows which engine runs: commands, health path and folders come from the spec.
@@ -22,36 +29,53 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psutil
 
-from control_plane.drivers.base import Driver, InstanceSpec, Observed, RunState, StartError, Stats
-from control_plane.drivers.cgroups import (
-    CGROUP_PREFIX,
-    cgroup_of,
-    drop_cgroup,
-    memory_cgroup_parent,
+from control_plane.drivers import sandbox
+from control_plane.drivers.base import (
+    Driver,
+    InstanceSpec,
+    Observed,
+    PortTakenError,
+    RunState,
+    StartError,
+    Stats,
 )
-from control_plane.drivers.launch import limits, open_files_limit, port_accepts, wrapped_argv
+from control_plane.drivers.cgroups import InstanceCgroups, cgroups_of
+from control_plane.drivers.launch import (
+    limits,
+    limits_argv,
+    open_files_limit,
+    port_accepts,
+    port_is_free,
+    wrapped_argv,
+)
+from control_plane.drivers.listeners import held_by
 from control_plane.drivers.zygote import Zygotes, forked_for, others_can_import
 from control_plane.engines.base import EngineError
+from control_plane.env_rules import refused_env_name
 from control_plane.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
+ACTIVITY_SOCKET_ENV = "PF_ACTIVITY_SOCKET"  # a socket the platform binds into the sandbox
 _POLL_FIRST_S = 0.002
 _POLL_MAX_S = 0.05
 # A starting instance's port is tried every millisecond for its first 200 ms (a PocketBase
@@ -63,6 +87,7 @@ _PORT_POLL_MAX_S = 0.02
 _STATUS_HEALTH_TIMEOUT_S = 0.5
 _TASK_TIMEOUT_S = 60.0
 _ERROR_LOG_LINES = 20
+_HOLDER_READY_S = 5.0
 _ADDRESS_SPACE_HEADROOM_MB = 2048
 _ROTATED_SUFFIX = ".1"
 
@@ -112,10 +137,12 @@ def _tail_lines(path: Path, count: int) -> list[str]:
 
 @dataclass(frozen=True)
 class _Proc:
-    """A live process of an instance; `popen` is set when this driver started it."""
+    """A live process of an instance; `popen` is set when this driver started it (for a
+    sandboxed process: the bwrap outside the sandbox, which exits with it)."""
 
     ps: psutil.Process
     popen: subprocess.Popen[bytes] | None
+    sandboxed: bool = False
 
     @property
     def pid(self) -> int:
@@ -123,21 +150,28 @@ class _Proc:
 
     def alive(self) -> bool:
         if self.popen is not None:
-            return self.popen.poll() is None
+            exited = self.popen.poll() is not None
+            if exited or not self.sandboxed:
+                return not exited
         try:
             return self.ps.is_running() and self.ps.status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
             return False
 
     def exit_code(self) -> int | None:
-        return self.popen.returncode if self.popen is not None else None
+        """The exit code of what this driver started (for a sandbox: its engine's, which bwrap
+        passes on a moment after the engine died)."""
+        if self.popen is None:
+            return None
+        if self.sandboxed:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=1.0)
+        return self.popen.returncode
 
     def listens_on(self, port: int) -> bool:
-        try:
-            conns = self.ps.net_connections(kind="tcp")
-        except psutil.Error:
-            return False
-        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
+        """Whether this very process holds the socket listening on `port` (its inode is
+        among this process's open files): proof that a listener is the instance's."""
+        return held_by(self.pid, port)
 
 
 class ProcessDriver(Driver):
@@ -145,7 +179,8 @@ class ProcessDriver(Driver):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.cgroup_parent = memory_cgroup_parent()
+        self.cgroups = InstanceCgroups.here()
+        # pid of the instance's process (inside its sandbox, if any) -> what we spawned
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._child_of: dict[str, int] = {}
         self._forked: dict[str, int] = {}  # instance id -> pid forked by a zygote
@@ -215,9 +250,8 @@ class ProcessDriver(Driver):
             targets = [proc] if proc is not None else await asyncio.to_thread(self._scan, spec)
             for target in targets:
                 await self._end(spec, target, graceful=True)
-            cgroup = self._cgroup(spec)
-            if cgroup is not None and not targets:
-                await asyncio.to_thread(drop_cgroup, cgroup)
+            if not targets:
+                await asyncio.to_thread(self.cgroups.drop, spec.id)
 
     async def status(self, spec: InstanceSpec, pid: int | None, *, health: bool = True) -> Observed:
         """RUNNING (with one quick health probe unless `health=False`) if `pid`, or the process
@@ -252,11 +286,16 @@ class ProcessDriver(Driver):
         proc = self._own(spec, pid)
         return None if proc is None else await asyncio.to_thread(self._measure, proc)
 
-    async def run_task(self, spec: InstanceSpec, argv: list[str]) -> tuple[int, str]:
-        """Run `argv` like the instance (uid, env, folder, limits); 60 s timeout.
+    async def run_task(
+        self, spec: InstanceSpec, argv: list[str], env: Mapping[str, str] | None = None
+    ) -> tuple[int, str]:
+        """Run `argv` like the instance (uid, env, folder, limits, its own sandbox), with
+        `env` added to its environment as the platform's; 60 s timeout.
 
         Returns the exit code and stdout+stderr; 127 when it cannot be executed at all.
         """
+        if env:
+            spec = dataclasses.replace(spec, platform_env={**spec.platform_env, **env})
         return await asyncio.to_thread(self._run_task, spec, argv)
 
     async def remove(self, spec: InstanceSpec, *, keep_at: Path | None) -> None:
@@ -313,7 +352,9 @@ class ProcessDriver(Driver):
                 del self._child_of[instance_id]
 
     def _own(self, spec: InstanceSpec, pid: int | None) -> _Proc | None:
-        """The live process `pid` if it is the instance's (its argv names the data folder)."""
+        """The live process `pid` if it is the instance's: the first process of a sandbox
+        running as its uid (`sandbox.is_sandbox_engine`), or unsandboxed, a process whose argv
+        names the data folder."""
         if pid is None or pid <= 0 or pid == os.getpid():
             return None
         popen = self._children.get(pid)
@@ -323,6 +364,10 @@ class ProcessDriver(Driver):
             ps = psutil.Process(pid)
             if ps.status() == psutil.STATUS_ZOMBIE:
                 return None
+            if self.sandboxed(spec):
+                uid = self._run_as(spec)
+                assert uid is not None
+                return _Proc(ps, popen, True) if sandbox.is_sandbox_engine(pid, uid) else None
             cmdline = ps.cmdline()
             if not _names_data_dir(cmdline, _data_dir_names(spec)) and not forked_for(
                 pid, cmdline, spec
@@ -333,7 +378,8 @@ class ProcessDriver(Driver):
         return _Proc(ps, popen)
 
     def _scan(self, spec: InstanceSpec) -> list[_Proc]:
-        """Every live process whose argv names the instance's data folder (reads /proc)."""
+        """Every live process of the instance (`_own`) whose argv names its data folder (the
+        argv only narrows the search down: it proves nothing). Reads /proc."""
         names = _data_dir_names(spec)
         needles = [name.encode() for name in names]
         zygote = spec.engine.zygote_command(spec.version)
@@ -362,38 +408,79 @@ class ProcessDriver(Driver):
         )
         if proc is not None:
             return proc
-        if not _accepting(spec.port):
+        if not _accepting(spec.port) and port_is_free(spec.port):
             return None
         for candidate in self._scan(spec):
             if candidate.listens_on(spec.port):
                 return candidate
-        raise StartError(
-            f"instance {spec.id}: port {spec.port} is already in use by another process"
-        )
+        raise PortTakenError(spec.id, spec.port)
 
     def _run_as(self, spec: InstanceSpec) -> int | None:
         return spec.uid if spec.uid is not None and os.geteuid() == 0 else None
 
+    def sandboxed(self, spec: InstanceSpec) -> bool:
+        """Whether the instance's processes run in a sandbox (`sandbox.py`); raises
+        `StartError` when `PF_SANDBOX=on` and it cannot be built here."""
+        mode = self.settings.sandbox
+        if mode == "off":
+            return False
+        missing = sandbox.available()
+        if missing is None and self._run_as(spec) is not None:
+            return True
+        if mode == "on":
+            why = missing or "the instance has no uid of its own"
+            raise StartError(f"instance {spec.id}: PF_SANDBOX=on but no sandbox here: {why}")
+        return False
+
+    def _sandbox(self, spec: InstanceSpec) -> sandbox.Sandbox:
+        uid = self._run_as(spec)
+        assert uid is not None
+        sockets = [
+            Path(value)
+            for name, value in spec.platform_env.items()
+            if name == ACTIVITY_SOCKET_ENV and os.path.isabs(value)
+        ]
+        return sandbox.Sandbox(
+            instance_id=spec.id,
+            root=spec.layout.root.absolute(),
+            uid=uid,
+            read_only=spec.engine.runtime_paths(spec.version),
+            sockets=[path for path in sockets if path.exists()],
+        )
+
     def _child_env(self, spec: InstanceSpec) -> dict[str, str]:
+        """The instance's environment: ours (PATH, HOME, ...) overridden by nothing of the
+        tenant's that a loader, runtime or shell interprets (`env_rules`)."""
         env = {
             "PATH": CHILD_PATH,
             "HOME": str(spec.layout.root.absolute()),
             "LANG": "C.UTF-8",
             "GOMEMLIMIT": f"{spec.memory_limit_mb}MiB",
         }
-        env.update(spec.env)
+        for name, value in spec.env.items():
+            if refused_env_name(name) is None:
+                env[name] = value
+            else:
+                log.warning("instance %s: variable %s not passed (refused name)", spec.id, name)
+        env.update(spec.platform_env)
         return env
 
-    def _popen(self, spec: InstanceSpec, argv: list[str], stdout: int) -> subprocess.Popen[bytes]:
+    def _popen(
+        self, spec: InstanceSpec, argv: list[str], stdout: int
+    ) -> tuple[subprocess.Popen[bytes], int]:
         """Spawn `argv` as the instance: own session, its uid, its env, cwd, limits (set by
-        `prlimit`/`setpriv` before the exec of `argv` when they exist: `launch.wrapped_argv`)."""
+        `prlimit`/`setpriv` before the exec of `argv` when they exist: `launch.wrapped_argv`),
+        in its sandbox when it has one. Returns what was spawned and the pid of the
+        instance's own process (inside the sandbox, or the spawned one)."""
         uid = self._run_as(spec)
         address_space = address_space_limit_mb(spec.memory_limit_mb) * 1024 * 1024
-        wrapped = wrapped_argv(argv, spec.max_open_files, address_space, uid)
+        if self.sandboxed(spec):
+            return self._popen_sandboxed(spec, argv, stdout, address_space)
+        wrapped = wrapped_argv(argv, spec.max_open_files, address_space, uid, spec.max_processes)
         if wrapped:
             if shutil.which(argv[0], path=CHILD_PATH) is None:  # as Popen would say it
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
-            return subprocess.Popen(
+            popen = subprocess.Popen(
                 wrapped,
                 cwd=spec.layout.root.absolute(),
                 env=self._child_env(spec),
@@ -402,7 +489,8 @@ class ProcessDriver(Driver):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        return subprocess.Popen(
+            return popen, popen.pid
+        popen = subprocess.Popen(
             argv,
             cwd=spec.layout.root.absolute(),
             env=self._child_env(spec),
@@ -415,6 +503,33 @@ class ProcessDriver(Driver):
             group=uid,
             extra_groups=None if uid is None else [],
         )
+        return popen, popen.pid
+
+    def _popen_sandboxed(
+        self, spec: InstanceSpec, argv: list[str], stdout: int, address_space: int
+    ) -> tuple[subprocess.Popen[bytes], int]:
+        """`argv` in the instance's sandbox (see `sandbox.py`): root's helpers get nothing of
+        the tenant's environment, and no secret is on any command line."""
+        prefix = limits_argv(spec.max_open_files, address_space, spec.max_processes)
+        launch = sandbox.prepare_launch(self._sandbox(spec), argv, self._child_env(spec), prefix)
+        try:
+            popen = subprocess.Popen(
+                launch.argv,
+                cwd="/",
+                env=sandbox.HELPER_ENV,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=launch.pass_fds,
+            )
+        finally:
+            launch.close_parent_ends()
+        pid = launch.engine_pid()
+        if pid is None:
+            popen.wait()
+            raise OSError(f"the sandbox did not start (bwrap exited with {popen.returncode})")
+        return popen, pid
 
     def _open_log(self, spec: InstanceSpec) -> tuple[int | None, int]:
         """Prepare the folder; return the uid to run as and the log opened for appending
@@ -434,15 +549,21 @@ class ProcessDriver(Driver):
 
     async def _fork(self, spec: InstanceSpec, argv: list[str]) -> _Proc | None:
         """The serving process forked by the engine's zygote, or None when there is none to
-        ask now (the caller starts it cold): see `control_plane.drivers.zygote`."""
+        ask now (the caller starts it cold): see `control_plane.drivers.zygote`. Sandboxed,
+        the child joins a sandbox made for it (`sandbox.HOLDER`)."""
         command = spec.engine.zygote_command(spec.version) if self.zygotes else None
         if command is None or self.zygotes is None:
             return None
-        if self._run_as(spec) is not None and not others_can_import():
+        sandboxed = self.sandboxed(spec)
+        if not sandboxed and self._run_as(spec) is not None and not others_can_import():
+            return None  # (in a sandbox the interpreter's files are shown to the uid)
+        key = f"{spec.engine.name}-{spec.version}"
+        if not self.zygotes.running(key):
+            await self.zygotes.spawn(key, command, {})  # starts it, for the next start
             return None
         uid, log_fd = await asyncio.to_thread(self._open_log, spec)
         os.close(log_fd)
-        request = {
+        request: dict[str, object] = {
             "argv": argv,
             "cwd": str(spec.layout.root.absolute()),
             "env": self._child_env(spec),
@@ -451,27 +572,93 @@ class ProcessDriver(Driver):
             "nofile": open_files_limit(spec.max_open_files),
             "address_space": address_space_limit_mb(spec.memory_limit_mb) * 1024 * 1024,
         }
-        pid = await self.zygotes.spawn(f"{spec.engine.name}-{spec.version}", command, request)
-        if pid is None:
-            return None
-        self._forked[spec.id] = pid
+        if not sandboxed:
+            pid = await self.zygotes.spawn(key, command, request)
+            if pid is None:
+                return None
+            self._forked[spec.id] = pid
+            return self._forked_proc(spec, pid, None)
+        holder, sandbox_pid, alive_fd = await asyncio.to_thread(self._spawn_holder, spec)
+        request.update(join=sandbox_pid, nproc=spec.max_processes, no_new_privs=True)
         try:
-            return _Proc(psutil.Process(pid), None)
+            pid = await self.zygotes.spawn(key, command, request, fds=[alive_fd])
+        finally:
+            os.close(alive_fd)  # the child holds it now: the holder ends when the child does
+        if pid is None:
+            holder.kill()
+            await asyncio.to_thread(holder.wait)
+            return None
+        self._children[pid] = holder
+        self._forked[spec.id] = pid
+        return self._forked_proc(spec, pid, holder)
+
+    def _forked_proc(
+        self, spec: InstanceSpec, pid: int, holder: subprocess.Popen[bytes] | None
+    ) -> _Proc:
+        try:
+            return _Proc(psutil.Process(pid), None, holder is not None)
         except psutil.Error:
+            if holder is not None:
+                holder.kill()
             raise StartError(self._failure(spec, "exited at once")) from None
+
+    def _spawn_holder(self, spec: InstanceSpec) -> tuple[subprocess.Popen[bytes], int, int]:
+        """A sandbox for a zygote's child to join: its only process, `sandbox.HOLDER`, reads a
+        pipe until the child (given the write end) is gone. Returns the bwrap outside, the host
+        pid of the sandbox's pid 1, and the pipe's write end. Blocking."""
+        address_space = address_space_limit_mb(spec.memory_limit_mb) * 1024 * 1024
+        prefix = limits_argv(spec.max_open_files, address_space, spec.max_processes)
+        launch = sandbox.prepare_launch(
+            self._sandbox(spec), sandbox.HOLDER, {}, prefix, as_pid_1=False
+        )
+        alive_read, alive_write = os.pipe2(os.O_CLOEXEC)
+        ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            holder = subprocess.Popen(
+                launch.argv,
+                cwd="/",
+                env=sandbox.HELPER_ENV,
+                stdin=alive_read,
+                stdout=ready_write,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                pass_fds=launch.pass_fds,
+            )
+        except BaseException:
+            os.close(alive_write)
+            os.close(ready_read)
+            raise
+        finally:
+            os.close(alive_read)
+            os.close(ready_write)
+            launch.close_parent_ends()
+        sandbox_pid = launch.engine_pid()
+        with os.fdopen(ready_read, "rb") as ready:  # EOF if bwrap failed
+            built = select.select([ready], [], [], _HOLDER_READY_S)[0] and ready.readline()
+        if sandbox_pid is None or built != sandbox.HOLDER_READY:
+            os.close(alive_write)
+            holder.kill()
+            holder.wait()
+            raise StartError(f"instance {spec.id}: its sandbox did not start")
+        return holder, sandbox_pid, alive_write
 
     def _spawn(self, spec: InstanceSpec, argv: list[str]) -> _Proc:
         """Prepare the folder and start the serving process (blocking; run in a thread)."""
+        sandboxed = self.sandboxed(spec)
         _, log_fd = self._open_log(spec)
         try:
-            popen = self._popen(spec, argv, log_fd)
+            popen, pid = self._popen(spec, argv, log_fd)
         except (OSError, subprocess.SubprocessError) as err:
             raise StartError(f"instance {spec.id}: cannot run {argv[0]}: {err}") from err
         finally:
             os.close(log_fd)
-        self._children[popen.pid] = popen
-        self._child_of[spec.id] = popen.pid
-        return _Proc(psutil.Process(popen.pid), popen)
+        self._children[pid] = popen
+        self._child_of[spec.id] = pid
+        try:
+            return _Proc(psutil.Process(pid), popen, sandboxed)
+        except psutil.Error:
+            popen.wait()
+            raise StartError(self._failure(spec, f"exited at once ({popen.returncode})")) from None
 
     def _prepare(self, spec: InstanceSpec) -> int | None:
         """Create the folder layout (root 0700, parent 0711) and what the engine writes in it
@@ -507,24 +694,15 @@ class ProcessDriver(Driver):
         os.chown(root, uid, uid, follow_symlinks=False)
         return uid
 
-    def _cgroup(self, spec: InstanceSpec) -> Path | None:
-        """The instance's memory cgroup folder (under ours), None without cgroups."""
-        if self.cgroup_parent is None or not spec.id.isalnum():
-            return None
-        return self.cgroup_parent / (CGROUP_PREFIX + spec.id)
-
     def _join_cgroup(self, spec: InstanceSpec, pid: int) -> None:
-        """Move `pid` into the instance's memory cgroup, if cgroups work here."""
-        folder = self._cgroup(spec)
-        if folder is None:
-            return
-        try:
-            folder.mkdir(exist_ok=True)
-            limit = spec.memory_limit_mb * 1024 * 1024
-            (folder / "memory.limit_in_bytes").write_text(str(limit))
-            (folder / "cgroup.procs").write_text(str(pid))
-        except OSError as err:
-            log.debug("instance %s: no memory cgroup (%s)", spec.id, err)
+        """Move `pid` into the instance's cgroups (memory, pids, CPU), where cgroups work."""
+        self.cgroups.join(
+            spec.id,
+            pid,
+            memory_bytes=spec.memory_limit_mb * 1024 * 1024,
+            max_processes=spec.max_processes,
+            cpu_weight=spec.cpu_weight,
+        )
 
     async def _healthy_or_kill(self, spec: InstanceSpec, proc: _Proc, deadline: float) -> None:
         """Wait for the port to accept connections (tried every 1 ms for 200 ms, then with a
@@ -544,7 +722,11 @@ class ProcessDriver(Driver):
                 if remaining <= 0:
                     timeout = self.settings.start_timeout_s
                     raise StartError(self._failure(spec, f"was not healthy after {timeout:g}s"))
-                listening = listening or await port_accepts(spec.port)
+                if not listening and await port_accepts(spec.port):
+                    if not await asyncio.to_thread(proc.listens_on, spec.port):
+                        # not our process's socket (ours would have failed to bind): move
+                        raise PortTakenError(spec.id, spec.port)
+                    listening = True
                 if listening and await self._probe(spec, min(remaining, 2.0)):
                     return
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
@@ -576,7 +758,7 @@ class ProcessDriver(Driver):
     def _group_of(self, proc: _Proc) -> int | None:
         """The process group `proc` leads (None if it leads none, or it is our own)."""
         if proc.popen is not None:
-            return proc.pid  # started by us in a new session
+            return proc.popen.pid  # started by us in a new session
         try:
             pgid = os.getpgid(proc.pid)
         except ProcessLookupError:
@@ -603,19 +785,24 @@ class ProcessDriver(Driver):
 
     async def _end(self, spec: InstanceSpec, proc: _Proc, *, graceful: bool) -> None:
         """End `proc` and its process group: SIGTERM and up to the stop timeout if `graceful`,
-        then SIGKILL; finally drop its memory cgroup."""
-        cgroups = {c for c in (cgroup_of(proc.pid), self._cgroup(spec)) if c is not None}
+        then SIGKILL; finally drop its cgroups. A sandboxed process alone gets the SIGTERM (the
+        bwrap outside it would die of it at once, while the server shuts down), and its SIGKILL
+        ends its whole sandbox (pid 1 of its pid namespace)."""
+        cgroups = cgroups_of(proc.pid)
         group = self._group_of(proc)
         if graceful:
-            self._send(proc, group, signal.SIGTERM)
+            self._send(proc, None if proc.sandboxed else group, signal.SIGTERM)
             timeout = self.settings.stop_timeout_s
             if not await self._wait_gone(proc, timeout):
                 log.warning("pid %d ignored SIGTERM for %gs; killing it", proc.pid, timeout)
         self._send(proc, group, signal.SIGKILL)
+        if proc.sandboxed:
+            self._send(proc, None, signal.SIGKILL)
         await self._wait_gone(proc, 5.0)
+        if proc.popen is not None:
+            await asyncio.to_thread(proc.popen.wait, 5.0)
         self._reap()
-        for cgroup in cgroups:
-            await asyncio.to_thread(drop_cgroup, cgroup)
+        await asyncio.to_thread(self.cgroups.drop_all, [*cgroups, *self.cgroups.folders(spec.id)])
 
     # -- blocking helpers (run in threads) ----------------------------------------------------
 
@@ -635,7 +822,7 @@ class ProcessDriver(Driver):
     def _run_task(self, spec: InstanceSpec, argv: list[str]) -> tuple[int, str]:
         try:
             self._prepare(spec)
-            popen = self._popen(spec, argv, subprocess.PIPE)
+            popen, _ = self._popen(spec, argv, subprocess.PIPE)
         except StartError as err:
             return 127, err.reason
         except (OSError, subprocess.SubprocessError) as err:
@@ -651,9 +838,7 @@ class ProcessDriver(Driver):
         return popen.returncode, (output + note).decode("utf-8", errors="replace")
 
     def _move_or_delete(self, spec: InstanceSpec, keep_at: Path | None) -> None:
-        cgroup = self._cgroup(spec)
-        if cgroup is not None:
-            drop_cgroup(cgroup)
+        self.cgroups.drop(spec.id)
         root = spec.layout.root
         if not root.exists():
             return

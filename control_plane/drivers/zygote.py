@@ -20,9 +20,11 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import stat
 import subprocess
 import sysconfig
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from control_plane.drivers.base import InstanceSpec
 log = logging.getLogger(__name__)
 
 _CONNECT_TIMEOUT_S = 1.0
+ZYGOTE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 _ANSWER_TIMEOUT_S = 5.0
 
 
@@ -71,34 +74,54 @@ class Zygotes:
     def socket_path(self, key: str) -> Path:
         return self.folder / f"{key}.sock"
 
-    async def spawn(self, key: str, command: list[str], request: dict[str, Any]) -> int | None:
+    def running(self, key: str) -> bool:
+        """Whether zygote `key` was started and has not exited (it may still be importing)."""
+        proc = self._procs.get(key)
+        return proc is not None and proc.poll() is None
+
+    async def spawn(
+        self, key: str, command: list[str], request: dict[str, Any], fds: Sequence[int] = ()
+    ) -> int | None:
         """Ask zygote `key` (started by `command` if it does not run) to fork a child as
-        `request` says; its pid, or None (see the module docstring)."""
+        `request` says, handing it `fds` (SCM_RIGHTS); its pid, or None (see the module
+        docstring)."""
         proc = self._procs.get(key)
         if proc is None or proc.poll() is not None:
             self._start(key, command)
             return None
+        payload = json.dumps(request).encode() + b"\n"
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(str(self.socket_path(key))), _CONNECT_TIMEOUT_S
-            )
-        except (OSError, TimeoutError):
+            line = await asyncio.to_thread(self._exchange, self.socket_path(key), payload, fds)
+        except FileNotFoundError:
             return None  # not listening yet: still importing
-        try:
-            writer.write(json.dumps(request).encode() + b"\n")
-            await writer.drain()
-            line = await asyncio.wait_for(reader.readline(), _ANSWER_TIMEOUT_S)
-        except (OSError, TimeoutError) as err:
+        except OSError as err:
             log.warning("zygote %s did not answer: %s", key, err)
             return None
-        finally:
-            writer.close()
         try:
             answer = json.loads(line)
             return int(answer["pid"])
         except (ValueError, KeyError, TypeError):
             log.warning("zygote %s refused: %s", key, line[:500])
             return None
+
+    @staticmethod
+    def _exchange(path: Path, payload: bytes, fds: Sequence[int]) -> bytes:
+        """One request and its answer line over the zygote's socket (blocking)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(_CONNECT_TIMEOUT_S)
+            try:
+                sock.connect(str(path))
+            except (ConnectionRefusedError, TimeoutError) as err:
+                raise FileNotFoundError(str(err)) from err
+            sock.settimeout(_ANSWER_TIMEOUT_S)
+            socket.send_fds(sock, [payload], list(fds))
+            answer = b""
+            while not answer.endswith(b"\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        return answer
 
     def _start(self, key: str, command: list[str]) -> None:
         """Start zygote `key` from the event loop's thread (a parent-death signal is tied to
@@ -110,6 +133,9 @@ class Zygotes:
             self._procs[key] = subprocess.Popen(
                 [*command, "--socket", str(path)],
                 cwd=self.folder,
+                # never ours: a forked child's /proc/PID/environ shows the environment block
+                # the zygote started with, whatever the child puts in os.environ after
+                env=ZYGOTE_ENV,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,

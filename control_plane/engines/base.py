@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -49,6 +49,15 @@ class InstanceLayout:
         return (self.data_dir, self.migrations_dir, self.hooks_dir, self.public_dir)
 
 
+@dataclass(frozen=True)
+class EngineTask:
+    """A one-off command of an engine: its argv and variables it needs beside the instance's
+    (passed in the instance's environment, never on a command line)."""
+
+    argv: list[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
 class Engine(ABC):
     """Contract:
 
@@ -56,7 +65,9 @@ class Engine(ABC):
       using only the folders of `layout` (every path passed explicitly), and exits cleanly on
       SIGTERM (databases checkpointed).
     - `health_path` answers 200 once the server accepts requests.
-    - `superuser_command` returns an argv that creates or updates a superuser and exits 0.
+    - `superuser_task` returns a command (argv and extra environment) that creates or updates
+      a superuser and exits 0; engines that can take the password from the environment keep
+      it off the argv, which other processes may read.
     - `installed_versions` lists the versions `serve_command` can run now; `install` makes one
       more available (idempotent) or raises `EngineError`.
     """
@@ -78,12 +89,19 @@ class Engine(ABC):
     def serve_command(self, version: str, layout: InstanceLayout, port: int) -> list[str]: ...
 
     @abstractmethod
-    def superuser_command(
+    def superuser_task(
         self, version: str, layout: InstanceLayout, email: str, password: str
-    ) -> list[str]: ...
+    ) -> EngineTask: ...
 
     def is_installed(self, version: str) -> bool:
         return version in self.installed_versions()
+
+    @abstractmethod
+    def runtime_paths(self, version: str) -> list[Path]:
+        """The host files and folders `serve_command` and `superuser_task` need to read
+        (the binary, or the interpreter and its libraries), absolute. An instance's sandbox
+        shows these read-only and nothing else of the host besides `/usr` and a few files of
+        `/etc` (`control_plane.drivers.sandbox`); nothing in them may be secret."""
 
     def prepare(self, version: str, layout: InstanceLayout) -> list[Path]:
         """Write what the engine wants in the instance's folders before a start; return the

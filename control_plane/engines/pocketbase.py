@@ -26,7 +26,7 @@ import zipfile
 from pathlib import Path
 from typing import IO
 
-from control_plane.engines.base import Engine, EngineError, InstanceLayout
+from control_plane.engines.base import Engine, EngineError, EngineTask, InstanceLayout
 
 log = logging.getLogger(__name__)
 
@@ -280,19 +280,38 @@ class PocketBaseEngine(Engine):
     def prepare(self, version: str, layout: InstanceLayout) -> list[Path]:
         """Keep the request log bounded and cheap to start with (see `request_log_migration`):
         make the instance's `pb_migrations` hold exactly the current pocketfleet migration.
-        One `stat` when it is there already. Returns the file written, if any."""
+        One `stat` when it is there already. Returns the file written, if any.
+
+        The folder is the tenant's and this runs as root: every step goes through a file
+        descriptor of the folder opened without following a symlink (at the folder or in it),
+        so a link planted there can never make root write or delete anything elsewhere."""
         if self.request_log_max_days is None:
             return []
-        wanted = layout.migrations_dir / request_log_migration_name(self.request_log_max_days)
-        if wanted.exists():
-            return []
-        for old in layout.migrations_dir.glob(f"*{_LOG_MIGRATION_MARK}*.js"):
-            old.unlink(missing_ok=True)
-        tmp = wanted.with_name(f".{wanted.name}.tmp")
-        tmp.write_text(request_log_migration(self.request_log_max_days))
-        tmp.chmod(0o644)
-        os.replace(tmp, wanted)
-        return [wanted]
+        name = request_log_migration_name(self.request_log_max_days)
+        folder = os.open(layout.migrations_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.stat(name, dir_fd=folder, follow_symlinks=False)
+                return []
+            for old in os.listdir(folder):
+                if fnmatch.fnmatch(old, f"*{_LOG_MIGRATION_MARK}*.js"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(old, dir_fd=folder)  # removes a link, never its target
+            tmp = f".{name}.{os.getpid()}.tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=folder)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(tmp, flags, 0o644, dir_fd=folder)
+            with os.fdopen(fd, "w") as out:
+                out.write(request_log_migration(self.request_log_max_days))
+            os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+        finally:
+            os.close(folder)
+        return [layout.migrations_dir / name]
+
+    def runtime_paths(self, version: str) -> list[Path]:
+        """The version's folder: a static binary needs nothing else."""
+        return [self.binary(version).parent.absolute()]
 
     def serve_command(self, version: str, layout: InstanceLayout, port: int) -> list[str]:
         """`pocketbase serve --http 127.0.0.1:PORT` with every folder of `layout` given."""
@@ -300,10 +319,13 @@ class PocketBaseEngine(Engine):
         binary = str(self.binary(version))
         return [binary, "serve", "--http", f"127.0.0.1:{port}", *self._dir_flags(layout)]
 
-    def superuser_command(
+    def superuser_task(
         self, version: str, layout: InstanceLayout, email: str, password: str
-    ) -> list[str]:
-        """`pocketbase superuser upsert EMAIL PASSWORD` on the instance's folders."""
+    ) -> EngineTask:
+        """`pocketbase superuser upsert EMAIL PASSWORD` on the instance's folders. PocketBase
+        takes the password only as an argument: the driver runs the task in a sandbox of its
+        own, whose processes no tenant (not even the instance's own) can see."""
         self.require(version)
         binary = str(self.binary(version))
-        return [binary, "superuser", "upsert", email, password, *self._dir_flags(layout)]
+        argv = [binary, "superuser", "upsert", email, password, *self._dir_flags(layout)]
+        return EngineTask(argv)

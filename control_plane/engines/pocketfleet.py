@@ -8,11 +8,15 @@ imports nothing of the control plane) and answers health on `/api/health`.
 from __future__ import annotations
 
 import sys
+import sysconfig
 from importlib import metadata
+from pathlib import Path
 
-from control_plane.engines.base import Engine, EngineError, InstanceLayout
+import instance_runtime
+from control_plane.engines.base import Engine, EngineError, EngineTask, InstanceLayout
 
 ENGINE_NAME = "pocketfleet"
+PASSWORD_ENV = "PF_SUPERUSER_PASSWORD"  # read by `instance_runtime superuser upsert`
 
 
 def package_version() -> str:
@@ -58,26 +62,33 @@ class PocketfleetEngine(Engine):
             f"127.0.0.1:{port}",
         ]
 
+    def runtime_paths(self, version: str) -> list[Path]:
+        """The interpreter's installation, the virtual environment it runs in, and the runtime's
+        own package (which an editable install keeps outside both); none of them secret."""
+        paths = {
+            Path(sys.base_prefix),
+            Path(sys.prefix),
+            Path(sysconfig.get_paths()["purelib"]),
+            Path(self.python).parent,
+            Path(instance_runtime.__file__).parent,
+        }
+        found = {path.resolve() for path in paths} | {path.absolute() for path in paths}
+        return sorted(path for path in found if path.exists())
+
     def zygote_command(self, version: str) -> list[str] | None:
         """`python -m instance_runtime.zygote`: forks instances with the runtime imported."""
         self.require(version)
         return [self.python, "-m", "instance_runtime.zygote"]
 
-    def superuser_command(
+    def superuser_task(
         self, version: str, layout: InstanceLayout, email: str, password: str
-    ) -> list[str]:
+    ) -> EngineTask:
+        """`python -m instance_runtime superuser upsert EMAIL --dir DIR`, the password in
+        `PF_SUPERUSER_PASSWORD` (never on the command line)."""
         self.require(version)
-        return [
-            self.python,
-            "-m",
-            "instance_runtime",
-            "superuser",
-            "upsert",
-            email,
-            password,
-            "--dir",
-            str(layout.data_dir.absolute()),
-        ]
+        argv = [self.python, "-m", "instance_runtime", "superuser", "upsert", email]
+        argv += ["--dir", str(layout.data_dir.absolute())]
+        return EngineTask(argv, {PASSWORD_ENV: password})
 
 
 __all__ = ["ENGINE_NAME", "EngineError", "PocketfleetEngine", "package_version"]

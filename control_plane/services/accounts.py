@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 
@@ -35,32 +37,47 @@ class AccountService:
         self.nudge = nudge
 
     async def sign_up(self, email: str, password: str, invite: str | None = None) -> Account:
+        """A new account. With `PF_SIGNUP=invite` it takes an unused invite code, redeemed by
+        one conditional UPDATE in the account's own transaction: of concurrent sign-ups with
+        one code, exactly one succeeds (403 for the others, as for an unknown code)."""
         email = normalize_email(email)
         check_password(password)
+        if self.settings.signup == "closed":
+            raise Forbidden("sign-up is closed on this server; ask an operator for an account")
+        if self.settings.signup == "invite" and not invite:
+            raise Forbidden("sign-up needs an invite code", field="invite")
+        used = Forbidden("this invite code is unknown or already used", field="invite")
         async with self.db() as session:
-            if self.settings.signup == "closed":
-                raise Forbidden("sign-up is closed on this server; ask an operator for an account")
-            invite_row: Invite | None = None
             if self.settings.signup == "invite":
-                if not invite:
-                    raise Forbidden("sign-up needs an invite code", field="invite")
-                invite_row = await session.get(Invite, invite)
-                if invite_row is None or invite_row.used_at is not None:
-                    raise Forbidden("this invite code is unknown or already used", field="invite")
+                row = await session.get(Invite, invite)
+                if row is None or row.used_at is not None:  # early; the UPDATE below decides
+                    raise used
             taken = await session.exec(select(Account.id).where(Account.email == email))
             if taken.first() is not None:
                 raise Conflict("an account with this email exists; log in instead", field="email")
+        password_hash = await asyncio.to_thread(hash_password, password)  # CPU: off the loop
+        async with self.db() as session:
             first = (await session.exec(select(func.count()).select_from(Account))).one() == 0
             account = Account(
                 email=email,
-                password_hash=hash_password(password),
+                password_hash=password_hash,
                 is_operator=first and self.settings.first_account_is_operator,
             )
             session.add(account)
-            if invite_row is not None:
-                invite_row.used_by = account.id
-                invite_row.used_at = utcnow()
-                session.add(invite_row)
+            try:
+                await session.flush()
+            except IntegrityError as exc:
+                raise Conflict("an account with this email exists", field="email") from exc
+            if self.settings.signup == "invite":
+                redeemed = await session.exec(
+                    update(Invite)
+                    .where(col(Invite.code) == invite, col(Invite.used_at).is_(None))
+                    .values(used_by=account.id, used_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+                if redeemed.rowcount != 1:  # another sign-up took it since the check above
+                    await session.rollback()
+                    raise used
             try:
                 await session.commit()
             except IntegrityError as exc:

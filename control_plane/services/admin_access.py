@@ -1,7 +1,7 @@
 """ "Open admin": sign an instance's owner into its admin UI without showing any password.
 
 For each request the control plane upserts a service superuser with a fresh random password
-(the engine's `superuser_command`, run by the driver like any one-off task of the instance),
+(the engine's `superuser_task`, run by the driver like any one-off task of the instance),
 signs in as it against the instance to get a superuser token, and leaves that token in the
 proxy's `HandoffStore` under a single-use code. The browser follows a link to the instance's
 own host, where the proxy redeems the code once: the admin UI's storage gets the token, and
@@ -59,10 +59,10 @@ class AdminAccessService:
         lock = self._locks.setdefault(instance.id, asyncio.Lock())
         async with lock:
             password = secrets.token_urlsafe(24)
-            argv = spec.engine.superuser_command(
+            task = spec.engine.superuser_task(
                 spec.version, spec.layout, SERVICE_SUPERUSER, password
             )
-            code, output = await self.driver.run_task(spec, argv)
+            code, output = await self.driver.run_task(spec, task.argv, task.env)
             if code != 0:
                 raise Unavailable(f"could not prepare the admin sign-in: {output[-300:]}")
             async with httpx.AsyncClient(

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from sqlmodel import col, select
 
 from control_plane.db.engine import SessionFactory
 from control_plane.db.models import Account, ApiToken, utcnow
+from control_plane.login_throttle import LoginThrottle, Throttled
 from control_plane.security import (
-    FailureThrottle,
     hash_password,
     new_token,
     token_digest,
@@ -21,48 +22,64 @@ from control_plane.settings import Settings
 
 SESSION = "session"
 API = "api"
-IP_LIMIT_FACTOR = 4  # one address may fail this many times more than one email
 
 
 class AuthService:
     def __init__(self, settings: Settings, db: SessionFactory) -> None:
         self.settings = settings
         self.db = db
-        self._by_email = FailureThrottle(settings.login_max_failures, settings.login_window_s)
-        self._by_ip = FailureThrottle(
-            settings.login_max_failures * IP_LIMIT_FACTOR, settings.login_window_s
+        self.throttle = LoginThrottle(
+            settings.login_max_failures, settings.login_window_s, settings.login_max_delay_s
         )
 
     async def log_in(self, email: str, password: str, client_ip: str) -> tuple[str, ApiToken]:
-        """A new session token for valid credentials; 401 otherwise, 429 after repeated failures."""
+        """A new session token for valid credentials; 401 otherwise, 429 after repeated
+        failures of this email from `client_ip` or from `client_ip` overall (the real client
+        address, see `control_plane.api.client_address`), 403 for a suspended account.
+
+        Logins of an email failing from many addresses are slowed down, never refused: see
+        `control_plane.login_throttle`."""
         email = normalize_email(email)
-        wait = max(self._by_email.retry_after(email), self._by_ip.retry_after(client_ip))
-        if wait:
-            raise TooManyRequests(
-                f"too many failed logins; try again in {wait} s", retry_after=wait
+        try:
+            attempt = self.throttle.reserve(email, client_ip)
+        except Throttled as exc:
+            raise TooManyRequests(str(exc), retry_after=exc.retry_after_s) from None
+        checked = False
+        try:
+            if attempt.delay_s:
+                await asyncio.sleep(attempt.delay_s)
+            async with self.db() as session:
+                account = (
+                    await session.exec(select(Account).where(Account.email == email))
+                ).first()
+            checked = True
+            # argon2 takes tens of milliseconds of CPU: not on the event loop
+            valid = await asyncio.to_thread(
+                verify_password, account.password_hash if account else None, password
             )
+        except BaseException:
+            if not checked:
+                attempt.abandoned()
+            raise
+        if not valid:
+            raise Unauthorized("wrong email or password")
+        attempt.succeeded()
+        assert account is not None
+        if account.suspended_at is not None:
+            raise Forbidden("this account is suspended; contact an operator")
+        token = new_token()
+        row = ApiToken(
+            account_id=account.id,
+            kind=SESSION,
+            name="session",
+            token_hash=token_digest(token),
+            prefix=token[:10],
+            expires_at=utcnow() + timedelta(seconds=self.settings.session_ttl_s),
+        )
         async with self.db() as session:
-            account = (await session.exec(select(Account).where(Account.email == email))).first()
-            if not verify_password(account.password_hash if account else None, password):
-                self._by_email.fail(email)
-                self._by_ip.fail(client_ip)
-                raise Unauthorized("wrong email or password")
-            assert account is not None
-            if account.suspended_at is not None:
-                raise Forbidden("this account is suspended; contact an operator")
-            self._by_email.reset(email)
-            token = new_token()
-            row = ApiToken(
-                account_id=account.id,
-                kind=SESSION,
-                name="session",
-                token_hash=token_digest(token),
-                prefix=token[:10],
-                expires_at=utcnow() + timedelta(seconds=self.settings.session_ttl_s),
-            )
             session.add(row)
             await session.commit()
-            return token, row
+        return token, row
 
     async def authenticate(self, token: str) -> tuple[Account, ApiToken]:
         """The account behind a bearer token; 401 when unknown/expired, 403 when suspended."""

@@ -7,9 +7,8 @@ reconciler, and (for start/stop/delete) waits until reality has caught up.
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError
@@ -21,17 +20,19 @@ from control_plane.db.models import Account, Instance
 from control_plane.drivers.base import Driver
 from control_plane.engines.base import EngineError
 from control_plane.engines.registry import EngineRegistry
+from control_plane.env_rules import EnvProblem, describe, env_problems
+from control_plane.env_rules import refused_env_name as refused_env_name  # for drivers, too
 from control_plane.lifecycle import InstanceState, transition
 from control_plane.names import name_problem
 from control_plane.schemas import EnvVarPublic, InstanceCreate, InstanceUpdate
 from control_plane.services.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound
+from control_plane.services.limits import LimitsService
 from control_plane.settings import Settings
 from control_plane.specs import spec_for
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-ENV_RESERVED_PREFIXES = ("PF_",)
-ENV_MAX_VARS = 100
-ENV_MAX_VALUE = 8192
+# what a masked value shows: no character of it, and only a rough idea of its length
+MASK = "••••••••"
+_LENGTH_CLASS_BOUNDS = (8, 16, 32, 64, 256, 1024)
 LIVE = col(Instance.status) != InstanceState.DELETED.value
 
 
@@ -49,8 +50,27 @@ def actor_of(account: Account) -> str:
     return f"{'operator' if account.is_operator else 'account'}:{account.id}"
 
 
-def mask(value: str) -> str:
-    return value[:2] + "…" if len(value) >= 8 else "…"
+def length_class(value: str) -> str:
+    """How long `value` is, roughly: "empty", "1–8 characters", "9–16 characters", ...,
+    "over 1024 characters" (its exact length is not shown either)."""
+    if not value:
+        return "empty"
+    low = 1
+    for high in _LENGTH_CLASS_BOUNDS:
+        if len(value) <= high:
+            return f"{low}–{high} characters"
+        low = high + 1
+    return f"over {_LENGTH_CLASS_BOUNDS[-1]} characters"
+
+
+def _refusal(problems: list[EnvProblem], *, one_var: bool = False) -> Invalid:
+    """The problems as one 422: on `vars`, or for one variable on the field ("key" or
+    "value") the problems are about."""
+    concerns = {problem.concern for problem in problems}
+    field = "vars"
+    if one_var and concerns & {"name", "value"}:
+        field = "key" if "name" in concerns else "value"
+    return Invalid(describe(problems), field=field)
 
 
 def _port_is_free(port: int) -> bool:
@@ -76,6 +96,7 @@ class InstanceService:
         self.engines = engines
         self.driver = driver
         self.reconciler = reconciler
+        self.limits = LimitsService(settings, db, reconciler)  # disk quota, operators' limits
 
     # ----- reading
 
@@ -246,48 +267,66 @@ class InstanceService:
         return await self.get(account, name)
 
     async def start(self, account: Account, name: str) -> Instance:
+        await self.limits.check_may_start(await self.get(account, name))  # 409 over its quota
         return await self._set_desired(account, name, "running")
 
     async def stop(self, account: Account, name: str) -> Instance:
         return await self._set_desired(account, name, "stopped")
 
     async def set_env(self, account: Account, name: str, env: dict[str, str]) -> Instance:
-        if len(env) > ENV_MAX_VARS:
-            raise Invalid(f"at most {ENV_MAX_VARS} variables", field="vars")
-        for key, value in env.items():
-            if not ENV_NAME.match(key) or key.startswith(ENV_RESERVED_PREFIXES):
-                raise Invalid(
-                    f"{key!r} is not a valid variable name (letters, digits, '_'; "
-                    "not starting with a digit or PF_)",
-                    field="vars",
-                )
-            if len(value) > ENV_MAX_VALUE or "\x00" in value:
-                raise Invalid(f"the value of {key} is too long or has a NUL", field="vars")
+        """Replace the instance's variables by `env` (a restart applies them). 422 naming each
+        refused variable and why (`control_plane.env_rules`); nothing is stored then."""
+        problems = env_problems(env)
+        if problems:
+            raise _refusal(problems)
+        return await self._store_env(account, name, lambda _stored: dict(env))
+
+    async def set_env_var(self, account: Account, name: str, key: str, value: str) -> Instance:
+        """Add or replace one variable, keeping the others (even one a newer rule refuses: it
+        is not passed to the instance, and its owner can remove it). 422 with `field` "key" or
+        "value" for a refused name or value."""
+
+        def changed(stored: dict[str, str]) -> dict[str, str]:
+            env = {**stored, key: value}
+            problems = env_problems(env, only=[key])
+            if problems:
+                raise _refusal(problems, one_var=True)
+            return env
+
+        return await self._store_env(account, name, changed)
+
+    async def unset_env_var(self, account: Account, name: str, key: str) -> Instance:
+        """Remove one variable (absent: nothing changes)."""
+        return await self._store_env(
+            account, name, lambda stored: {k: v for k, v in stored.items() if k != key}
+        )
+
+    async def _store_env(
+        self, account: Account, name: str, change: Callable[[dict[str, str]], dict[str, str]]
+    ) -> Instance:
+        """Apply `change` to the stored variables in one transaction (sealed at rest by the
+        column type, control_plane.db.sealed); a change bumps the generation (a restart)."""
         async with self.db() as session:
             instance = await self._owned(session, account, name)
+            env = change(dict(instance.env))
             if instance.env != env:
-                instance.env = dict(env)
+                instance.env = env
                 instance.generation += 1
                 session.add(instance)
                 await session.commit()
         self.reconciler.nudge()
         return instance
 
-    async def set_env_var(self, account: Account, name: str, key: str, value: str) -> Instance:
-        """Add or replace one variable, keeping the others."""
-        env = dict((await self.get(account, name)).env)
-        env[key] = value
-        return await self.set_env(account, name, env)
-
-    async def unset_env_var(self, account: Account, name: str, key: str) -> Instance:
-        """Remove one variable (absent: nothing changes)."""
-        env = dict((await self.get(account, name)).env)
-        env.pop(key, None)
-        return await self.set_env(account, name, env)
-
     def env_public(self, instance: Instance) -> list[EnvVarPublic]:
+        """The variables, masked: no character of a value, only its length class; a variable
+        a rule refuses (stored before the rule) says why it is not passed to the instance."""
         return [
-            EnvVarPublic(name=key, preview=mask(value), length=len(value))
+            EnvVarPublic(
+                name=key,
+                preview=MASK,
+                length_class=length_class(value),
+                refused=refused_env_name(key),
+            )
             for key, value in sorted(instance.env.items())
         ]
 

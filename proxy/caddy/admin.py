@@ -10,10 +10,20 @@ being the 32-bit FNV-1a of the body it sent; a change sent with `If-Match: "PATH
 applied only if the config at PATH still hashes to HASH (else 412). httpx does not expose
 trailers, so `get()` computes the same value from the body (`etag_of`; a test checks it against
 the trailer of a real Caddy).
+
+The admin endpoint is a unix socket, never TCP: Caddy's admin API has no authentication, so
+whoever can connect to it can rewrite every route and TLS policy. A socket in a folder only the
+control plane's user can enter (`0700`) keeps every other uid, a tenant's code among them, out
+(`connect()` is refused by the kernel). On a unix socket Caddy 2.6 accepts only requests whose
+`Host` header is empty (its DNS-rebinding check, `admin.origins` left unset), as its own CLI
+sends them: so does this client. `admin.enforce_origin` (an `Origin` check, against
+browsers) stays off: no browser can reach a unix socket.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,32 +62,84 @@ def etag_of(path: str, body: bytes) -> str:
     return f'"{path} {value:08x}"'
 
 
-def is_loopback(address: str) -> bool:
-    """Whether a `HOST:PORT` admin address only listens on this machine."""
-    host = address.rsplit(":", 1)[0].strip("[]").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
+UNIX_PREFIX = "unix/"
+SUN_PATH_MAX = 107  # bytes of a unix socket path (sockaddr_un.sun_path, without its NUL)
+
+
+class AdminAddressError(ValueError):
+    """An admin endpoint pocketfleet will not use (TCP, a relative or too long path)."""
+
+
+def admin_socket(address: str) -> Path:
+    """The socket path of an admin address: `unix//PATH` (Caddy's form) or `/PATH`.
+
+    Raises `AdminAddressError` for a TCP address (`HOST:PORT`: Caddy's admin API has no
+    authentication, any local process could use it), a relative path, or a path longer than
+    a unix socket address holds."""
+    path = address.removeprefix(UNIX_PREFIX)
+    if not path.startswith("/"):
+        if address.startswith(UNIX_PREFIX):
+            raise AdminAddressError(f"Caddy's admin socket must be an absolute path: {address}")
+        raise AdminAddressError(
+            f"Caddy's admin endpoint must be a unix socket (PATH or unix//PATH), not {address!r}:"
+            " a TCP admin API has no authentication, so any local process (a tenant's code"
+            " too) could rewrite every route and TLS policy"
+        )
+    size = len(os.fsencode(path))
+    if size > SUN_PATH_MAX:
+        raise AdminAddressError(
+            f"Caddy's admin socket path {path} is {size} bytes long; a unix socket path holds"
+            f" at most {SUN_PATH_MAX}: choose a shorter one"
+        )
+    return Path(path)
+
+
+def admin_listen(socket: Path) -> str:
+    """Caddy's `admin.listen` for the socket at `socket` (an absolute path)."""
+    return f"{UNIX_PREFIX}{socket}"
+
+
+def open_to_others(socket: Path, *, owned: bool = True) -> str | None:
+    """Why a uid other than the folder owner's and root could connect to `socket` (None if
+    none could, as far as its folder shows): the folder must be closed to group and others
+    (mode `0700`), and with `owned` belong to us (a Caddy we start); else to whoever runs
+    Caddy (`deploy/`: the `caddy` user)."""
+    folder = socket.parent
+    try:
+        info = folder.stat()
+    except OSError as exc:
+        return f"its folder {folder} cannot be checked ({exc.strerror})"
+    if owned and info.st_uid != os.geteuid():
+        return f"its folder {folder} belongs to uid {info.st_uid}, not to us"
+    if info.st_mode & 0o077:
+        return f"its folder {folder} is open to other users (mode {info.st_mode & 0o777:o})"
+    return None
 
 
 class CaddyAdmin:
-    """Talks to the admin API at `address` (`HOST:PORT`).
+    """Talks to the admin API on the unix socket `socket`.
 
-    Every method raises `CaddyUnavailable` when Caddy does not answer, `Conflict` on 412 and
-    `CaddyRefused` on any other error status. Paths are absolute (`/config/...`, `/id/...`).
+    `transport` replaces the way to it (tests may give another one); by default httpx
+    connects to `socket`. Every method raises `CaddyUnavailable` when Caddy does not answer,
+    `Conflict` on 412 and `CaddyRefused` on any other error status. Paths are absolute
+    (`/config/...`, `/id/...`).
     """
 
     def __init__(
         self,
-        address: str,
+        socket: Path,
         *,
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.address = address
-        # The Host header is the listen address, which Caddy accepts (DNS-rebinding check).
+        self.socket = socket
+        self.address = admin_listen(socket)
         self._http = httpx.AsyncClient(
-            base_url=f"http://{address}",
+            base_url="http://caddy-admin",
+            # Caddy accepts an empty Host on a unix socket (see the module docstring)
+            headers={"Host": ""},
             timeout=httpx.Timeout(timeout_s, connect=1.0),
-            transport=transport,
+            transport=transport or httpx.AsyncHTTPTransport(uds=str(socket)),
             trust_env=False,
         )
 

@@ -2,6 +2,9 @@
 
 pocketfleet owns, in whatever config Caddy has (the rest is left as it is):
 
+- `admin`, entirely: the admin endpoint on pocketfleet's unix socket (`admin_config`), nothing
+  else (no TCP listener, no remote admin, no config loader). Every config pocketfleet pushes
+  carries it, so that no push can move the admin API to another address.
 - `apps.http.servers.pocketfleet`: one server listening on the HTTP address (plain) and, with
   TLS, on the HTTPS address (`apps.http.http_port`/`https_port` say which listener is which).
   Its routes, in this order (`INSTANCES_INDEX` is fixed, so the instance list has a stable
@@ -36,10 +39,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
+from proxy.caddy.admin import admin_listen
 from proxy.routes import Route, RouteState, Upstream
 
 SERVER = "pocketfleet"
@@ -65,7 +70,8 @@ class CaddyLayout:
     """What pocketfleet's part of the config depends on (all but the routes themselves).
 
     `control_plane` is the address Caddy dials for the API, wakes and hand-offs
-    (`127.0.0.1:8090`); `http_listen`/`https_listen` are Caddy listener addresses
+    (`127.0.0.1:8090`); `admin_socket` the unix socket of Caddy's admin API (pinned in every
+    config pushed); `http_listen`/`https_listen` are Caddy listener addresses
     (`:80`, `127.0.0.1:18443`); `https_listen=None` serves plain HTTP only. `tls_issuer` is
     `acme` (Let's Encrypt, with `acme_email` if given) or `internal` (Caddy's own CA). `ask_url`
     is the control plane's on-demand TLS approval endpoint; `access_log` a Caddy network
@@ -74,6 +80,7 @@ class CaddyLayout:
 
     domain: str
     control_plane: str
+    admin_socket: Path
     http_listen: str
     https_listen: str | None
     tls_issuer: Literal["acme", "internal"] = "internal"
@@ -245,8 +252,9 @@ def _access_log(layout: CaddyLayout) -> Json:
 
 def apply(config: Json, layout: CaddyLayout, instance_routes: list[Json], epoch: str) -> Json:
     """A copy of Caddy's whole `config` with pocketfleet's parts replaced (see the module
-    docstring); everything else (other servers, admin, storage, other policies) is kept."""
+    docstring); everything else (other servers, storage, other policies) is kept."""
     new = copy.deepcopy(config) if config else {}
+    new["admin"] = admin_config(layout.admin_socket)
     apps = new.setdefault("apps", {})
     http = apps.setdefault("http", {})
     http["http_port"] = listen_port(layout.http_listen)
@@ -286,12 +294,20 @@ def apply(config: Json, layout: CaddyLayout, instance_routes: list[Json], epoch:
     return new
 
 
-def bootstrap(admin: str, storage_root: str, log_file: str) -> Json:
-    """The config a supervised Caddy starts with: its admin endpoint, storage and its own
-    log (rolled by Caddy at 10 MB, 3 kept); pocketfleet pushes the rest (see `apply`)."""
+def admin_config(socket: Path) -> Json:
+    """Caddy's whole `admin` object: the API on the unix socket `socket` only, its config kept
+    in memory (pocketfleet pushes it again after a restart). `origins` stays unset: on a unix
+    socket Caddy then accepts the empty `Host` only (see `proxy.caddy.admin`)."""
+    return {"listen": admin_listen(socket), "config": {"persist": False}}
+
+
+def bootstrap(admin_socket: Path, storage_root: str, log_file: str) -> Json:
+    """The config a supervised Caddy starts with: its admin endpoint (on `admin_socket`),
+    storage and its own log (rolled by Caddy at 10 MB, 3 kept); pocketfleet pushes the rest
+    (see `apply`)."""
     writer = {"output": "file", "filename": log_file, "roll_size_mb": 10, "roll_keep": 3}
     return {
-        "admin": {"listen": admin, "config": {"persist": False}},
+        "admin": admin_config(admin_socket),
         "storage": {"module": "file_system", "root": storage_root},
         "logging": {"logs": {"default": {"writer": writer, "exclude": sorted(QUIET_LOGGERS)}}},
     }

@@ -1,9 +1,13 @@
 """A supervised Caddy child process (`pocketfleet serve --proxy caddy --start-caddy`).
 
 Contract:
-- `start()` runs `caddy run --config BOOTSTRAP` (admin endpoint on `admin`, which must be a
-  loopback address, and certificate storage under `state_dir`) and returns once the admin
-  endpoint answers. A Caddy left running by an earlier `serve` that died (its pid in
+- `start()` runs `caddy run --config BOOTSTRAP` (admin endpoint on the unix socket at the
+  absolute path `admin`, certificate storage under `state_dir`) and returns once the admin endpoint
+  answers. The admin API has no authentication: the socket's folder must be ours and closed
+  to everyone else (`0700`; created so if missing, else `CaddyStartError`), and `state_dir` is
+  made `0700`. Caddy runs with umask 077 and never listens for its admin API on TCP (every
+  config it gets from pocketfleet pins the admin endpoint to the socket, see
+  `proxy.caddy.config.apply`). A Caddy left running by an earlier `serve` that died (its pid in
   `state_dir/caddy.pid`) is stopped first. The child gets SIGTERM if this process dies.
 - Every start writes `state_dir/bootstrap.json`: the admin endpoint, storage and log, passed
   through `startup_config` if given (the route sink adds every route there, so that a
@@ -31,7 +35,14 @@ from pathlib import Path
 
 import orjson
 
-from proxy.caddy.admin import CaddyAdmin, CaddyError, is_loopback
+from proxy.caddy.admin import (
+    AdminAddressError,
+    CaddyAdmin,
+    CaddyError,
+    admin_listen,
+    admin_socket,
+    open_to_others,
+)
 from proxy.caddy.config import Json, bootstrap
 
 log = logging.getLogger(__name__)
@@ -40,7 +51,8 @@ _PR_SET_PDEATHSIG = 1
 _STABLE_S = 30.0
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+    os.umask(0o077)  # the admin socket, certificates and keys: ours only
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -53,20 +65,18 @@ class CaddyProcess:
     def __init__(
         self,
         binary: str,
-        admin: str,
+        admin: Path,
         state_dir: Path,
         *,
         on_restart: Callable[[], Awaitable[None]] | None = None,
         startup_config: Callable[[Json], Json] | None = None,
         start_timeout_s: float = 10.0,
     ) -> None:
-        if not is_loopback(admin):
-            raise CaddyStartError(
-                f"the admin endpoint of a Caddy that pocketfleet starts must listen on loopback "
-                f"only (127.0.0.1:PORT or [::1]:PORT), not {admin}"
-            )
+        try:
+            self.admin = admin_socket(str(admin))
+        except AdminAddressError as exc:
+            raise CaddyStartError(str(exc)) from exc
         self.binary = binary
-        self.admin = admin
         self.state_dir = state_dir
         self.on_restart = on_restart
         self.startup_config = startup_config
@@ -87,6 +97,14 @@ class CaddyProcess:
 
     async def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.state_dir.chmod(0o700)
+        self.admin.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        reason = open_to_others(self.admin)
+        if reason is not None:
+            raise CaddyStartError(
+                f"Caddy's admin socket {self.admin} would not be ours alone: {reason}; "
+                "its folder must belong to us with mode 0700"
+            )
         await asyncio.to_thread(self._stop_leftover)
         await self._spawn()
         self._supervisor = asyncio.create_task(self._supervise(), name="caddy-supervisor")
@@ -155,7 +173,7 @@ class CaddyProcess:
                     stdout=out,
                     stderr=out,
                     env=env,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=_child_setup,
                 )
             except OSError as exc:
                 raise CaddyStartError(f"cannot run {self.binary}: {exc}") from exc
@@ -177,7 +195,9 @@ class CaddyProcess:
                     await admin.get("/config/")
                     return
                 if time.monotonic() > deadline:
-                    raise CaddyStartError(f"caddy's admin endpoint {self.admin} did not answer")
+                    raise CaddyStartError(
+                        f"caddy's admin endpoint {admin_listen(self.admin)} did not answer"
+                    )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.1)
         finally:

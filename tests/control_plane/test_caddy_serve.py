@@ -1,6 +1,7 @@
 """`pocketfleet serve` with a supervised Caddy child in front (`PF_PROXY=caddy`,
 `PF_START_CADDY`): routing, HTTPS with Caddy's internal CA, the TLS `ask` endpoint, custom
-domains, event streams, activity and hibernation behind Caddy, and Caddy crashing.
+domains, event streams, activity and hibernation behind Caddy, Caddy crashing, and Caddy's
+admin API reachable on a root-only unix socket only (a TCP admin address is refused).
 
 The tests of this module run in order on one server (SQLite), each leaving the state the next
 one starts from (app1 and app2 exist; app1 ends up woken after a hibernation).
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -20,9 +23,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.caddy import https_get
+from tests.support.caddy import admin_get, curl_admin_as, https_get, tcp_listen_ports
 from tests.support.ports import free_port
-from tests.support.server import BIN, ServeProcess, running_server, sign_up
+from tests.support.server import BIN, ServeProcess, running_server, scratch_dir, sign_up
+
+NOBODY = 65534
 
 DOMAINS = {"www.shop.test": "127.0.0.1", "claimed.shop.test": "127.0.0.1"}
 
@@ -40,6 +45,15 @@ class Fleet:
     def caddy_dir(self) -> Path:
         return self.serve.data_dir / "caddy"
 
+    @property
+    def admin_socket(self) -> Path:
+        listen: str = json.loads((self.caddy_dir / "bootstrap.json").read_text())["admin"]["listen"]
+        return Path(listen.removeprefix("unix/"))
+
+    @property
+    def caddy_pid(self) -> int:
+        return int((self.caddy_dir / "caddy.pid").read_text())
+
     def via_caddy(self, host: str, path: str = "/api/health") -> httpx.Response:
         return httpx.get(
             f"http://127.0.0.1:{self.http_port}{path}",
@@ -56,10 +70,8 @@ class Fleet:
         return self.owner.get("/api/tls/ask", params={"domain": domain}).status_code
 
     def route(self, host: str) -> dict[str, object]:
-        admin = (self.caddy_dir / "bootstrap.json").read_text()
-        address = json.loads(admin)["admin"]["listen"]
-        data: dict[str, object] = httpx.get(
-            f"http://{address}/id/pocketfleet-host-{host}", timeout=5
+        data: dict[str, object] = admin_get(
+            self.admin_socket, f"/id/pocketfleet-host-{host}"
         ).json()
         return data
 
@@ -102,7 +114,6 @@ def fleet() -> Iterator[Fleet]:
     env = {
         "PF_PROXY": "caddy",
         "PF_START_CADDY": "true",
-        "PF_CADDY_ADMIN": f"127.0.0.1:{free_port()}",
         "PF_CADDY_HTTP": f"127.0.0.1:{http_port}",
         "PF_CADDY_HTTPS": f"127.0.0.1:{https_port}",
         "PF_CADDY_CHECK_INTERVAL_S": "0.2",
@@ -110,6 +121,7 @@ def fleet() -> Iterator[Fleet]:
         "PF_SAMPLE_INTERVAL_S": "0.5",
         "PF_IDLE_SWEEP_INTERVAL_S": "0.5",
         "PF_DOMAIN_RESOLVE": json.dumps(DOMAINS),
+        "PF_DOMAIN_HTTP_VERIFICATION": "true",  # off by default: DNS TXT only
     }
     with running_server(env=env) as serve:
         owner, other = serve.client(), serve.client()
@@ -136,6 +148,31 @@ def test_instances_are_served_through_caddy(fleet: Fleet) -> None:
     )
 
 
+def assert_admin_on_a_root_only_socket(fleet: Fleet) -> None:
+    """Caddy's admin API is on `PF_DATA_DIR/caddy/admin.sock` only: no TCP listener but
+    Caddy's HTTP and HTTPS ports, nothing on :2019, and another uid cannot connect."""
+    assert fleet.admin_socket == fleet.caddy_dir.resolve() / "admin.sock"
+    assert fleet.caddy_dir.stat().st_mode & 0o777 == 0o700
+    assert tcp_listen_ports(fleet.caddy_pid) == {fleet.http_port, fleet.https_port}
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", 2019), timeout=1).close()
+    admin = admin_get(fleet.admin_socket, "/config/admin").json()
+    assert admin == {"listen": f"unix/{fleet.admin_socket}", "config": {"persist": False}}
+    if os.geteuid() == 0:  # what a tenant's hook (its instance's uid) would get
+        probe = curl_admin_as(fleet.admin_socket, NOBODY)
+        assert probe.returncode == 7 and "Permission denied" in probe.stderr, probe.stderr
+
+
+def test_caddy_admin_api_is_only_on_a_root_only_socket(fleet: Fleet) -> None:
+    wait_for(lambda: fleet.via_caddy("app1.localhost").status_code == 200)  # pushed in full
+    assert_admin_on_a_root_only_socket(fleet)
+    instance_id = fleet.owner.get("/api/instances/app1").json()["id"]
+    uid = (fleet.serve.data_dir / "instances" / instance_id).stat().st_uid
+    if uid != 0:  # app1's own uid, which its hooks run as
+        probe = curl_admin_as(fleet.admin_socket, uid)
+        assert probe.returncode == 7 and "Permission denied" in probe.stderr, probe.stderr
+
+
 def test_admin_sign_in_hand_offs_pass_through_caddy(fleet: Fleet) -> None:
     link = fleet.owner.post("/api/instances/app1/admin-link").json()["url"]
     assert link.startswith(f"http://app1.localhost:{fleet.http_port}/_pf/handoff?code=")
@@ -147,6 +184,25 @@ def test_an_unknown_host_gets_our_404(fleet: Fleet) -> None:
     response = fleet.via_caddy("nobody.localhost")
     assert response.status_code == 404
     assert response.json()["message"] == "No instance is served at nobody.localhost."
+
+
+def test_logins_through_caddy_are_throttled_by_the_client_caddy_saw(fleet: Fleet) -> None:
+    # loopback is the trusted proxy here (PF_PROXY=caddy); Caddy replaces what its client
+    # claims in X-Forwarded-For by the address it was reached from, so forging does not help
+    with fleet.serve.client() as api:
+        sign_up(api, "guessed@example.com")
+
+    def log_in(password: str, forged: str) -> int:
+        return httpx.post(
+            f"http://127.0.0.1:{fleet.http_port}/api/sessions",
+            json={"email": "guessed@example.com", "password": password},
+            headers={"Host": "localhost", "X-Forwarded-For": forged},
+            timeout=30,
+            trust_env=False,
+        ).status_code
+
+    codes = [log_in(f"guess-{n}", f"203.0.113.{n}") for n in range(6)]
+    assert codes == [401] * 5 + [429]
 
 
 def test_https_with_the_internal_ca(fleet: Fleet) -> None:
@@ -302,7 +358,8 @@ def test_killing_caddy_restores_every_route_within_2_seconds(fleet: Fleet) -> No
 
     wait_for(all_served, timeout=2.0)
     assert time.monotonic() - started < 2.0
-    assert int((fleet.caddy_dir / "caddy.pid").read_text()) != pid
+    assert fleet.caddy_pid != pid
+    assert_admin_on_a_root_only_socket(fleet)  # the restarted Caddy too
 
 
 def test_a_deleted_instance_disappears_from_caddy(fleet: Fleet) -> None:
@@ -310,3 +367,24 @@ def test_a_deleted_instance_disappears_from_caddy(fleet: Fleet) -> None:
     assert fleet.via_caddy("app2.localhost").status_code == 404
     assert fleet.ask("app2.localhost") == 404
     assert fleet.ask("claimed.shop.test") == 404  # its pending domain never was approved
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "localhost:{port}"])
+def test_a_tcp_admin_address_is_refused(address: str) -> None:
+    root = scratch_dir()
+    env = {
+        "PF_PROXY": "caddy",
+        "PF_START_CADDY": "true",
+        "PF_CADDY_ADMIN": address.format(port=free_port()),
+        "PF_CADDY_HTTP": f"127.0.0.1:{free_port()}",
+        "PF_CADDY_TLS": "off",
+    }
+    server = ServeProcess(root / "data", env=env)
+    try:
+        with pytest.raises(AssertionError, match="serve exited") as refused:
+            server.start()
+        assert "must be a unix socket" in str(refused.value)
+        assert not (root / "data" / "caddy" / "caddy.pid").exists()  # no Caddy was started
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -88,12 +88,15 @@ def eventually(check: Callable[[], bool], timeout: float = 30) -> None:
 
 
 def instance_pids(serve: ServeProcess, instance_id: str) -> list[int]:
-    """Live processes serving the instance (their command line names its folder)."""
+    """Live processes serving the instance (their command line names its folder), not
+    counting the bwrap that holds its sandbox."""
     folder = str(serve.data_dir / "instances" / instance_id)
     pids = []
-    for process in psutil.process_iter(["cmdline", "status"]):
+    for process in psutil.process_iter(["cmdline", "status", "name"]):
         cmdline = process.info["cmdline"] or []
-        if process.info["status"] != psutil.STATUS_ZOMBIE and any(folder in a for a in cmdline):
+        if process.info["name"] == "bwrap" or process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if any(folder in a for a in cmdline):
             pids.append(process.pid)
     return pids
 

@@ -3,6 +3,7 @@ in `failed` with the reason, and figures (memory, last request) are sampled."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -68,19 +69,53 @@ def test_repeated_crashes_end_in_failed_with_the_reason(
     operator.post("/api/instances", json={"name": "doomed"})
     assert operator.post("/api/instances/doomed/start").json()["status"] == "running"
     row = fleet_row(operator, "doomed")
-    # something else takes the instance's port, so every restart fails
+    database = serve.data_dir / "instances" / row["id"] / "pb_data" / "data.db"
+    saved = database.read_bytes()
+    # its database becomes something PocketBase cannot open, so every restart fails
+    os.kill(row["pid"], signal.SIGKILL)
+    eventually(lambda: fleet_row(operator, "doomed")["pid"] != row["pid"])
+    operator.post("/api/instances/doomed/stop")
+    eventually(lambda: fleet_row(operator, "doomed")["status"] == "stopped")
+    for leftover in database.parent.glob("data.db-*"):
+        leftover.unlink()
+    database.write_bytes(b"this is not a database" * 100)
+    operator.post("/api/instances/doomed/start")
+    eventually(lambda: fleet_row(operator, "doomed")["status"] == "failed", timeout=60)
+    failed = fleet_row(operator, "doomed")
+    assert "failed 3 times" in failed["status_reason"]
+    with serve.instance_client("doomed") as instance:
+        assert instance.get("/api/health").status_code == 503
+    # a start by the owner tries again, and works once the database is sound again
+    database.write_bytes(saved)
+    assert operator.post("/api/instances/doomed/start").json()["status"] == "running"
+
+
+def test_a_squatted_port_moves_the_instance_to_another(
+    serve: ServeProcess, operator: httpx.Client
+) -> None:
+    operator.post("/api/instances", json={"name": "squatted"})
+    assert operator.post("/api/instances/squatted/start").json()["status"] == "running"
+    row = fleet_row(operator, "squatted")
     with socket.socket() as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         os.kill(row["pid"], signal.SIGKILL)
         eventually(lambda: _bind(squatter, row["port"]))
         squatter.listen()
-        eventually(lambda: fleet_row(operator, "doomed")["status"] == "failed", timeout=60)
-        failed = fleet_row(operator, "doomed")
-        assert "failed 3 times" in failed["status_reason"]
-        with serve.instance_client("doomed") as instance:
-            assert instance.get("/api/health").status_code == 503
-    # a start by the owner tries again, and works now that the port is free
-    assert operator.post("/api/instances/doomed/start").json()["status"] == "running"
+        squatter.settimeout(0)
+        # restarted elsewhere: never failed, never routed to the squatter
+        eventually(
+            lambda: (
+                (now := fleet_row(operator, "squatted"))["status"] == "running"
+                and now["port"] != row["port"]
+            ),
+            timeout=60,
+        )
+        with serve.instance_client("squatted") as instance:
+            assert instance.get("/api/health").status_code == 200
+        with contextlib.suppress(BlockingIOError):
+            accepted, _ = squatter.accept()
+            accepted.close()
+            # only the driver's own check may have connected: never a proxied request
 
 
 def test_memory_and_last_request_are_sampled(serve: ServeProcess, operator: httpx.Client) -> None:

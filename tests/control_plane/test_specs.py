@@ -28,6 +28,6 @@ def test_engines_on_an_old_sqlite_leave_checkpoints_to_litestream(
     version = "0.40.6" if engine == "pocketbase" else engines.get(engine).default_version()
     row = Instance(name="app", owner_id="a", engine=engine, version=version, port=20001)
     row.env = {"GREETING": "hello"}
-    env = spec_for(settings, engines, row).env
-    assert env["GREETING"] == "hello"
-    assert (env.get(CHECKPOINTS_ENV) == "external") is leaves_them
+    spec = spec_for(settings, engines, row)
+    assert spec.env == {"GREETING": "hello"}  # the tenant's own, apart from the platform's
+    assert (spec.platform_env.get(CHECKPOINTS_ENV) == "external") is leaves_them

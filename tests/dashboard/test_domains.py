@@ -19,7 +19,10 @@ DOMAIN = "www.shop.test"
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServeProcess]:
     # verification asks this server itself for the token (embedded proxy: PF_HTTP's port)
-    env = {"PF_DOMAIN_RESOLVE": json.dumps({DOMAIN: "127.0.0.1"})}
+    env = {
+        "PF_DOMAIN_RESOLVE": json.dumps({DOMAIN: "127.0.0.1"}),
+        "PF_DOMAIN_HTTP_VERIFICATION": "true",  # off by default: DNS TXT only
+    }
     with running_server(env=env) as server:
         yield server
 

@@ -182,7 +182,8 @@ def test_env_values_are_masked_and_reach_the_instance(user: User) -> None:
     )
     assert put.status_code == 200
     assert "s3cret-value-123" not in put.text
-    assert put.json()["vars"] == [{"name": "API_SECRET", "preview": "s3…", "length": 16}]
+    masked = {"preview": "••••••••", "length_class": "9–16 characters", "refused": None}
+    assert put.json()["vars"] == [{"name": "API_SECRET", **masked}]  # see test_instances_env
     assert "s3cret-value-123" not in user.api.get(f"/api/instances/{name}/env").text
     bad = user.api.put(f"/api/instances/{name}/env", json={"vars": {"1BAD": "x"}})
     assert bad.status_code == 422

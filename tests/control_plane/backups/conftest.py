@@ -4,9 +4,11 @@ and helpers to use an instance's PocketBase API record by record."""
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,6 +54,20 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def plant(root: Path, rel: str, data: bytes) -> Path:
+    """Write `rel` into the instance folder `root` as its tenant would: the file and the
+    folders made for it belong to the instance's uid (the owner of `root`)."""
+    uid = root.stat().st_uid
+    path = root / rel
+    missing = [p for p in path.parents if p != root and root in p.parents and not p.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for folder in missing:
+        os.chown(folder, uid, uid)
+    path.write_bytes(data)
+    os.chown(path, uid, uid)
+    return path
+
+
 def parse_time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
@@ -61,7 +77,8 @@ class Tenant:
 
     def __init__(self, serve: ServeProcess) -> None:
         self.serve = serve
-        self.email = f"{unique('owner')}@example.com"
+        # random too: this module is loaded twice (as conftest and by import), two counters
+        self.email = f"{unique('owner')}-{os.urandom(4).hex()}@example.com"
         self.api = serve.client()
         self.api.headers["Authorization"] = f"Bearer {sign_up(self.api, self.email)}"
 

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.control_plane.backups.conftest import Notes, Tenant, now, parse_time, unique
+from tests.control_plane.backups.conftest import Notes, Tenant, now, parse_time, plant, unique
 from tests.support.s3 import FaultyLine, MotoServer, s3_env
 from tests.support.server import ServeProcess, running_server
 
@@ -206,9 +206,8 @@ def test_s3_failing_mid_upload_fails_the_snapshot_then_all_catches_up(
     notes = tenant.create(unique("outage")).setup()
     notes.add("before")
     instance = tenant.instance(notes.name)
-    storage = serve.data_dir / "instances" / instance["id"] / "pb_data" / "storage"
-    storage.mkdir(parents=True, exist_ok=True)
-    (storage / "big.bin").write_bytes(os.urandom(12 * 1024 * 1024))  # 3 parts of 5 MB
+    root = serve.data_dir / "instances" / instance["id"]
+    plant(root, "pb_data/storage/big.bin", os.urandom(12 * 1024 * 1024))  # 3 parts of 5 MB
 
     line.cut_after(7 * 1024 * 1024)
     try:
@@ -342,8 +341,7 @@ def test_kill_9_during_a_restore_leaves_the_instance_restorable(
     notes.add("kept")
     instance_id = operator.instance(notes.name)["id"]
     storage = serve.data_dir / "instances" / instance_id / "pb_data" / "storage"
-    storage.mkdir(parents=True, exist_ok=True)
-    (storage / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))
+    plant(storage.parent.parent, "pb_data/storage/big.bin", os.urandom(8 * 1024 * 1024))
     snap = operator.snapshot(notes.name)
     notes.add("later")
 

@@ -11,6 +11,7 @@ from control_plane.backups.store import ObjectInfo
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 ID = "abc123"
+MS = timedelta(milliseconds=1)  # Litestream restores from files written strictly before
 
 
 def at(minutes: float) -> datetime:
@@ -44,15 +45,32 @@ LISTING = [
 
 def test_each_generation_has_its_own_window() -> None:
     found = generations.windows(ID, ["data.db"], LISTING)
-    assert found == [Window(0, at(0), at(10)), Window(2, at(20), at(25))]
-    assert generations.windows(ID, ["auxiliary.db"], LISTING) == [Window(0, at(30), at(30))]
+    assert found == [
+        Window(0, at(0) + MS, at(10) + MS),
+        Window(2, at(20) + MS, at(25) + MS),
+    ]
+    only = generations.windows(ID, ["auxiliary.db"], LISTING)
+    assert only == [Window(0, at(30) + MS, at(30) + MS)]
     assert generations.windows(ID, ["missing.db"], LISTING) == []
 
 
 def test_a_window_opens_once_every_database_can_be_rebuilt() -> None:
     # generation 0: data.db from 0, auxiliary.db only from 30; generation 2 lacks auxiliary.db
     both = generations.windows(ID, ["data.db", "auxiliary.db"], LISTING)
-    assert both == [Window(0, at(30), at(30))]
+    assert both == [Window(0, at(30) + MS, at(30) + MS)]
+
+
+def test_a_window_starts_after_the_files_it_needs() -> None:
+    # Litestream rebuilds a moment from files written strictly before it (its own timestamps,
+    # in milliseconds): a moment at auxiliary.db's first file is not restorable yet
+    first = at(30) + timedelta(milliseconds=250)
+    listing = [
+        obj("replicas/abc123/data.db/ltx/0009/0000000000000001-0000000000000001.ltx", 0),
+        ObjectInfo("replicas/abc123/auxiliary.db/ltx/9/0000000000000001-0000000000000001.ltx",
+                   100, first),
+    ]  # fmt: skip
+    (window,) = generations.windows(ID, ["data.db", "auxiliary.db"], listing)
+    assert window.start > first and window.start == window.end == first + MS
 
 
 def test_a_moment_is_read_from_the_newest_generation_started_by_then() -> None:
@@ -61,7 +79,8 @@ def test_a_moment_is_read_from_the_newest_generation_started_by_then() -> None:
     assert generations.covering(found, at(5)) == found[0]
     # after generation 0 ended and before 2 started: generation 0's last state
     assert generations.covering(found, at(15)) == found[0]
-    assert generations.covering(found, at(20)) == found[1]
+    assert generations.covering(found, at(20)) == found[0]  # its second is not over
+    assert generations.covering(found, at(20) + MS) == found[1]
     assert generations.covering(found, at(99)) == found[1]
 
 

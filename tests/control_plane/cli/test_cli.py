@@ -87,6 +87,19 @@ def test_refusals_are_shown_with_their_reason(cli: Cli) -> None:
     assert "403" in operator_only.stderr
 
 
+def test_env_shows_masks_only_and_refusals_name_the_variable(cli: Cli) -> None:
+    cli("signup", "--email", "env@example.com", "--password", "env-password-1")
+    cli("instances", "create", "clienv", "--no-wait")
+    shown = cli("instances", "env", "clienv", "SMTP_PASSWORD=horse-battery-staple").stdout
+    assert "SMTP_PASSWORD" in shown and "••••••••" in shown and "17–32 characters" in shown
+    assert "horse" not in shown and "staple" not in shown
+    refused = cli("instances", "env", "clienv", "LD_PRELOAD=/tmp/x.so", ok=False)
+    assert refused.returncode == 1
+    assert "422" in refused.stderr
+    assert "LD_PRELOAD: interpreted by the dynamic linker" in refused.stderr
+    assert "SMTP_PASSWORD" in cli("instances", "env", "clienv").stdout  # nothing changed
+
+
 def test_an_unreachable_server_is_a_clear_error(cli: Cli) -> None:
     cli.env["PF_URL"] = "http://127.0.0.1:9"
     result = cli("instances", "ls", ok=False)

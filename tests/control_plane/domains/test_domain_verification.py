@@ -14,6 +14,7 @@ from control_plane.domains.verification import (
     Verifier,
     normalize_domain,
 )
+from control_plane.settings import Settings
 from tests.proxy.conftest import running
 
 
@@ -76,7 +77,7 @@ def _token_app(token: str) -> Starlette:
 async def test_the_http_token_proves_the_domain_points_here() -> None:
     with running(_token_app("tok")) as port:
         resolver = StaticResolver({"shop.example.com": "127.0.0.1"}, FixedDns())
-        verifier = Verifier(resolver, port)
+        verifier = Verifier(resolver, port, allow_http=True)
         assert await verifier.check("shop.example.com", "tok") == ("http", "")
         method, why = await verifier.check("shop.example.com", "not-the-token")
         assert method is None and "answered 200" in why
@@ -88,6 +89,15 @@ async def test_the_http_token_proves_the_domain_points_here() -> None:
         )
 
 
+async def test_the_http_proof_counts_only_when_turned_on() -> None:
+    # the default (PF_DOMAIN_HTTP_VERIFICATION=false): a name pointing here proves nothing
+    assert Settings.model_fields["domain_http_verification"].default is False
+    with running(_token_app("tok")) as port:
+        resolver = StaticResolver({"shop.example.com": "127.0.0.1"}, FixedDns())
+        method, why = await Verifier(resolver, port).check("shop.example.com", "tok")
+    assert method is None and why.startswith("no TXT record")
+
+
 async def test_a_domain_that_resolves_nowhere_is_not_verified() -> None:
-    method, why = await Verifier(FixedDns(), 9).check("shop.example.com", "tok")
+    method, why = await Verifier(FixedDns(), 9, allow_http=True).check("shop.example.com", "tok")
     assert method is None and "does not resolve" in why

@@ -15,10 +15,10 @@ import httpx
 import psutil
 import pytest
 
-from control_plane.drivers.base import InstanceSpec, RunState, StartError
+from control_plane.drivers.base import InstanceSpec, PortTakenError, RunState, StartError
 from control_plane.drivers.ports import NoFreePortError, free_port
 from control_plane.drivers.process import ProcessDriver, address_space_limit_mb
-from control_plane.engines.base import Engine, InstanceLayout
+from control_plane.engines.base import Engine, EngineTask, InstanceLayout
 from control_plane.engines.pocketbase import PocketBaseEngine
 from control_plane.settings import Settings
 from tests.control_plane.conftest import SpecFactory
@@ -45,13 +45,16 @@ class ScriptEngine(Engine):
     def install(self, version: str) -> None:
         self.require(version)
 
+    def runtime_paths(self, version: str) -> list[Path]:
+        return [Path(sys.base_prefix), Path(sys.prefix)]
+
     def serve_command(self, version: str, layout: InstanceLayout, port: int) -> list[str]:
         return [sys.executable, "-c", self.script, str(port), str(layout.data_dir.absolute())]
 
-    def superuser_command(
+    def superuser_task(
         self, version: str, layout: InstanceLayout, email: str, password: str
-    ) -> list[str]:
-        return [sys.executable, "-c", "pass", str(layout.data_dir.absolute())]
+    ) -> EngineTask:
+        return EngineTask([sys.executable, "-c", "pass", str(layout.data_dir.absolute())])
 
 
 def processes_naming(path: Path) -> list[int]:
@@ -81,8 +84,8 @@ def base_url(spec: InstanceSpec) -> str:
 
 
 async def superuser_token(driver: ProcessDriver, spec: InstanceSpec) -> str:
-    argv = spec.engine.superuser_command(spec.version, spec.layout, EMAIL, PASSWORD)
-    code, output = await driver.run_task(spec, argv)
+    task = spec.engine.superuser_task(spec.version, spec.layout, EMAIL, PASSWORD)
+    code, output = await driver.run_task(spec, task.argv, task.env)
     assert code == 0, output
     async with httpx.AsyncClient(base_url=base_url(spec), trust_env=False) as client:
         response = await client.post(
@@ -302,7 +305,7 @@ async def test_an_instance_that_never_gets_healthy_is_killed(
     assert processes_naming(spec.layout.data_dir) == []
 
 
-async def test_a_port_held_by_another_listener_is_refused(
+async def test_a_port_held_by_another_listener_is_reported_taken(
     proc_driver: ProcessDriver, make_spec: SpecFactory
 ) -> None:
     spec = make_spec()
@@ -310,23 +313,23 @@ async def test_a_port_held_by_another_listener_is_refused(
         squatter.bind(("127.0.0.1", spec.port))
         squatter.listen()
 
-        with pytest.raises(StartError, match=f"port {spec.port} is already in use"):
+        with pytest.raises(PortTakenError, match=f"port {spec.port} is held") as caught:
             await proc_driver.start(spec)
 
+    assert caught.value.port == spec.port  # the caller moves the instance (test_reconcile)
     assert processes_naming(spec.layout.data_dir) == []
 
 
-async def test_a_port_bound_elsewhere_fails_with_the_log_tail(
+async def test_a_port_bound_elsewhere_is_reported_taken(
     proc_driver: ProcessDriver, make_spec: SpecFactory
 ) -> None:
     spec = make_spec()
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", spec.port))  # bound, not listening: connects are refused
 
-        with pytest.raises(StartError, match="exited with code 1") as caught:
+        with pytest.raises(PortTakenError):
             await proc_driver.start(spec)
 
-    assert "address already in use" in caught.value.reason
     assert processes_naming(spec.layout.data_dir) == []
 
 
@@ -389,20 +392,28 @@ async def test_instances_run_as_their_own_user(
         assert path.stat().st_uid == uid, path
     code, output = await proc_driver.run_task(neighbour, ["/bin/cat", str(spec.layout.log_file)])
     assert code != 0
-    assert "Permission denied" in output
+    # in its sandbox the neighbour's folder does not exist; without one, it may not be read
+    assert "No such file or directory" in output or "Permission denied" in output
 
 
 async def test_memory_limit_cgroup(
     proc_driver: ProcessDriver, make_spec: SpecFactory, driver_settings: Settings
 ) -> None:
-    if proc_driver.cgroup_parent is None:
+    parent = proc_driver.cgroups.v1.get("memory")
+    if parent is None:
         pytest.skip("no writable cgroup v1 memory controller here")
-    spec = make_spec(memory_limit_mb=200)
+    spec = make_spec(memory_limit_mb=200, max_processes=77, cpu_weight=50)
     pid = await proc_driver.start(spec)
 
-    cgroup = proc_driver.cgroup_parent / f"pocketfleet-{spec.id}"
+    cgroup = parent / f"pocketfleet-{spec.id}"
     assert (cgroup / "memory.limit_in_bytes").read_text().strip() == str(200 * 1024 * 1024)
     assert str(pid) in (cgroup / "cgroup.procs").read_text().split()
+    if "pids" in proc_driver.cgroups.v1:
+        pids = proc_driver.cgroups.v1["pids"] / f"pocketfleet-{spec.id}"
+        assert (pids / "pids.max").read_text().strip() == "77"
+    if "cpu" in proc_driver.cgroups.v1:
+        cpu = proc_driver.cgroups.v1["cpu"] / f"pocketfleet-{spec.id}"
+        assert (cpu / "cpu.shares").read_text().strip() == "512"
     await proc_driver.stop(spec, pid)
     assert not cgroup.exists()
 

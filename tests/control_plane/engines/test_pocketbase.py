@@ -67,13 +67,11 @@ def test_relative_layouts_become_absolute(pb_engine: PocketBaseEngine) -> None:
     assert argv[argv.index("--dir") + 1] == str(Path("rel/pb_data").absolute())
 
 
-def test_superuser_command_uses_the_same_folders(
-    pb_engine: PocketBaseEngine, tmp_path: Path
-) -> None:
+def test_superuser_task_uses_the_same_folders(pb_engine: PocketBaseEngine, tmp_path: Path) -> None:
     layout = InstanceLayout(tmp_path / "inst")
     version = DEFAULT_POCKETBASE_VERSION
 
-    argv = pb_engine.superuser_command(version, layout, "a@example.com", "secret-123")
+    argv = pb_engine.superuser_task(version, layout, "a@example.com", "secret-123").argv
 
     assert argv[1:5] == ["superuser", "upsert", "a@example.com", "secret-123"]
     assert argv[5:] == pb_engine.serve_command(version, layout, 1)[4:]

@@ -3,6 +3,7 @@ created through the control plane API and used through the embedded proxy."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,15 +35,32 @@ def test_serve_command_runs_the_runtime_module(tmp_path: Path) -> None:
     assert engine.health_path == "/api/health"
 
 
-def test_superuser_command_uses_the_same_data_folder(tmp_path: Path) -> None:
+def test_superuser_task_uses_the_same_data_folder_and_keeps_the_password_off_argv(
+    tmp_path: Path,
+) -> None:
     engine = PocketfleetEngine()
     layout = InstanceLayout(tmp_path / "inst")
 
-    argv = engine.superuser_command(package_version(), layout, "a@example.com", "secret-123")
+    task = engine.superuser_task(package_version(), layout, "a@example.com", "secret-123")
 
-    assert argv[1:7] == ["-m", "instance_runtime", "superuser", "upsert", "a@example.com",
-                         "secret-123"]  # fmt: skip
-    assert argv[7:] == ["--dir", str(layout.data_dir)]
+    assert task.argv[1:6] == ["-m", "instance_runtime", "superuser", "upsert", "a@example.com"]
+    assert task.argv[6:] == ["--dir", str(layout.data_dir)]
+    assert "secret-123" not in task.argv
+    assert task.env == {"PF_SUPERUSER_PASSWORD": "secret-123"}
+
+
+def test_the_runtime_takes_the_password_from_the_environment(tmp_path: Path) -> None:
+    data = tmp_path / "pb_data"
+    env = {"PATH": "/usr/bin:/bin", "PF_SUPERUSER_PASSWORD": "from-the-env-123"}
+    argv = [sys.executable, "-m", "instance_runtime", "superuser", "upsert", "a@example.com"]
+    done = subprocess.run(
+        [*argv, "--dir", str(data)], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    missing = subprocess.run(
+        [*argv, "--dir", str(data)], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "PF_SUPERUSER_PASSWORD" in missing.stderr
 
 
 def test_only_the_installed_version_exists(tmp_path: Path) -> None:

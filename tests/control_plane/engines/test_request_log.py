@@ -5,10 +5,14 @@ writes a migration that lowers `logs.maxDays` to the fleet's bound and indexes `
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from control_plane.drivers.process import ProcessDriver
+from control_plane.engines.base import InstanceLayout
 from control_plane.engines.pocketbase import PocketBaseEngine, request_log_migration_name
 from tests.control_plane.conftest import SpecFactory
 
@@ -51,3 +55,34 @@ async def test_a_new_bound_replaces_the_old_migration_and_never_raises_a_lower_s
     )[0]
     assert isinstance(settings, (str, bytes))
     assert json.loads(settings)["logs"]["maxDays"] == 1  # a bound lowers, never raises
+
+
+def test_a_tenant_s_links_never_make_root_write_or_delete_elsewhere(
+    pb_engine: PocketBaseEngine, tmp_path: Path
+) -> None:
+    engine = engine_with_bound(pb_engine, 2)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / "passwd"
+    victim.write_text("root:x:0:0\n")
+    planted = elsewhere / f"9_{request_log_migration_name(1)}"  # matches the old-migration glob
+    planted.write_text("not ours")
+    layout = InstanceLayout(tmp_path / "instance")
+    layout.root.mkdir()
+    # the folder itself is a link: refused
+    layout.migrations_dir.symlink_to(elsewhere)
+    with pytest.raises(OSError):
+        engine.prepare(engine.default_version(), layout)
+    # links inside the folder: only the links themselves are touched
+    layout.migrations_dir.unlink()
+    layout.migrations_dir.mkdir()
+    name = request_log_migration_name(2)
+    (layout.migrations_dir / f".{name}.{os.getpid()}.tmp").symlink_to(victim)
+    (layout.migrations_dir / planted.name).symlink_to(planted)
+
+    written = engine.prepare(engine.default_version(), layout)
+
+    assert written == [layout.migrations_dir / name]
+    assert victim.read_text() == "root:x:0:0\n" and planted.read_text() == "not ours"
+    assert sorted(p.name for p in layout.migrations_dir.iterdir()) == [name]
+    assert not (layout.migrations_dir / name).is_symlink()

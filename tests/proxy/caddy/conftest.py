@@ -30,6 +30,7 @@ def layout_for(caddy: CaddyServer, access_log: str | None = None) -> CaddyLayout
     return CaddyLayout(
         domain="localhost",
         control_plane="127.0.0.1:9",
+        admin_socket=caddy.admin,
         http_listen=caddy.http_listen,
         https_listen=caddy.https_listen,
         tls_issuer="internal",

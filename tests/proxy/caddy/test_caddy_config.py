@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
+import pytest
 
 from proxy.caddy.config import (
     INSTANCES_INDEX,
     SERVER,
     TLS_POLICY_ID,
     CaddyLayout,
+    Json,
     apply,
     bootstrap,
     host_id,
@@ -19,6 +23,7 @@ from proxy.routes import Route, RouteState, Upstream
 LAYOUT = CaddyLayout(
     domain="example.com",
     control_plane="127.0.0.1:8090",
+    admin_socket=Path("/run/pocketfleet-caddy/admin.sock"),
     http_listen=":80",
     https_listen=":443",
     tls_issuer="acme",
@@ -33,7 +38,7 @@ def test_apply_keeps_what_others_own_and_replaces_the_catch_all_policy() -> None
     other_site = {"listen": [":8443"], "routes": [{"handle": [{"handler": "static_response"}]}]}
     theirs = {"subjects": ["shop.example.org"], "issuers": [{"module": "acme"}]}
     config = {
-        "admin": {"listen": "127.0.0.1:2019"},
+        "admin": {"listen": "unix//run/pocketfleet-caddy/admin.sock"},
         "storage": {"module": "file_system", "root": "/var/lib/caddy"},
         "apps": {
             "http": {"servers": {"other": other_site}},
@@ -42,7 +47,7 @@ def test_apply_keeps_what_others_own_and_replaces_the_catch_all_policy() -> None
     }
     new = apply(config, LAYOUT, [instance_route(UP, LAYOUT)], "e1")
 
-    assert new["admin"] == config["admin"] and new["storage"] == config["storage"]
+    assert new["storage"] == config["storage"]
     assert new["apps"]["http"]["servers"]["other"] == other_site
     policies = new["apps"]["tls"]["automation"]["policies"]
     assert policies[0] == theirs  # a site's own policy still matches first
@@ -68,7 +73,9 @@ def test_server_layout_instance_list_and_fallback() -> None:
 
 
 def test_plain_http_only_has_no_tls_parts() -> None:
-    layout = CaddyLayout("example.com", "127.0.0.1:8090", ":8080", None, access_log=None)
+    layout = CaddyLayout(
+        "example.com", "127.0.0.1:8090", LAYOUT.admin_socket, ":8080", None, access_log=None
+    )
     new = apply({}, layout, [], "e1")
     server = new["apps"]["http"]["servers"][SERVER]
     assert server["listen"] == [":8080"] and "tls_connection_policies" not in server
@@ -99,6 +106,27 @@ def test_instance_routes_by_state() -> None:
 
 
 def test_bootstrap_is_admin_and_storage_only() -> None:
-    config = bootstrap("127.0.0.1:2019", "/srv/caddy", "/srv/caddy/caddy.log")
-    assert config["admin"]["listen"] == "127.0.0.1:2019"
+    config = bootstrap(Path("/srv/caddy/admin.sock"), "/srv/caddy", "/srv/caddy/caddy.log")
+    assert config["admin"] == {"listen": "unix//srv/caddy/admin.sock", "config": {"persist": False}}
     assert "apps" not in config
+
+
+@pytest.mark.parametrize(
+    "theirs",
+    [
+        {"listen": "127.0.0.1:2019"},  # TCP, no authentication
+        {"listen": "unix//run/pocketfleet-caddy/admin.sock", "remote": {"listen": ":2021"}},
+        {"disabled": True},
+        {"listen": "unix//tmp/elsewhere.sock", "origins": ["evil.example"]},
+        {"config": {"load": {"module": "http", "url": "http://10.0.0.1/config"}}},
+    ],
+)
+def test_every_pushed_config_keeps_the_admin_api_on_our_socket_only(theirs: Json) -> None:
+    """Whatever `admin` Caddy holds (or someone pushed), pocketfleet's push replaces it: the
+    unix socket only, no TCP listener, no remote admin, no config loader."""
+    new = apply({"admin": theirs}, LAYOUT, [], "e1")
+    assert new["admin"] == {
+        "listen": "unix//run/pocketfleet-caddy/admin.sock",
+        "config": {"persist": False},
+    }
+    assert apply({}, LAYOUT, [], "e1")["admin"] == new["admin"]  # also when none was there

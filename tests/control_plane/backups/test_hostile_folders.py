@@ -1,0 +1,326 @@
+"""A tenant who rearranges its own instance folder to make the control plane (root) read or
+write another tenant's files through snapshots, restores and replication — through the real
+API: `pocketfleet serve` as root with instances as their own uids, real PocketBase, Litestream
+and moto's S3 server on loopback.
+
+The tenant's moves are made here by the test (as root, standing in for a hook in the
+instance): symbolic links (to another tenant's database, its folder, `/etc/shadow`), a hard
+link to another tenant's database (which `fs.protected_hardlinks` and the folders' modes deny a
+real tenant; the control plane must not rely on that), a FIFO, a file of another uid."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.control_plane.backups.conftest import Notes, Tenant, now, plant, unique
+from tests.support.s3 import FaultyLine, MotoServer, s3_env
+from tests.support.server import ServeProcess, running_server
+
+BUCKET = "pf-backups-hostile"
+
+
+@pytest.fixture(scope="module")
+def serve(moto: MotoServer, line: FaultyLine) -> Iterator[ServeProcess]:
+    moto.create_bucket(BUCKET)
+    env = s3_env(moto.port, BUCKET)
+    env.update(PF_FIRST_ACCOUNT_IS_OPERATOR="true")
+    with running_server(env=env) as server:
+        yield server
+
+
+class Victim:
+    """Another tenant's instance whose main database file holds `secret` (written, then
+    checkpointed into `pb_data/data.db` by hibernating it)."""
+
+    def __init__(self, serve: ServeProcess) -> None:
+        self.owner = Tenant(serve)
+        self.notes = self.owner.create(unique("victim")).setup()
+        self.secret = f"other-tenant-secret-{unique('s')}-{os.urandom(6).hex()}"
+        self.notes.add(self.secret, self.secret)
+        asleep = self.owner.api.post(f"/api/instances/{self.notes.name}/hibernate")
+        assert asleep.status_code == 200, asleep.text
+        self.owner.wait_status(self.notes.name, "hibernated")
+        self.root = folder(serve, self.owner, self.notes.name)
+        self.db = self.root / "pb_data" / "data.db"
+        assert self.secret.encode() in self.db.read_bytes()  # the bait is where it matters
+        self.uid = self.root.stat().st_uid
+
+
+@pytest.fixture(scope="module")
+def victim(serve: ServeProcess, operator: Tenant) -> Victim:
+    return Victim(serve)
+
+
+def folder(serve: ServeProcess, tenant: Tenant, name: str) -> Path:
+    return serve.data_dir / "instances" / tenant.instance(name)["id"]
+
+
+def download(tenant: Tenant, name: str, snap_id: str) -> tuple[bytes, dict[str, bytes]]:
+    """The snapshot's raw (gunzipped) tar stream and its members' contents."""
+    answer = tenant.api.get(f"/api/instances/{name}/backups/{snap_id}/download")
+    assert answer.status_code == 200, answer.text
+    raw = gzip.decompress(answer.content)
+    members: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+        for member in tar:
+            assert member.isreg(), member.name
+            extracted = tar.extractfile(member)
+            assert extracted is not None
+            members[member.name] = extracted.read()
+    return raw, members
+
+
+def owners(root: Path) -> dict[str, int]:
+    """rel -> uid of every entry of the folder (links not followed)."""
+    found = {".": root.lstat().st_uid}
+    for parent, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            path = Path(parent) / name
+            found[path.relative_to(root).as_posix()] = path.lstat().st_uid
+    return found
+
+
+def assert_untouched(victim: Victim) -> None:
+    """The other tenant's database is still its own, with its data (its bytes may move: its
+    own replication checkpoints it)."""
+    assert victim.db.lstat().st_uid == victim.uid
+    assert victim.notes.all() == {victim.secret: victim.secret}
+
+
+def test_a_database_that_is_not_the_instances_own_file_fails_the_snapshot(
+    tenant: Tenant, serve: ServeProcess, victim: Victim
+) -> None:
+    notes = tenant.create(unique("thief")).setup()
+    notes.add("mine")
+    root = folder(serve, tenant, notes.name)
+    data = root / "pb_data"
+    uid = root.stat().st_uid
+
+    def link_database() -> None:
+        os.rename(data / "data.db", data / "data.db.mine")
+        os.symlink(victim.db, data / "data.db")
+
+    def unlink_database() -> None:
+        os.unlink(data / "data.db")
+        os.rename(data / "data.db.mine", data / "data.db")
+
+    def link_folder() -> None:
+        os.rename(data, root / "pb_data.mine")
+        os.symlink(victim.root / "pb_data", data)
+
+    def unlink_folder() -> None:
+        os.unlink(data)
+        os.rename(root / "pb_data.mine", data)
+
+    def link_wal() -> None:
+        os.rename(data / "data.db-wal", data / "data.db-wal.mine")
+        os.symlink(victim.root / "pb_data" / "data.db-wal", data / "data.db-wal")
+
+    def unlink_wal() -> None:
+        os.unlink(data / "data.db-wal")
+        os.rename(data / "data.db-wal.mine", data / "data.db-wal")
+
+    def hard_link_database() -> None:
+        os.rename(data / "data.db", data / "data.db.mine")
+        os.link(victim.db, data / "data.db")
+
+    cases = [
+        (link_database, unlink_database, "pb_data/data.db is a symbolic link"),
+        (link_folder, unlink_folder, "pb_data: a symbolic link, not a directory"),
+        (link_wal, unlink_wal, "pb_data/data.db-wal is a symbolic link"),
+        (hard_link_database, unlink_database, f"owned by uid {victim.uid}, not {uid}"),
+    ]
+    for trap, untrap, why in cases:
+        trap()
+        try:
+            answer = tenant.api.post(f"/api/instances/{notes.name}/backups")
+        finally:
+            untrap()
+        assert answer.status_code == 422, answer.text
+        assert why in answer.json()["detail"], answer.text
+    listed = tenant.backups(notes.name)["snapshots"]
+    assert [s["status"] for s in listed] == ["failed"] * len(cases)
+    assert_untouched(victim)
+    assert notes.titles() == {"mine"}  # the thief's own instance still works
+    assert tenant.snapshot(notes.name)["status"] == "good"  # and is snapshotted once tidy
+
+
+def test_a_fifo_in_place_of_a_wal_fails_the_snapshot_instead_of_hanging_it(
+    tenant: Tenant, serve: ServeProcess
+) -> None:
+    notes = tenant.create(unique("fifo")).setup()
+    asleep = tenant.api.post(f"/api/instances/{notes.name}/hibernate")
+    assert asleep.status_code == 200, asleep.text
+    tenant.wait_status(notes.name, "hibernated")
+    root = folder(serve, tenant, notes.name)
+    wal = root / "pb_data" / "data.db-wal"
+    wal.unlink(missing_ok=True)
+    os.mkfifo(wal)
+    os.chown(wal, root.stat().st_uid, root.stat().st_uid)
+    try:
+        answer = tenant.api.post(f"/api/instances/{notes.name}/backups")
+        assert answer.status_code == 422, answer.text
+        assert "pb_data/data.db-wal is a FIFO" in answer.json()["detail"]
+    finally:
+        wal.unlink()
+    assert tenant.instance(notes.name)["status"] == "hibernated"
+
+
+def test_links_hard_links_fifos_and_foreign_files_stay_out_of_the_archive(
+    tenant: Tenant, serve: ServeProcess, victim: Victim
+) -> None:
+    notes = tenant.create(unique("traps")).setup()
+    notes.add("mine")
+    root = folder(serve, tenant, notes.name)
+    plant(root, "pb_public/index.html", b"<h1>mine</h1>")
+    public = root / "pb_public"
+    os.symlink("/etc/shadow", public / "shadow")
+    os.symlink(victim.db, public / "other.db")
+    os.symlink(victim.root / "pb_data", public / "other-data")
+    os.link(victim.db, public / "hard.db")
+    os.mkfifo(public / "fifo")
+    (root / "pb_hooks" / "theirs.js").write_text(victim.secret)
+    os.chown(root / "pb_hooks" / "theirs.js", victim.uid, victim.uid)
+    traps = {
+        "pb_public/shadow",
+        "pb_public/other.db",
+        "pb_public/other-data",
+        "pb_public/hard.db",
+        "pb_public/fifo",
+        "pb_hooks/theirs.js",
+    }
+
+    snap = tenant.snapshot(notes.name)
+    assert "left out" in snap["reason"] and "pb_public/hard.db" in snap["reason"], snap
+    raw, members = download(tenant, notes.name, snap["id"])
+    assert victim.secret.encode() not in raw  # nothing of the other tenant, anywhere
+    assert members["pb_public/index.html"] == b"<h1>mine</h1>"
+    assert not traps & set(members)
+    assert not any(name.startswith("pb_public/other-data/") for name in members)
+    manifest = json.loads(members["MANIFEST.json"])
+    assert {item["path"] for item in manifest["skipped"]} == traps
+    assert_untouched(victim)
+
+    done = tenant.restore(notes.name, snap["id"])
+    assert done["status"] == "done"
+    assert notes.titles() == {"mine"}
+    restored = owners(root)
+    assert not traps & set(restored)
+    assert set(restored.values()) == {root.stat().st_uid}, restored
+
+
+def test_restores_carry_over_nothing_of_another_tenant_and_give_files_to_the_instance(
+    tenant: Tenant, serve: ServeProcess, victim: Victim
+) -> None:
+    notes = tenant.create(unique("carry")).setup()
+    notes.add("kept")
+    root = folder(serve, tenant, notes.name)
+    uid = root.stat().st_uid
+    plant(root, "pb_public/app.js", b"console.log('mine')")
+    snap = tenant.snapshot(notes.name)
+
+    # from a snapshot: the live output log (carried over) is a link to the other database
+    log = root / "output.log"
+    log.unlink()
+    os.symlink(victim.db, log)
+    tenant.restore(notes.name, snap["id"])
+    assert not log.is_symlink() and victim.secret.encode() not in log.read_bytes()
+    assert set(owners(root).values()) == {uid}
+
+    # to a point in time: every other live file is carried over, links and foreign ones not
+    public = root / "pb_public"
+    os.link(victim.db, public / "hard.db")
+    os.symlink(victim.root / "pb_data", public / "other-data")
+    os.symlink(victim.db, public / "other.db")
+    notes.add("later")
+    tenant.wait_replicated(notes.name, now())
+    done = tenant.restore_to(notes.name, now())
+    assert done["status"] == "done", done
+    assert notes.titles() == {"kept", "later"}
+    assert (public / "app.js").read_bytes() == b"console.log('mine')"
+    found = owners(root)
+    assert not {"pb_public/hard.db", "pb_public/other-data", "pb_public/other.db"} & set(found)
+    assert set(found.values()) == {uid}, found
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert victim.secret.encode() not in path.read_bytes(), path
+    modes = {(root / rel).lstat().st_mode & 0o777 for rel in ("pb_public", "pb_public/app.js")}
+    assert modes == {0o700, 0o600}
+    assert_untouched(victim)
+
+
+def litestream_pid(serve: ServeProcess) -> int:
+    """The pid of Litestream once it runs (its jail is set up before it is exec'd)."""
+    pid_file = serve.data_dir / "litestream" / "litestream.pid"
+
+    def running() -> bool:
+        try:
+            pid = int(json.loads(pid_file.read_text())["pid"])
+            program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            return program.endswith(b"/litestream")  # not yet `unshare` or `sh`
+        except (OSError, ValueError, KeyError):
+            return False
+
+    eventually(running)
+    data: dict[str, Any] = json.loads(pid_file.read_text())
+    return int(data["pid"])
+
+
+def replicated_paths(serve: ServeProcess) -> set[str]:
+    config = json.loads((serve.data_dir / "litestream" / "litestream.json").read_text())
+    return {db["path"] for db in config["dbs"]}
+
+
+def eventually(check: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_litestream_follows_no_link_and_a_linked_database_is_not_replicated(
+    tenant: Tenant, serve: ServeProcess, victim: Victim
+) -> None:
+    notes: Notes = tenant.create(unique("repl")).setup()
+    root = folder(serve, tenant, notes.name).resolve()
+    aux = root / "pb_data" / "auxiliary.db"
+    eventually(lambda: str(aux) in replicated_paths(serve))
+
+    # Litestream's own view of the instances: mounted again with nosymfollow
+    pid = litestream_pid(serve)
+    instances = str((serve.data_dir / "instances").resolve())
+    mounts = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+    mine = [line for line in mounts if instances in line]
+    assert any(line.split()[4] == instances and "nosymfollow" in line for line in mine), mine
+    os.symlink(victim.db, root / "pb_public" / "peek")
+    if shutil.which("nsenter"):
+        seen = subprocess.run(
+            ["nsenter", "-t", str(pid), "-m", "cat", str(root / "pb_public" / "peek")],
+            capture_output=True,
+        )
+        assert seen.returncode != 0 and b"symbolic links" in seen.stderr, seen
+        assert victim.secret.encode() not in seen.stdout
+
+    # a database replaced by a link: left out of replication until it is the instance's again
+    os.rename(aux, aux.with_name("auxiliary.db.mine"))
+    os.symlink(victim.db, aux)
+    try:
+        eventually(lambda: str(aux) not in replicated_paths(serve))
+        assert "auxiliary.db is a symbolic link" in serve.output()
+    finally:
+        aux.unlink()
+        os.rename(aux.with_name("auxiliary.db.mine"), aux)
+    eventually(lambda: str(aux) in replicated_paths(serve))
+    assert_untouched(victim)
