@@ -18,7 +18,7 @@ and the zygote runs as root) that uid and gid with no supplementary groups; it t
 
 Optional members: `"nproc": N` (RLIMIT_NPROC), `"no_new_privs": true`, and `"join": PID`, the
 host pid of a process in a sandbox the child must enter (pid 1 of its namespaces, as made by
-bubblewrap): the zygote forks a helper that joins PID's mount, pid, ipc, uts and cgroup
+bubblewrap): the zygote forks a helper that joins PID's mount, pid, ipc and uts
 namespaces (`setns`), and the helper forks the child inside them and exits, so the child is a
 process of that sandbox, sees only its file system and its processes, and is reaped by its
 pid 1. A file descriptor sent with the request (SCM_RIGHTS) stays open in the child as fd 3
@@ -78,7 +78,6 @@ _CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _NAMESPACES = (
     ("ipc", 0x08000000),
     ("uts", 0x04000000),
-    ("cgroup", 0x02000000),
     ("pid", 0x20000000),
     ("mnt", 0x00020000),
 )

@@ -40,6 +40,11 @@ need_cmd caddy caddy
 need_cmd bwrap bubblewrap
 # util-linux's prlimit and setpriv set an instance's limits and user (essential on Debian).
 need_cmd setpriv util-linux
+# tests/security (the hostile-tenant suite): strace sees every execve; Debian's python3 (in
+# /usr, visible inside a sandbox) plays the tenant's listener; gcc builds an LD_PRELOAD library.
+need_cmd strace strace
+need_file /usr/bin/python3 python3
+need_cmd gcc gcc
 # Later issues add their system needs here, one line each, e.g.:
 #   need_cmd docker docker.io       # the docker driver
 

@@ -19,8 +19,14 @@ from collections.abc import Callable
 # util-linux (essential on Debian): with them the child's limits and user are set by exec'd
 # helpers rather than by a Python `preexec_fn`, so `subprocess` spawns with vfork. Forking the
 # control plane for a `preexec_fn` (and setuid) took ~15 ms of a wake here; this takes ~1 ms.
+ADDRESS_SPACE_HEADROOM_MB = 2048
 PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin")
 SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")
+
+
+def address_space_limit_mb(memory_limit_mb: int) -> int:
+    """RLIMIT_AS for a memory limit: 4x it, and never less than the limit + 2 GiB."""
+    return max(4 * memory_limit_mb, memory_limit_mb + ADDRESS_SPACE_HEADROOM_MB)
 
 
 def open_files_limit(wanted: int) -> int:

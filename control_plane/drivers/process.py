@@ -30,10 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
 import logging
 import os
-import select
 import shutil
 import signal
 import socket
@@ -59,23 +57,19 @@ from control_plane.drivers.base import (
 )
 from control_plane.drivers.cgroups import InstanceCgroups, cgroups_of
 from control_plane.drivers.launch import (
-    limits,
-    limits_argv,
+    address_space_limit_mb,
     open_files_limit,
     port_accepts,
     port_is_free,
-    wrapped_argv,
 )
 from control_plane.drivers.listeners import held_by
+from control_plane.drivers.spawning import Spawner
 from control_plane.drivers.zygote import Zygotes, forked_for, others_can_import
 from control_plane.engines.base import EngineError
-from control_plane.env_rules import refused_env_name
 from control_plane.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
-ACTIVITY_SOCKET_ENV = "PF_ACTIVITY_SOCKET"  # a socket the platform binds into the sandbox
 _POLL_FIRST_S = 0.002
 _POLL_MAX_S = 0.05
 # A starting instance's port is tried every millisecond for its first 200 ms (a PocketBase
@@ -87,14 +81,7 @@ _PORT_POLL_MAX_S = 0.02
 _STATUS_HEALTH_TIMEOUT_S = 0.5
 _TASK_TIMEOUT_S = 60.0
 _ERROR_LOG_LINES = 20
-_HOLDER_READY_S = 5.0
-_ADDRESS_SPACE_HEADROOM_MB = 2048
 _ROTATED_SUFFIX = ".1"
-
-
-def address_space_limit_mb(memory_limit_mb: int) -> int:
-    """RLIMIT_AS for a memory limit: 4x it, and never less than the limit + 2 GiB."""
-    return max(4 * memory_limit_mb, memory_limit_mb + _ADDRESS_SPACE_HEADROOM_MB)
 
 
 def _data_dir_names(spec: InstanceSpec) -> frozenset[str]:
@@ -180,6 +167,7 @@ class ProcessDriver(Driver):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.cgroups = InstanceCgroups.here()
+        self.spawner = Spawner(settings)
         # pid of the instance's process (inside its sandbox, if any) -> what we spawned
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._child_of: dict[str, int] = {}
@@ -224,6 +212,7 @@ class ProcessDriver(Driver):
         spawned = time.monotonic()
         forked = await self._fork(spec, argv)
         proc = forked if forked is not None else await asyncio.to_thread(self._spawn, spec, argv)
+        running_ms = (time.monotonic() - spawned) * 1000
         # Moving a process into a cgroup takes ~10 ms on cgroup v1: overlap it with the
         # engine's own start instead of adding it.
         joining = asyncio.create_task(
@@ -231,11 +220,21 @@ class ProcessDriver(Driver):
         )
         try:
             await self._healthy_or_kill(spec, proc, deadline)
+            healthy_ms = (time.monotonic() - spawned) * 1000
         finally:
             await asyncio.shield(joining)
         took_ms = (time.monotonic() - spawned) * 1000
         how = "forked" if forked is not None else "cold"
-        log.info("instance %s: %s pid %d healthy in %.1f ms", spec.id, how, proc.pid, took_ms)
+        log.info(
+            "instance %s: %s pid %d healthy in %.1f ms (running after %.1f ms, healthy after "
+            "%.1f ms)",
+            spec.id,
+            how,
+            proc.pid,
+            took_ms,
+            running_ms,
+            healthy_ms,
+        )
         return proc.pid
 
     async def stop(self, spec: InstanceSpec, pid: int | None) -> None:
@@ -365,7 +364,7 @@ class ProcessDriver(Driver):
             if ps.status() == psutil.STATUS_ZOMBIE:
                 return None
             if self.sandboxed(spec):
-                uid = self._run_as(spec)
+                uid = self.spawner.run_as(spec)
                 assert uid is not None
                 return _Proc(ps, popen, True) if sandbox.is_sandbox_engine(pid, uid) else None
             cmdline = ps.cmdline()
@@ -415,121 +414,9 @@ class ProcessDriver(Driver):
                 return candidate
         raise PortTakenError(spec.id, spec.port)
 
-    def _run_as(self, spec: InstanceSpec) -> int | None:
-        return spec.uid if spec.uid is not None and os.geteuid() == 0 else None
-
     def sandboxed(self, spec: InstanceSpec) -> bool:
-        """Whether the instance's processes run in a sandbox (`sandbox.py`); raises
-        `StartError` when `PF_SANDBOX=on` and it cannot be built here."""
-        mode = self.settings.sandbox
-        if mode == "off":
-            return False
-        missing = sandbox.available()
-        if missing is None and self._run_as(spec) is not None:
-            return True
-        if mode == "on":
-            why = missing or "the instance has no uid of its own"
-            raise StartError(f"instance {spec.id}: PF_SANDBOX=on but no sandbox here: {why}")
-        return False
-
-    def _sandbox(self, spec: InstanceSpec) -> sandbox.Sandbox:
-        uid = self._run_as(spec)
-        assert uid is not None
-        sockets = [
-            Path(value)
-            for name, value in spec.platform_env.items()
-            if name == ACTIVITY_SOCKET_ENV and os.path.isabs(value)
-        ]
-        return sandbox.Sandbox(
-            instance_id=spec.id,
-            root=spec.layout.root.absolute(),
-            uid=uid,
-            read_only=spec.engine.runtime_paths(spec.version),
-            sockets=[path for path in sockets if path.exists()],
-        )
-
-    def _child_env(self, spec: InstanceSpec) -> dict[str, str]:
-        """The instance's environment: ours (PATH, HOME, ...) overridden by nothing of the
-        tenant's that a loader, runtime or shell interprets (`env_rules`)."""
-        env = {
-            "PATH": CHILD_PATH,
-            "HOME": str(spec.layout.root.absolute()),
-            "LANG": "C.UTF-8",
-            "GOMEMLIMIT": f"{spec.memory_limit_mb}MiB",
-        }
-        for name, value in spec.env.items():
-            if refused_env_name(name) is None:
-                env[name] = value
-            else:
-                log.warning("instance %s: variable %s not passed (refused name)", spec.id, name)
-        env.update(spec.platform_env)
-        return env
-
-    def _popen(
-        self, spec: InstanceSpec, argv: list[str], stdout: int
-    ) -> tuple[subprocess.Popen[bytes], int]:
-        """Spawn `argv` as the instance: own session, its uid, its env, cwd, limits (set by
-        `prlimit`/`setpriv` before the exec of `argv` when they exist: `launch.wrapped_argv`),
-        in its sandbox when it has one. Returns what was spawned and the pid of the
-        instance's own process (inside the sandbox, or the spawned one)."""
-        uid = self._run_as(spec)
-        address_space = address_space_limit_mb(spec.memory_limit_mb) * 1024 * 1024
-        if self.sandboxed(spec):
-            return self._popen_sandboxed(spec, argv, stdout, address_space)
-        wrapped = wrapped_argv(argv, spec.max_open_files, address_space, uid, spec.max_processes)
-        if wrapped:
-            if shutil.which(argv[0], path=CHILD_PATH) is None:  # as Popen would say it
-                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
-            popen = subprocess.Popen(
-                wrapped,
-                cwd=spec.layout.root.absolute(),
-                env=self._child_env(spec),
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            return popen, popen.pid
-        popen = subprocess.Popen(
-            argv,
-            cwd=spec.layout.root.absolute(),
-            env=self._child_env(spec),
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=limits(spec.max_open_files, address_space),
-            user=uid,
-            group=uid,
-            extra_groups=None if uid is None else [],
-        )
-        return popen, popen.pid
-
-    def _popen_sandboxed(
-        self, spec: InstanceSpec, argv: list[str], stdout: int, address_space: int
-    ) -> tuple[subprocess.Popen[bytes], int]:
-        """`argv` in the instance's sandbox (see `sandbox.py`): root's helpers get nothing of
-        the tenant's environment, and no secret is on any command line."""
-        prefix = limits_argv(spec.max_open_files, address_space, spec.max_processes)
-        launch = sandbox.prepare_launch(self._sandbox(spec), argv, self._child_env(spec), prefix)
-        try:
-            popen = subprocess.Popen(
-                launch.argv,
-                cwd="/",
-                env=sandbox.HELPER_ENV,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                pass_fds=launch.pass_fds,
-            )
-        finally:
-            launch.close_parent_ends()
-        pid = launch.engine_pid()
-        if pid is None:
-            popen.wait()
-            raise OSError(f"the sandbox did not start (bwrap exited with {popen.returncode})")
-        return popen, pid
+        """Whether the instance's processes run in a sandbox (`Spawner.sandboxed`)."""
+        return self.spawner.sandboxed(spec)
 
     def _open_log(self, spec: InstanceSpec) -> tuple[int | None, int]:
         """Prepare the folder; return the uid to run as and the log opened for appending
@@ -555,7 +442,7 @@ class ProcessDriver(Driver):
         if command is None or self.zygotes is None:
             return None
         sandboxed = self.sandboxed(spec)
-        if not sandboxed and self._run_as(spec) is not None and not others_can_import():
+        if not sandboxed and self.spawner.run_as(spec) is not None and not others_can_import():
             return None  # (in a sandbox the interpreter's files are shown to the uid)
         key = f"{spec.engine.name}-{spec.version}"
         if not self.zygotes.running(key):
@@ -566,7 +453,7 @@ class ProcessDriver(Driver):
         request: dict[str, object] = {
             "argv": argv,
             "cwd": str(spec.layout.root.absolute()),
-            "env": self._child_env(spec),
+            "env": self.spawner.child_env(spec),
             "log": str(spec.layout.log_file.absolute()),
             "uid": uid,
             "nofile": open_files_limit(spec.max_open_files),
@@ -578,7 +465,7 @@ class ProcessDriver(Driver):
                 return None
             self._forked[spec.id] = pid
             return self._forked_proc(spec, pid, None)
-        holder, sandbox_pid, alive_fd = await asyncio.to_thread(self._spawn_holder, spec)
+        holder, sandbox_pid, alive_fd = await asyncio.to_thread(self.spawner.holder, spec)
         request.update(join=sandbox_pid, nproc=spec.max_processes, no_new_privs=True)
         try:
             pid = await self.zygotes.spawn(key, command, request, fds=[alive_fd])
@@ -602,52 +489,12 @@ class ProcessDriver(Driver):
                 holder.kill()
             raise StartError(self._failure(spec, "exited at once")) from None
 
-    def _spawn_holder(self, spec: InstanceSpec) -> tuple[subprocess.Popen[bytes], int, int]:
-        """A sandbox for a zygote's child to join: its only process, `sandbox.HOLDER`, reads a
-        pipe until the child (given the write end) is gone. Returns the bwrap outside, the host
-        pid of the sandbox's pid 1, and the pipe's write end. Blocking."""
-        address_space = address_space_limit_mb(spec.memory_limit_mb) * 1024 * 1024
-        prefix = limits_argv(spec.max_open_files, address_space, spec.max_processes)
-        launch = sandbox.prepare_launch(
-            self._sandbox(spec), sandbox.HOLDER, {}, prefix, as_pid_1=False
-        )
-        alive_read, alive_write = os.pipe2(os.O_CLOEXEC)
-        ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
-        try:
-            holder = subprocess.Popen(
-                launch.argv,
-                cwd="/",
-                env=sandbox.HELPER_ENV,
-                stdin=alive_read,
-                stdout=ready_write,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                pass_fds=launch.pass_fds,
-            )
-        except BaseException:
-            os.close(alive_write)
-            os.close(ready_read)
-            raise
-        finally:
-            os.close(alive_read)
-            os.close(ready_write)
-            launch.close_parent_ends()
-        sandbox_pid = launch.engine_pid()
-        with os.fdopen(ready_read, "rb") as ready:  # EOF if bwrap failed
-            built = select.select([ready], [], [], _HOLDER_READY_S)[0] and ready.readline()
-        if sandbox_pid is None or built != sandbox.HOLDER_READY:
-            os.close(alive_write)
-            holder.kill()
-            holder.wait()
-            raise StartError(f"instance {spec.id}: its sandbox did not start")
-        return holder, sandbox_pid, alive_write
-
     def _spawn(self, spec: InstanceSpec, argv: list[str]) -> _Proc:
         """Prepare the folder and start the serving process (blocking; run in a thread)."""
         sandboxed = self.sandboxed(spec)
         _, log_fd = self._open_log(spec)
         try:
-            popen, pid = self._popen(spec, argv, log_fd)
+            popen, pid = self.spawner.popen(spec, argv, log_fd)
         except (OSError, subprocess.SubprocessError) as err:
             raise StartError(f"instance {spec.id}: cannot run {argv[0]}: {err}") from err
         finally:
@@ -664,7 +511,7 @@ class ProcessDriver(Driver):
         """Create the folder layout (root 0700, parent 0711) and what the engine writes in it
         (`Engine.prepare`), owned by the instance's uid when we are root; return that uid
         (None: run as ourselves)."""
-        uid = self._run_as(spec)
+        uid = self.spawner.run_as(spec)
         root = spec.layout.root.absolute()
         root.parent.mkdir(parents=True, exist_ok=True)
         root.parent.chmod(0o711)
@@ -822,7 +669,7 @@ class ProcessDriver(Driver):
     def _run_task(self, spec: InstanceSpec, argv: list[str]) -> tuple[int, str]:
         try:
             self._prepare(spec)
-            popen, _ = self._popen(spec, argv, subprocess.PIPE)
+            popen, _ = self.spawner.popen(spec, argv, subprocess.PIPE)
         except StartError as err:
             return 127, err.reason
         except (OSError, subprocess.SubprocessError) as err:

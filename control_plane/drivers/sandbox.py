@@ -11,7 +11,7 @@ namespaces of its own, built by `bwrap`:
   only writable place. Nothing of `PF_DATA_DIR` besides that (no control DB, no other tenant,
   no backups) exists in it.
 - **pid** (its `/proc` shows its own processes only; the server is pid 1 in it, so that every
-  process it leaves behind dies with it), **ipc**, **uts** (host name `pf-ID`) and **cgroup**
+  process it leaves behind dies with it), **ipc** and **uts** (host name `pf-ID`)
   namespaces.
 - then `setpriv` switches to the instance's uid and gid with no supplementary groups, no
   capabilities (effective, permitted, inheritable, ambient and bounding sets cleared) and
@@ -60,6 +60,15 @@ SYSTEM_FILES = (
     "/etc/ssl/openssl.cnf",
     "/etc/ca-certificates",
 )
+# The device nodes of a sandbox (bound from the host: cheaper than bwrap's own --dev, which
+# also makes a devpts instance no server needs), and the usual links into /proc.
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+DEV_LINKS = {
+    "/dev/fd": "/proc/self/fd",
+    "/dev/stdin": "/proc/self/fd/0",
+    "/dev/stdout": "/proc/self/fd/1",
+    "/dev/stderr": "/proc/self/fd/2",
+}
 # Debian's merged /usr: these are symlinks into it.
 USR_LINKS = {"/bin": "usr/bin", "/sbin": "usr/sbin", "/lib": "usr/lib", "/lib64": "usr/lib64"}
 ENV_FILE = "/run/pocketfleet/env"
@@ -132,7 +141,6 @@ class Sandbox:
             "--unshare-pid",
             "--unshare-ipc",
             "--unshare-uts",
-            "--unshare-cgroup-try",
             "--hostname",
             f"pf-{self.instance_id}"[:63],
             *(["--as-pid-1"] if as_pid_1 else []),
@@ -151,8 +159,16 @@ class Sandbox:
             *_pairs("--ro-bind-try", ((path, path) for path in SYSTEM_FILES)),
             "--proc",
             "/proc",
-            "--dev",
+            *_pairs("--perms", (("0755", "--dir"),)),
             "/dev",
+            *_pairs("--dev-bind", ((node, node) for node in DEVICES)),
+            *_pairs("--symlink", ((target, link) for link, target in DEV_LINKS.items())),
+            "--perms",
+            "1777",
+            "--size",
+            str(self.tmp_size_bytes),
+            "--tmpfs",
+            "/dev/shm",
             "--perms",
             "1777",
             "--size",

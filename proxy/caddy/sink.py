@@ -291,11 +291,18 @@ class CaddyRoutes:
     async def holds_epoch(self) -> bool:
         """Whether Caddy's HTTP listener answers the epoch of the last full push."""
         url = f"http://{local_dial(self.layout.http_listen)}{EPOCH_PATH}"
-        try:
-            response = await self._probe_client.get(url, headers={"Host": PROBE_HOST})
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200 and response.text == self._epoch
+        for attempt in range(2):  # Caddy 2.6 may reset a connection while it swaps configs
+            try:
+                response = await self._probe_client.get(url, headers={"Host": PROBE_HOST})
+            except httpx.TransportError:
+                if attempt == 0:
+                    await asyncio.sleep(0.05)
+                    continue
+                return False
+            except httpx.HTTPError:
+                return False
+            return response.status_code == 200 and response.text == self._epoch
+        return False
 
     async def _watch(self) -> None:
         while True:

@@ -16,8 +16,9 @@ import psutil
 import pytest
 
 from control_plane.drivers.base import InstanceSpec, PortTakenError, RunState, StartError
+from control_plane.drivers.launch import address_space_limit_mb
 from control_plane.drivers.ports import NoFreePortError, free_port
-from control_plane.drivers.process import ProcessDriver, address_space_limit_mb
+from control_plane.drivers.process import ProcessDriver
 from control_plane.engines.base import Engine, EngineTask, InstanceLayout
 from control_plane.engines.pocketbase import PocketBaseEngine
 from control_plane.settings import Settings
