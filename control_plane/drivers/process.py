@@ -122,6 +122,14 @@ def _tail_lines(path: Path, count: int) -> list[str]:
     return data.decode("utf-8", errors="replace").splitlines()[-count:]
 
 
+def _drop_sandbox(holder: subprocess.Popen[bytes], sandbox_pid: int) -> None:
+    """End a sandbox made for a zygote's child: its pid 1 takes everything in it along."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(sandbox_pid, signal.SIGKILL)
+    holder.kill()
+    holder.wait()
+
+
 @dataclass(frozen=True)
 class _Proc:
     """A live process of an instance; `popen` is set when this driver started it (for a
@@ -472,12 +480,15 @@ class ProcessDriver(Driver):
         finally:
             os.close(alive_fd)  # the child holds it now: the holder ends when the child does
         if pid is None:
-            holder.kill()
-            await asyncio.to_thread(holder.wait)
+            await asyncio.to_thread(_drop_sandbox, holder, sandbox_pid)
             return None
         self._children[pid] = holder
         self._forked[spec.id] = pid
-        return self._forked_proc(spec, pid, holder)
+        try:
+            return self._forked_proc(spec, pid, holder)
+        except StartError:
+            await asyncio.to_thread(_drop_sandbox, holder, sandbox_pid)
+            raise
 
     def _forked_proc(
         self, spec: InstanceSpec, pid: int, holder: subprocess.Popen[bytes] | None
@@ -485,8 +496,6 @@ class ProcessDriver(Driver):
         try:
             return _Proc(psutil.Process(pid), None, holder is not None)
         except psutil.Error:
-            if holder is not None:
-                holder.kill()
             raise StartError(self._failure(spec, "exited at once")) from None
 
     def _spawn(self, spec: InstanceSpec, argv: list[str]) -> _Proc:
@@ -633,10 +642,12 @@ class ProcessDriver(Driver):
     async def _end(self, spec: InstanceSpec, proc: _Proc, *, graceful: bool) -> None:
         """End `proc` and its process group: SIGTERM and up to the stop timeout if `graceful`,
         then SIGKILL; finally drop its cgroups. A sandboxed process alone gets the SIGTERM (the
-        bwrap outside it would die of it at once, while the server shuts down), and its SIGKILL
-        ends its whole sandbox (pid 1 of its pid namespace)."""
+        bwrap outside it would die of it at once, while the server shuts down); then the
+        sandbox goes whole: the SIGKILL of its pid 1 (the engine started cold, or the reaper of
+        the sandbox a zygote's child joined) ends every process in it."""
         cgroups = cgroups_of(proc.pid)
         group = self._group_of(proc)
+        reaper = sandbox.reaper_of(proc.pid) if proc.sandboxed else None
         if graceful:
             self._send(proc, None if proc.sandboxed else group, signal.SIGTERM)
             timeout = self.settings.stop_timeout_s
@@ -645,6 +656,9 @@ class ProcessDriver(Driver):
         self._send(proc, group, signal.SIGKILL)
         if proc.sandboxed:
             self._send(proc, None, signal.SIGKILL)
+        if reaper is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(reaper, signal.SIGKILL)
         await self._wait_gone(proc, 5.0)
         if proc.popen is not None:
             await asyncio.to_thread(proc.popen.wait, 5.0)

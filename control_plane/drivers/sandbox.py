@@ -4,12 +4,13 @@ Every process of an instance (its server, and one-off tasks such as `superuser u
 namespaces of its own, built by `bwrap`:
 
 - **mount**: a fresh root holding only `/usr` (read-only, with Debian's `/bin`, `/lib`, ...
-  symlinks), a few files of `/etc` a program needs to resolve names and check certificates
-  (`SYSTEM_FILES`), what the engine declares it needs (`Engine.runtime_paths`: its binary, or
-  its interpreter and libraries; read-only), the sockets the platform offers it, a private
-  `/proc`, a minimal `/dev` and a private size-bounded `/tmp`. The instance's folder is the
-  only writable place. Nothing of `PF_DATA_DIR` besides that (no control DB, no other tenant,
-  no backups) exists in it.
+  symlinks); as `/etc`, copies of the few host files a program needs to resolve names and
+  check certificates (`sandbox_etc.py`); what the engine declares it needs
+  (`Engine.runtime_paths`: its binary, or its interpreter and libraries; read-only); the
+  sockets the platform offers it; a private `/proc`; a `/dev` of five device nodes with a
+  private `/dev/shm`; a private size-bounded `/tmp`. The instance's folder is the only
+  writable place. Nothing of `PF_DATA_DIR` besides that (no control DB, no other tenant, no
+  backups) exists in it.
 - **pid** (its `/proc` shows its own processes only; the server is pid 1 in it, so that every
   process it leaves behind dies with it), **ipc** and **uts** (host name `pf-ID`)
   namespaces.
@@ -46,20 +47,6 @@ BWRAP = shutil.which("bwrap", path="/usr/bin:/bin")
 SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")
 SHELL = "/bin/sh"
 
-# Read-only files and folders of the host a server needs: name resolution, certificates, time
-# zones and MIME types. Bound when they exist ("-try").
-SYSTEM_FILES = (
-    "/etc/resolv.conf",
-    "/etc/hosts",
-    "/etc/host.conf",
-    "/etc/nsswitch.conf",
-    "/etc/gai.conf",
-    "/etc/localtime",
-    "/etc/mime.types",
-    "/etc/ssl/certs",
-    "/etc/ssl/openssl.cnf",
-    "/etc/ca-certificates",
-)
 # The device nodes of a sandbox (bound from the host: cheaper than bwrap's own --dev, which
 # also makes a devpts instance no server needs), and the usual links into /proc.
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
@@ -125,6 +112,7 @@ class Sandbox:
     instance_id: str
     root: Path  # the instance's folder: the only writable place
     uid: int
+    etc: Path  # bound read-only as /etc (`sandbox_etc.SandboxEtc.current()`)
     read_only: Sequence[Path] = ()  # the engine's own files (binary, interpreter, libraries)
     sockets: Sequence[Path] = ()  # unix sockets of the platform the instance may use
     tmp_size_bytes: int = TMP_SIZE_BYTES
@@ -152,11 +140,9 @@ class Sandbox:
             "/usr",
             "/usr",
             *_pairs("--symlink", ((target, link) for link, target in USR_LINKS.items())),
-            *_pairs("--perms", (("0755", "--dir"),)),
+            "--ro-bind",
+            str(self.etc),
             "/etc",
-            *_pairs("--perms", (("0755", "--dir"),)),
-            "/etc/ssl",
-            *_pairs("--ro-bind-try", ((path, path) for path in SYSTEM_FILES)),
             "--proc",
             "/proc",
             *_pairs("--perms", (("0755", "--dir"),)),
@@ -346,6 +332,22 @@ def process_facts(pid: int) -> ProcessFacts | None:
         return None
 
 
+def reaper_of(pid: int) -> int | None:
+    """The host pid of the root bwrap that is `pid`'s parent (the bwrap outside a sandbox
+    whose pid 1 is `pid`, or the reaper inside one `pid` joined), if it is one."""
+    facts = process_facts(pid)
+    if facts is None or BWRAP is None:
+        return None
+    parent = process_facts(facts.parent)
+    if parent is None or parent.real_uid != 0:
+        return None
+    try:
+        exe = os.readlink(f"/proc/{facts.parent}/exe")
+    except OSError:
+        return None
+    return facts.parent if exe == os.path.realpath(BWRAP) else None
+
+
 def is_sandbox_engine(pid: int, uid: int) -> bool:
     """Whether `pid` is a process of a sandbox of the instance running as `uid`, as its engine
     is: it runs as `uid`, in a pid namespace other than ours, and its parent is a bwrap run by
@@ -357,10 +359,4 @@ def is_sandbox_engine(pid: int, uid: int) -> bool:
     facts = process_facts(pid)
     if facts is None or facts.real_uid != uid or len(facts.namespace_pids) < 2:
         return False
-    parent = process_facts(facts.parent)
-    if parent is None or parent.real_uid != 0 or BWRAP is None:
-        return False
-    try:
-        return os.readlink(f"/proc/{facts.parent}/exe") == os.path.realpath(BWRAP)
-    except OSError:
-        return False
+    return reaper_of(pid) is not None

@@ -30,6 +30,7 @@ from control_plane.drivers.launch import (
     limits_argv,
     wrapped_argv,
 )
+from control_plane.drivers.sandbox_etc import SandboxEtc
 from control_plane.env_rules import refused_env_name
 from control_plane.settings import Settings
 
@@ -46,6 +47,7 @@ class Spawner:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.etc = SandboxEtc(settings.data_dir / "sandbox")
 
     def run_as(self, spec: InstanceSpec) -> int | None:
         return spec.uid if spec.uid is not None and os.geteuid() == 0 else None
@@ -76,6 +78,7 @@ class Spawner:
             instance_id=spec.id,
             root=spec.layout.root.absolute(),
             uid=uid,
+            etc=self.etc.current(),
             read_only=spec.engine.runtime_paths(spec.version),
             sockets=[path for path in sockets if path.exists()],
         )

@@ -16,6 +16,7 @@ from control_plane.drivers.process import ProcessDriver
 from control_plane.settings import Settings
 from tests.control_plane.conftest import SpecFactory
 
+HOST_HAS_CA_BUNDLE = os.path.exists("/etc/ssl/certs/ca-certificates.crt")
 pytestmark = pytest.mark.skipif(
     sandbox.available() is not None, reason=f"no sandbox here: {sandbox.available()}"
 )
@@ -198,3 +199,20 @@ async def test_a_restarted_control_plane_adopts_the_sandbox_by_identity(
         assert not outer.is_running() or outer.status() == "zombie"
     finally:
         await second.aclose()
+
+
+async def test_etc_holds_what_a_server_needs_and_nothing_else(
+    proc_driver: ProcessDriver, make_spec: SpecFactory, uid: int
+) -> None:
+    output = await sh(
+        proc_driver,
+        make_spec,
+        uid,
+        "ls /etc; test -s /etc/resolv.conf && echo resolv-ok;"
+        " test -r /etc/ssl/certs/ca-certificates.crt && echo certs-ok; ls /etc/shadow 2>&1 || true",
+    )
+    assert "shadow" not in output.split()
+    assert "No such file or directory" in output
+    assert "resolv-ok" in output
+    if HOST_HAS_CA_BUNDLE:
+        assert "certs-ok" in output
