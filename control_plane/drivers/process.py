@@ -197,14 +197,20 @@ class ProcessDriver(Driver):
     async def start(self, spec: InstanceSpec) -> int:
         """Start the instance (or adopt the one already serving it) and wait until healthy.
 
-        Adopts a process this driver started, or any process whose command line names the data
-        folder and which listens on `spec.port`; refuses to start while another process
-        accepts connections on the port. On failure kills what it started or adopted.
+        Adopts a process this driver started, or one proven the instance's (`_own`) which
+        holds the socket listening on `spec.port`; ends what the instance left running outside
+        its sandbox (an older pocketfleet's process); raises `PortTakenError` while anything
+        else holds the port. On failure kills what it started or adopted.
         """
         async with self._lock(spec):
             self._reap()
             deadline = time.monotonic() + self.settings.start_timeout_s
-            proc = await asyncio.to_thread(self._existing, spec)
+            try:
+                proc = await asyncio.to_thread(self._existing, spec)
+            except PortTakenError:
+                if not await self._end_unsandboxed(spec):
+                    raise
+                proc = await asyncio.to_thread(self._existing, spec)
             if proc is None:
                 return await self._launch(spec, deadline)
             await self._healthy_or_kill(spec, proc, deadline)
@@ -257,8 +263,17 @@ class ProcessDriver(Driver):
             targets = [proc] if proc is not None else await asyncio.to_thread(self._scan, spec)
             for target in targets:
                 await self._end(spec, target, graceful=True)
-            if not targets:
+            if not targets and not await self._end_unsandboxed(spec):
                 await asyncio.to_thread(self.cgroups.drop, spec.id)
+
+    async def _end_unsandboxed(self, spec: InstanceSpec) -> bool:
+        """End the instance's processes running outside its sandbox (`_unsandboxed`); whether
+        there were any."""
+        leftovers = await asyncio.to_thread(self._unsandboxed, spec)
+        for old in leftovers:
+            log.warning("instance %s: ending pid %d, left outside its sandbox", spec.id, old.pid)
+            await self._end(spec, old, graceful=True)
+        return bool(leftovers)
 
     async def status(self, spec: InstanceSpec, pid: int | None, *, health: bool = True) -> Observed:
         """RUNNING (with one quick health probe unless `health=False`) if `pid`, or the process
@@ -387,12 +402,31 @@ class ProcessDriver(Driver):
     def _scan(self, spec: InstanceSpec) -> list[_Proc]:
         """Every live process of the instance (`_own`) whose argv names its data folder (the
         argv only narrows the search down: it proves nothing). Reads /proc."""
+        return [proc for pid in self._naming(spec) if (proc := self._own(spec, pid)) is not None]
+
+    def _unsandboxed(self, spec: InstanceSpec) -> list[_Proc]:
+        """Processes of the instance's uid outside any sandbox that name its folder: what an
+        older pocketfleet (or `PF_SANDBOX=off`) left running. Only that instance runs as its
+        uid, so ending them touches nobody else. Empty unless the instance is sandboxed."""
+        uid = self.spawner.run_as(spec)
+        if uid is None or not self.sandboxed(spec):
+            return []
+        found = []
+        for pid in self._naming(spec):
+            facts = sandbox.process_facts(pid)
+            if facts is not None and facts.real_uid == uid and len(facts.namespace_pids) == 1:
+                with contextlib.suppress(psutil.Error):
+                    found.append(_Proc(psutil.Process(pid), None))
+        return found
+
+    def _naming(self, spec: InstanceSpec) -> list[int]:
+        """Pids whose command line names the instance's data folder (or is its zygote's)."""
         names = _data_dir_names(spec)
         needles = [name.encode() for name in names]
         zygote = spec.engine.zygote_command(spec.version)
         if zygote is not None:  # its children are told apart by their folder (`_own`)
             needles.append("\0".join(zygote).encode())
-        found: list[_Proc] = []
+        found: list[int] = []
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
@@ -402,9 +436,7 @@ class ProcessDriver(Driver):
             except OSError:
                 continue
             if any(needle in raw for needle in needles):
-                proc = self._own(spec, int(entry.name))
-                if proc is not None:
-                    found.append(proc)
+                found.append(int(entry.name))
         return found
 
     def _existing(self, spec: InstanceSpec) -> _Proc | None:

@@ -216,3 +216,24 @@ async def test_etc_holds_what_a_server_needs_and_nothing_else(
     assert "resolv-ok" in output
     if HOST_HAS_CA_BUNDLE:
         assert "certs-ok" in output
+
+
+async def test_an_instance_left_running_outside_its_sandbox_is_replaced_by_a_sandboxed_one(
+    make_spec: SpecFactory, driver_settings: Settings, uid: int
+) -> None:
+    spec = make_spec(uid=uid)
+    unsandboxed = ProcessDriver(driver_settings.model_copy(update={"sandbox": "off"}))
+    old = await unsandboxed.start(spec)  # as an older pocketfleet left it
+    await unsandboxed.aclose()
+    assert not sandbox.is_sandbox_engine(old, uid)
+
+    driver = ProcessDriver(driver_settings)
+    try:
+        assert (await driver.status(spec, old, health=False)).pid is None  # not proven its own
+        pid = await driver.start(spec)  # the same port: the old process is ended, not squatting
+
+        assert pid != old and sandbox.is_sandbox_engine(pid, uid)
+        assert not psutil.pid_exists(old) or psutil.Process(old).status() == "zombie"
+    finally:
+        await driver.stop(spec, None)
+        await driver.aclose()
