@@ -100,19 +100,25 @@ def open_anchor(path: str | os.PathLike[str]) -> int:
     return os.open(path, _DIR_FLAGS)
 
 
+def _open_child(fd: int, part: str, rel: str, done: int) -> int:
+    """Open the folder `part` below `fd` (the `done`-th component of `rel`), refusing a link
+    or a non-folder there (`Refused`)."""
+    try:
+        return os.open(part, _DIR_FLAGS, dir_fd=fd)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            where = "/".join(rel.split("/")[:done])
+            raise Refused(where, _what_is(fd, part)) from err
+        raise
+
+
 def open_dir(dir_fd: int, rel: str) -> int:
     """Open the directory `rel` below `dir_fd`, refusing a link on every component
     (`Refused`; `FileNotFoundError` when a component is missing)."""
     fd = os.dup(dir_fd)
     try:
         for done, part in enumerate(components(rel), 1):
-            try:
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError as err:
-                if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                    where = "/".join(rel.split("/")[:done])
-                    raise Refused(where, _what_is(fd, part)) from err
-                raise
+            child = _open_child(fd, part, rel, done)
             os.close(fd)
             fd = child
         return fd
@@ -315,13 +321,7 @@ def make_dirs(root_fd: int, rel: str, *, uid: int | None = None, mode: int = 0o7
         for done, part in enumerate(components(rel), 1):
             with contextlib.suppress(FileExistsError):
                 os.mkdir(part, mode, dir_fd=fd)
-            try:
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError as err:
-                if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                    where = "/".join(rel.split("/")[:done])
-                    raise Refused(where, _what_is(fd, part)) from err
-                raise
+            child = _open_child(fd, part, rel, done)
             os.close(fd)
             fd = child
             if uid is not None:
