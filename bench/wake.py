@@ -22,8 +22,9 @@ prints, in one run:
 4. Memory of a running idle instance per engine: PSS and USS from /proc/PID/smaps_rollup.
 0. With `--sandbox-compare` (or alone with `--sandbox-only`): the cost of the instance sandbox
    (`control_plane/drivers/sandbox.py`). The same wake series and idle memory of `pocketbase`
-   instances, measured in this run with `PF_SANDBOX=off` and with the sandbox on (the
-   sandboxed figure counts the bwrap that holds each sandbox, too), and the ratios.
+   instances, measured in this run on two servers at once, one with `PF_SANDBOX=off` and one
+   with the sandbox on, their wakes alternating (the sandboxed memory counts the bwrap that
+   holds each sandbox, too), and the ratios.
 5. The control plane with `--hibernated` hibernated and `--running` running instances: its
    memory and its CPU while idle for `--idle-seconds`, against the same control plane with no
    instance. The hibernated instances are created through the services straight into the
@@ -123,8 +124,8 @@ class Serve:
             PF_DEFAULT_QUOTA="5000",
             # below the ephemeral ports, away from the default range other pocketfleets here use
             PF_INSTANCE_PORT_RANGE="[12000, 15999]",
-            **extra_env,
         )
+        self.env.update(extra_env)
         self.process: subprocess.Popen[bytes] | None = None
         self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
 
@@ -556,53 +557,74 @@ def measure_wakes(
     note("PSS forked pocketfleet / pocketbase", f"{pss_forked / pb_memory[1]:.2f}x")
 
 
-def sandbox_cost(
-    root: Path, mode: str, args: argparse.Namespace
-) -> tuple[list[float], tuple[int, int, int]]:
-    """Wake latencies and the idle memory of one instance (PSS summed over its processes,
-    the sandbox's bwrap included) with `PF_SANDBOX=mode`, on a server of their own."""
-    folder = root / f"sandbox-{mode}"
-    folder.mkdir(mode=0o711)
-    serve = Serve(folder, {"PF_IDLE_TIMEOUT_S": "0", "PF_SANDBOX": mode})
-    try:
-        serve.start()
-        serve.sign_in()
-        names = [f"sb{mode}{i}" for i in range(args.instances)]
-        tokens: dict[str, str] = {}
-        for name in names:
-            serve.create(name)
-            with serve.instance(name) as client:
-                client.headers["Authorization"] = tokens.setdefault(name, superuser_token(client))
+class SandboxSide:
+    """One side of the sandbox comparison: a server of its own with `PF_SANDBOX=mode` and
+    `--instances` filled instances."""
+
+    def __init__(self, root: Path, mode: str, args: argparse.Namespace) -> None:
+        folder = root / f"sandbox-{mode}"
+        folder.mkdir(mode=0o711)
+        ports = "[12000, 13999]" if mode == "off" else "[14000, 15999]"  # both run at once
+        self.serve = Serve(
+            folder,
+            {"PF_IDLE_TIMEOUT_S": "0", "PF_SANDBOX": mode, "PF_INSTANCE_PORT_RANGE": ports},
+        )
+        self.names = [f"sb{mode}{i}" for i in range(args.instances)]
+        self.tokens: dict[str, str] = {}
+        self.wakes: list[float] = []
+
+    def prepare(self) -> None:
+        self.serve.start()
+        self.serve.sign_in()
+        for name in self.names:
+            self.serve.create(name)
+            with self.serve.instance(name) as client:
+                client.headers["Authorization"] = self.tokens.setdefault(
+                    name, superuser_token(client)
+                )
                 fill(client, records=200, requests=50)
-        wake_series(serve, names, tokens, len(names))  # every instance woken once first
-        wakes = wake_series(serve, names, tokens, args.wakes)
-        time.sleep(2)
-        pid = serve.row(names[0])["pid"]
+        wake_series(self.serve, self.names, self.tokens, len(self.names))  # each woken once
+
+    def wake(self, k: int) -> None:
+        name = self.names[k % len(self.names)]
+        self.wakes.extend(wake_series(self.serve, [name], self.tokens, 1))
+
+    def idle_memory(self) -> tuple[int, int, int]:
+        """PSS summed over the first instance's processes, the sandbox's bwrap included."""
+        pid = self.serve.row(self.names[0])["pid"]
         pids = [pid]
         with contextlib.suppress(psutil.Error):
             parent = psutil.Process(pid).parent()
             if parent is not None and parent.name() == "bwrap":
                 pids.append(parent.pid)
         memories = [memory_of(p) for p in pids]
-        total = (
+        return (
             sum(m[0] for m in memories),
             sum(m[1] for m in memories),
             sum(m[2] for m in memories),
         )
-        return wakes, total
-    finally:
-        serve.down()
 
 
 def measure_sandbox(root: Path, args: argparse.Namespace, note: Callable[[str, str], None]) -> None:
-    """Section 0 of the module docstring."""
+    """Section 0 of the module docstring. Both servers run at once and their wakes alternate
+    (off, on, on, off, ...), so that whatever else the machine does weighs on both alike."""
     section(f"sandbox cost: {args.wakes} wakes of {args.instances} pocketbase instances, each way")
-    off_wakes, off_memory = sandbox_cost(root, "off", args)
-    on_wakes, on_memory = sandbox_cost(root, "on", args)
-    note("wake without the sandbox (PF_SANDBOX=off)", summary(off_wakes))
-    note("wake in the sandbox", summary(on_wakes))
+    off, on = SandboxSide(root, "off", args), SandboxSide(root, "on", args)
+    try:
+        off.prepare()
+        on.prepare()
+        for k in range(args.wakes):
+            for side in (off, on) if k % 2 == 0 else (on, off):
+                side.wake(k)
+        time.sleep(2)
+        off_memory, on_memory = off.idle_memory(), on.idle_memory()
+    finally:
+        off.serve.down()
+        on.serve.down()
+    note("wake without the sandbox (PF_SANDBOX=off)", summary(off.wakes))
+    note("wake in the sandbox", summary(on.wakes))
     for q in (50, 95):
-        ratio = percentile(on_wakes, q) / percentile(off_wakes, q)
+        ratio = percentile(on.wakes, q) / percentile(off.wakes, q)
         note(f"wake p{q} sandboxed / not", f"{ratio:.2f}x")
     note("idle instance without the sandbox", memory_text(off_memory))
     note("idle instance in the sandbox (+ its bwrap)", memory_text(on_memory))
