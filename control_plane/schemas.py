@@ -6,16 +6,49 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
-from control_plane.names import name_problem
+from control_plane.env_rules import MAX_NAME_LENGTH, MAX_TOTAL_BYTES, MAX_VALUE_BYTES, MAX_VARS
+from control_plane.names import NAME_PATTERN, name_problem
+from control_plane.security import (
+    BCRYPT_MAX_BYTES,
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+    password_problem,
+)
 
-PASSWORD_MIN = 10
-PASSWORD_MAX = 256
+
+def _valid_password(password: str) -> str:
+    problem = password_problem(password)
+    if problem:
+        raise ValueError(f"the password {problem}")
+    return password
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(
+        description='the input at fault: "name", "vars.API_KEY"; "body" for the body as a whole'
+    )
+    message: str = Field(description="what is wrong with it, never its value")
+    code: str = Field(description='a stable reason: "string_too_short", "json_invalid", ...')
+
+
+class ErrorPublic(BaseModel):
+    """The body of every refusal of the API (`control_plane.api.errors`)."""
+
+    status: int = Field(description="the HTTP status, repeated")
+    code: str = Field(description='a stable reason for programs: "invalid", "not_found", ...')
+    detail: str = Field(description="what went wrong and what to fix, for people")
+    field: str | None = Field(None, description="the input at fault, when there is one")
+    errors: list[FieldProblem] = Field(
+        default_factory=list, description="every input at fault, with why (422)"
+    )
 
 
 class AccountCreate(BaseModel):
     email: EmailStr
     password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
     invite: str | None = Field(None, description="invite code, when sign-up is by invitation")
+
+    _password = field_validator("password")(_valid_password)
 
 
 class AccountPublic(BaseModel):
@@ -33,7 +66,9 @@ class SessionCreate(BaseModel):
 
 class PasswordChange(BaseModel):
     current_password: str = Field(max_length=PASSWORD_MAX)
-    new_password: str = Field(max_length=PASSWORD_MAX)
+    new_password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
+
+    _new_password = field_validator("new_password")(_valid_password)
 
 
 class SessionPublic(BaseModel):
@@ -62,10 +97,22 @@ class InviteCreated(BaseModel):
 
 
 class InstanceCreate(BaseModel):
-    name: str
+    name: str = Field(
+        description=(
+            "its subdomain: 3 to 40 lowercase letters, digits and '-', not starting or ending "
+            "with '-', not a reserved name (www, api, admin, ...)"
+        ),
+        # documented here, checked by `name_problem` (whose messages say what to fix)
+        json_schema_extra={"minLength": 3, "maxLength": 40, "pattern": NAME_PATTERN.pattern},
+    )
     engine: str | None = None
     version: str | None = None
-    superuser_password: str | None = Field(None, min_length=PASSWORD_MIN, max_length=256)
+    superuser_password: str | None = Field(
+        None,
+        min_length=PASSWORD_MIN,
+        max_length=BCRYPT_MAX_BYTES,
+        description=f"at most {BCRYPT_MAX_BYTES} bytes in UTF-8 (bcrypt's limit)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -74,6 +121,14 @@ class InstanceCreate(BaseModel):
         if problem:
             raise ValueError(f"instance name {problem}")
         return name
+
+    @field_validator("superuser_password")
+    @classmethod
+    def _valid_superuser_password(cls, password: str | None) -> str | None:
+        problem = None if password is None else password_problem(password, bcrypt=True)
+        if problem:
+            raise ValueError(f"the superuser password {problem}")
+        return password
 
 
 class InstanceUpdate(BaseModel):
@@ -118,7 +173,8 @@ class InstanceLimitsUpdate(BaseModel):
     """An operator's per-instance limits; a field left out stays, `null` means the fleet
     default again."""
 
-    model_config = ConfigDict(extra="forbid")
+    # documented here, refused by `LimitsService.set_limits` ("nothing to change")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     max_processes: int | None = Field(None, ge=16, le=65536)
     disk_limit_mb: int | None = Field(
@@ -127,7 +183,21 @@ class InstanceLimitsUpdate(BaseModel):
 
 
 class EnvUpdate(BaseModel):
-    vars: dict[str, str] = Field(default_factory=dict)
+    vars: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            f"at most {MAX_VARS} variables, names and values at most {MAX_TOTAL_BYTES} bytes in "
+            f"all; a value at most {MAX_VALUE_BYTES} bytes in UTF-8. Names the platform or a "
+            "runtime interprets are refused (LD_*, PF_*, PB_*, PYTHON*, PATH, HOME, GODEBUG, "
+            "HTTP_PROXY, ...; `control_plane.env_rules`)"
+        ),
+        # documented here, checked by `env_rules.env_problems` (whose messages say what to fix)
+        json_schema_extra={
+            "maxProperties": MAX_VARS,
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "maxLength": MAX_NAME_LENGTH},
+            "additionalProperties": {"type": "string", "maxLength": MAX_VALUE_BYTES},
+        },
+    )
 
 
 class EnvVarPublic(BaseModel):

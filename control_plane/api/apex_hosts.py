@@ -20,9 +20,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from control_plane.api.errors import error_body
 from control_plane.domains.verification import VERIFY_PATH
 from control_plane.settings import Settings
 from proxy.hostrouting import normalize_host, request_host
@@ -56,7 +56,7 @@ def any_ip_address(settings: Settings) -> bool:
 class ApexHostMiddleware:
     """Pure ASGI, in front of the apex app: an HTTP request whose `Host` is not an apex name
     gets 421 Misdirected Request (a request without `Host` 400), as JSON in the API's error
-    shape (`{"detail": ..., "code": ...}`), and the app never sees it; a WebSocket handshake
+    shape (`control_plane.api.errors`), and the app never sees it; a WebSocket handshake
     is refused. Lifespan events and `/.well-known/pocketfleet/...` pass on any host."""
 
     def __init__(
@@ -90,15 +90,15 @@ class ApexHostMiddleware:
             await send({"type": "websocket.close", "code": 1008})
             return
         if not raw:
-            status, code, message = 400, "bad_request", "the request has no Host header"
+            status, message = 400, "the request has no Host header"
         else:
-            status, code = 421, "misdirected_request"
+            status = 421
             message = (
                 f"this server does not answer for the host {normalize_host(raw)[:100]}: its "
                 "API and dashboard are served on its own names only (an operator adds names "
                 "with PF_APEX_HOSTS)"
             )
-        body = orjson.dumps({"detail": message, "code": code})
+        body = error_body(status, message)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),

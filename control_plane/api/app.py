@@ -66,6 +66,11 @@ def create_api(
     app = FastAPI(
         title="pocketfleet",
         summary="Self-hosted hosting for PocketBase backends",
+        description=(
+            "Every refusal has one body, `ErrorPublic`. A JSON body is strict JSON (RFC 8259: "
+            "no `NaN` or `Infinity`, no number a double cannot hold, no lone surrogate) and no "
+            "string in it, key or value, holds the NUL character; anything else is a 422."
+        ),
         version="0.1.0",
         lifespan=lifespan,
     )

@@ -3,10 +3,12 @@ operators' overview of the fleet's backups."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import Response, status
 from fastapi.responses import StreamingResponse
 
 from control_plane.api.deps import CP, CurrentAccount, Operator
+from control_plane.api.errors import error_responses
+from control_plane.api.routing import api_router
 from control_plane.backups.drills import DrillOutcome, last_drill
 from control_plane.backups.models import BackupRestore, BackupSnapshot
 from control_plane.backups.schemas import (
@@ -20,7 +22,10 @@ from control_plane.backups.schemas import (
     SnapshotPublic,
 )
 
-router = APIRouter(tags=["backups"])
+router = api_router("backups", 401, 403)
+NOT_FOUND = error_responses(404)  # no such instance (or backup) of the caller's
+BUSY = error_responses(404, 409)  # 409: another operation holds the instance, or the wrong state
+STORE = error_responses(404, 409, 502)  # 502: the backup store failed
 
 
 def snapshot_public(row: BackupSnapshot) -> SnapshotPublic:
@@ -63,7 +68,7 @@ def drill_public(outcome: DrillOutcome) -> DrillPublic:
     )
 
 
-@router.get("/api/instances/{name}/backups")
+@router.get("/api/instances/{name}/backups", responses=NOT_FOUND)
 async def list_backups(cp: CP, account: CurrentAccount, name: str) -> BackupsPublic:
     instance = await cp.instances.get(account, name)
     rows = await cp.backups.snapshots(instance.id)
@@ -80,30 +85,40 @@ async def list_backups(cp: CP, account: CurrentAccount, name: str) -> BackupsPub
     )
 
 
-@router.post("/api/instances/{name}/backups/drill")
+@router.post("/api/instances/{name}/backups/drill", responses=BUSY)
 async def drill_replica(cp: CP, account: CurrentAccount, name: str) -> DrillPublic:
     """Rebuild the instance's replica now and check it (the instance is not touched)."""
     return drill_public(await cp.backups.drills.drill_now(account, name))
 
 
-@router.post("/api/instances/{name}/backups", status_code=status.HTTP_201_CREATED)
+@router.post("/api/instances/{name}/backups", status_code=status.HTTP_201_CREATED, responses=STORE)
 async def create_backup(cp: CP, account: CurrentAccount, name: str) -> SnapshotPublic:
     return snapshot_public(await cp.backups.create(account, name))
 
 
-@router.get("/api/instances/{name}/backups/schedule")
+@router.get("/api/instances/{name}/backups/schedule", responses=NOT_FOUND)
 async def get_schedule(cp: CP, account: CurrentAccount, name: str) -> SchedulePublic:
     return await cp.backups.schedule_public(await cp.instances.get(account, name))
 
 
-@router.put("/api/instances/{name}/backups/schedule")
+@router.put("/api/instances/{name}/backups/schedule", responses=NOT_FOUND)
 async def put_schedule(
     cp: CP, account: CurrentAccount, name: str, data: ScheduleUpdate
 ) -> SchedulePublic:
     return await cp.backups.set_schedule(account, name, data.schedule)
 
 
-@router.get("/api/instances/{name}/backups/{backup_id}/download")
+@router.get(
+    "/api/instances/{name}/backups/{backup_id}/download",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The snapshot's archive (`NAME-STAMP-ID.tar.gz`)",
+            "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **BUSY,
+    },
+)
 async def download_backup(
     cp: CP, account: CurrentAccount, name: str, backup_id: str
 ) -> StreamingResponse:
@@ -118,21 +133,21 @@ async def download_backup(
     )
 
 
-@router.post("/api/instances/{name}/backups/{backup_id}/restore")
+@router.post("/api/instances/{name}/backups/{backup_id}/restore", responses=STORE)
 async def restore_backup(
     cp: CP, account: CurrentAccount, name: str, backup_id: str
 ) -> RestorePublic:
     return restore_public(await cp.backups.restorer.from_snapshot(account, name, backup_id))
 
 
-@router.post("/api/instances/{name}/restore")
+@router.post("/api/instances/{name}/restore", responses=STORE)
 async def restore_point_in_time(
     cp: CP, account: CurrentAccount, name: str, data: RestoreAt
 ) -> RestorePublic:
     return restore_public(await cp.backups.restorer.to_point(account, name, data.at))
 
 
-@router.delete("/api/instances/{name}/backups/{backup_id}", status_code=204)
+@router.delete("/api/instances/{name}/backups/{backup_id}", status_code=204, responses=STORE)
 async def delete_backup(
     cp: CP, account: CurrentAccount, name: str, backup_id: str, force: bool = False
 ) -> Response:

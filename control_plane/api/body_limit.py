@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from control_plane.api.errors import error_body
 
 
 class _BodyRefused(Exception):
@@ -35,7 +36,7 @@ class BodyLimitMiddleware:
       passes `max_bytes`, 413;
     - a body that stalls `read_timeout_s` seconds between two pieces gets 408.
 
-    Refusals are JSON in the API's error shape (`{"detail": ..., "code": ...}`) with
+    Refusals are JSON in the API's error shape (`control_plane.api.errors`) with
     `Connection: close`: the rest of the body is never read. A refusal met while the app
     reads is sent by the middleware itself, if no response has started: the app's `receive`
     raises, and whatever the app sends or raises afterwards is dropped. After the response
@@ -124,7 +125,7 @@ class _Guard:
 
 
 async def _refuse(send: Send, status: int, code: str, message: str) -> None:
-    body = orjson.dumps({"detail": message, "code": code})
+    body = error_body(status, message, code=code)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", b"%d" % len(body)),

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from control_plane.api.deps import CP, CurrentAccount
+from control_plane.api.errors import error_response, error_responses
+from control_plane.api.routing import api_router
 from control_plane.domains.models import CustomDomain
 from control_plane.domains.schemas import DomainCreate, DomainPublic
 from control_plane.domains.service import DomainService
 from control_plane.domains.verification import VERIFY_PATH
 
-router = APIRouter(tags=["domains"])
+router = api_router("domains", 401, 403, 404)
 
 
 def domain_public(domains: DomainService, row: CustomDomain, name: str) -> DomainPublic:
@@ -31,7 +33,11 @@ def domain_public(domains: DomainService, row: CustomDomain, name: str) -> Domai
     )
 
 
-@router.post("/api/instances/{name}/domains", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/api/instances/{name}/domains",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(409),
+)
 async def add_domain(
     cp: CP, account: CurrentAccount, name: str, data: DomainCreate
 ) -> DomainPublic:
@@ -61,12 +67,12 @@ async def remove_domain(cp: CP, account: CurrentAccount, name: str, domain: str)
 
 
 @router.get("/api/tls/ask", include_in_schema=False)
-async def tls_ask(cp: CP, domain: Annotated[str, Query(max_length=300)]) -> JSONResponse:
+async def tls_ask(cp: CP, domain: Annotated[str, Query(max_length=300)]) -> Response:
     """Caddy's on-demand TLS question: 200 if a certificate for `domain` may be obtained
     (the apex, a live instance's host, a verified custom domain), else 404."""
     if await cp.domains.approve_tls(domain):
         return JSONResponse({"ok": True})
-    return JSONResponse({"detail": f"{domain} is not served here", "code": "not_found"}, 404)
+    return error_response(404, f"{domain} is not served here")
 
 
 @router.get(VERIFY_PATH + "{token}", include_in_schema=False)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import status
 
 from control_plane.api.deps import CP, CurrentAccount, Operator
+from control_plane.api.errors import error_responses
+from control_plane.api.routing import api_router
 from control_plane.schemas import EngineInstall, EnginePublic
 
-router = APIRouter(tags=["engines"])
+router = api_router("engines", 401, 403)
 
 
 @router.get("/api/engines")
@@ -15,6 +17,6 @@ async def list_engines(cp: CP, _account: CurrentAccount) -> list[EnginePublic]:
     return cp.engine_admin.list_engines()
 
 
-@router.post("/api/engines", status_code=status.HTTP_201_CREATED)
+@router.post("/api/engines", status_code=status.HTTP_201_CREATED, responses=error_responses(404))
 async def install_engine(cp: CP, _operator: Operator, data: EngineInstall) -> EnginePublic:
     return await cp.engine_admin.install(data.engine, data.version)

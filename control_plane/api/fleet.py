@@ -9,15 +9,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from control_plane.api.deps import CP, Operator
+from control_plane.api.errors import error_responses
 from control_plane.api.instances import instance_public
+from control_plane.api.routing import api_router
 from control_plane.db.models import Account, Instance
 from control_plane.schemas import FleetInstancePublic, InstanceLimitsUpdate
 from control_plane.settings import Settings
 
-router = APIRouter(tags=["fleet"])
+router = api_router("fleet", 401, 403)
 
 
 def fleet_public(settings: Settings, row: Instance, owner: Account) -> FleetInstancePublic:
@@ -37,12 +37,12 @@ async def fleet(cp: CP, _operator: Operator) -> list[FleetInstancePublic]:
     return [fleet_public(cp.settings, row, owner) for row, owner in await cp.instances.fleet()]
 
 
-@router.get("/api/fleet/instances/{name}")
+@router.get("/api/fleet/instances/{name}", responses=error_responses(404))
 async def fleet_instance(cp: CP, _operator: Operator, name: str) -> FleetInstancePublic:
     return fleet_public(cp.settings, *await cp.instances.limits.get(name))
 
 
-@router.patch("/api/fleet/instances/{name}")
+@router.patch("/api/fleet/instances/{name}", responses=error_responses(404))
 async def set_instance_limits(
     cp: CP, _operator: Operator, name: str, data: InstanceLimitsUpdate
 ) -> FleetInstancePublic:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from control_plane.api.routing import api_router
 
-router = APIRouter(tags=["health"])
+router = api_router("health")
 
 
 @router.get("/api/health")

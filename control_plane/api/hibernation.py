@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from control_plane.api.deps import CP, CurrentAccount
 from control_plane.api.instances import instance_public
+from control_plane.api.routing import api_router
 from control_plane.schemas import InstancePublic
 
-router = APIRouter(tags=["instances"])
+router = api_router("instances", 401, 403, 404, 409)
 
 
 @router.post("/api/instances/{name}/hibernate")

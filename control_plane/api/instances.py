@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import Query, Response, status
 
 from control_plane.api.deps import CP, CurrentAccount
+from control_plane.api.errors import error_responses
+from control_plane.api.routing import api_router
 from control_plane.db.models import Instance, utcnow
 from control_plane.lifecycle import InstanceState
 from control_plane.limits import disk_limit_mb_of, disk_state, max_processes_of
@@ -20,7 +22,9 @@ from control_plane.schemas import (
 )
 from control_plane.settings import Settings
 
-router = APIRouter(tags=["instances"])
+# 403: a suspended account; on create, over the account's quota
+router = api_router("instances", 401, 403)
+NOT_FOUND = error_responses(404)
 
 
 def instance_public(settings: Settings, row: Instance) -> InstancePublic:
@@ -50,7 +54,7 @@ def instance_public(settings: Settings, row: Instance) -> InstancePublic:
     )
 
 
-@router.post("/api/instances", status_code=status.HTTP_201_CREATED)
+@router.post("/api/instances", status_code=status.HTTP_201_CREATED, responses=error_responses(409))
 async def create_instance(cp: CP, account: CurrentAccount, data: InstanceCreate) -> InstancePublic:
     return instance_public(cp.settings, await cp.instances.create(account, data))
 
@@ -60,41 +64,41 @@ async def list_instances(cp: CP, account: CurrentAccount) -> list[InstancePublic
     return [instance_public(cp.settings, row) for row in await cp.instances.list_owned(account)]
 
 
-@router.get("/api/instances/{name}")
+@router.get("/api/instances/{name}", responses=NOT_FOUND)
 async def get_instance(cp: CP, account: CurrentAccount, name: str) -> InstancePublic:
     return instance_public(cp.settings, await cp.instances.get(account, name))
 
 
-@router.patch("/api/instances/{name}")
+@router.patch("/api/instances/{name}", responses=NOT_FOUND)
 async def update_instance(
     cp: CP, account: CurrentAccount, name: str, data: InstanceUpdate
 ) -> InstancePublic:
     return instance_public(cp.settings, await cp.instances.update(account, name, data))
 
 
-@router.post("/api/instances/{name}/start")
+@router.post("/api/instances/{name}/start", responses=error_responses(404, 409))
 async def start_instance(cp: CP, account: CurrentAccount, name: str) -> InstancePublic:
     return instance_public(cp.settings, await cp.instances.start(account, name))
 
 
-@router.post("/api/instances/{name}/stop")
+@router.post("/api/instances/{name}/stop", responses=NOT_FOUND)
 async def stop_instance(cp: CP, account: CurrentAccount, name: str) -> InstancePublic:
     return instance_public(cp.settings, await cp.instances.stop(account, name))
 
 
-@router.post("/api/instances/{name}/admin-link")
+@router.post("/api/instances/{name}/admin-link", responses=error_responses(404, 409, 503))
 async def admin_link(cp: CP, account: CurrentAccount, name: str) -> dict[str, str]:
     """A single-use link, valid for a minute, that opens the admin UI signed in."""
     return {"url": await cp.admin_access.admin_link(account, name)}
 
 
-@router.get("/api/instances/{name}/env")
+@router.get("/api/instances/{name}/env", responses=NOT_FOUND)
 async def get_env(cp: CP, account: CurrentAccount, name: str) -> EnvPublic:
     """The variables, masked (no character of a value is ever returned)."""
     return EnvPublic(vars=cp.instances.env_public(await cp.instances.get(account, name)))
 
 
-@router.put("/api/instances/{name}/env")
+@router.put("/api/instances/{name}/env", responses=NOT_FOUND)
 async def put_env(cp: CP, account: CurrentAccount, name: str, data: EnvUpdate) -> EnvPublic:
     """Replace the variables; 422 naming each refused name or value and why (nothing stored).
     Values are sealed at rest; the instance restarts with them."""
@@ -102,7 +106,7 @@ async def put_env(cp: CP, account: CurrentAccount, name: str, data: EnvUpdate) -
     return EnvPublic(vars=cp.instances.env_public(row))
 
 
-@router.get("/api/instances/{name}/logs")
+@router.get("/api/instances/{name}/logs", responses=NOT_FOUND)
 async def get_logs(
     cp: CP,
     account: CurrentAccount,
@@ -112,7 +116,7 @@ async def get_logs(
     return LogsPublic(lines=await cp.instances.logs(account, name, tail))
 
 
-@router.delete("/api/instances/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/api/instances/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
 async def delete_instance(
     cp: CP, account: CurrentAccount, name: str, purge: bool = False
 ) -> Response:

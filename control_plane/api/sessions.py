@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import Request, Response, status
 
 from control_plane.api.deps import CP, Credentials, client_ip
+from control_plane.api.errors import error_responses
+from control_plane.api.routing import api_router
 from control_plane.schemas import SessionCreate, SessionPublic
 
-router = APIRouter(tags=["sessions"])
+router = api_router("sessions", 401, 403)  # 403: a suspended account
 
 
-@router.post("/api/sessions")
+@router.post("/api/sessions", responses=error_responses(429))
 async def log_in(cp: CP, data: SessionCreate, request: Request) -> SessionPublic:
     """A session token; 401 for wrong credentials, 429 (with `Retry-After`) after repeated
     failures of this email from this client address, or from this address overall. The

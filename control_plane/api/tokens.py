@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import Response, status
 
 from control_plane.api.deps import CP, CurrentAccount
+from control_plane.api.errors import error_responses
+from control_plane.api.routing import api_router
 from control_plane.db.models import ApiToken
 from control_plane.schemas import TokenCreate, TokenCreated, TokenPublic
 
-router = APIRouter(tags=["tokens"])
+router = api_router("tokens", 401, 403)
 
 
 def token_public(row: ApiToken) -> TokenPublic:
@@ -29,7 +31,11 @@ async def create_token(cp: CP, account: CurrentAccount, data: TokenCreate) -> To
     return TokenCreated(**token_public(row).model_dump(), token=token)
 
 
-@router.delete("/api/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/api/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(404),
+)
 async def revoke_token(cp: CP, account: CurrentAccount, token_id: str) -> Response:
     await cp.auth.revoke(account, token_id, kind="api")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

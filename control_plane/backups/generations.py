@@ -80,17 +80,19 @@ def windows(
     """The window of each generation among `objects` (the listing of `instance_prefix`) in
     which every database of `db_names` can be rebuilt, oldest generation first.
 
-    A database's replica starts at its earliest snapshot (level 9, written "9" by file
-    replicas and "0009" by S3 ones) or its first transaction file. A generation's window
-    starts once every database's replica has started, and ends at its newest object (a
-    database with no file after that had no write since). A generation missing one of the
-    databases has no window.
+    A database's replica starts at its earliest file that begins at its first transaction
+    (`starting_files`: a snapshot, or a transaction file from transaction 1 at any level). A
+    generation's window starts once every database's replica has started, and ends at its
+    newest object (a database with no file after that had no write since). A generation
+    missing one of the databases has no window.
 
-    Litestream rebuilds a moment from the files written strictly before it, by timestamps of
-    its own in milliseconds: each object counts from the millisecond after it was written
-    (`_after`), so that a moment at a database's first file is not in the window. (S3 lists
-    whole seconds, so there a window may still start up to a second before its first
-    database files; Litestream then refuses a restore into that second.)"""
+    Litestream rebuilds a moment from the files created strictly before it, by timestamps of
+    its own in milliseconds: each object counts from the millisecond after its time
+    (`_after`), so that a moment at a database's first file is not in the window. The times
+    of `starting_files` must be Litestream's own (`BackupStore.replica_times`; an S3 listing
+    gives whole seconds, up to a second before Litestream's): a window then starts where
+    Litestream's restores do, and every moment of it can be rebuilt (its end too, which is
+    never before its start)."""
     found: dict[int, dict[str, tuple[list[datetime], list[datetime]]]] = {}
     for item in objects:
         parsed = _parse(instance_id, item.key)
@@ -100,7 +102,7 @@ def windows(
         starts, all_times = found.setdefault(generation, {}).setdefault(db_name, ([], []))
         moment = _after(item.modified)
         all_times.append(moment)
-        if level.lstrip("0") == "9" or name.startswith("0000000000000001-"):
+        if _starts_replica(level, name):
             starts.append(moment)
     result = []
     for generation, by_db in sorted(found.items()):
@@ -110,6 +112,26 @@ def windows(
         end = max(max(all_times) for _, all_times in by_db.values())
         result.append(Window(generation, start.astimezone(UTC), end.astimezone(UTC)))
     return result
+
+
+def starting_files(
+    instance_id: str, db_names: Sequence[str], objects: Iterable[ObjectInfo]
+) -> list[ObjectInfo]:
+    """The files among `objects` that a replica of one of `db_names` can be rebuilt from alone
+    (the times `windows` starts windows at)."""
+    found = []
+    for item in objects:
+        parsed = _parse(instance_id, item.key)
+        if parsed is not None and parsed[1] in db_names and _starts_replica(*parsed[2:]):
+            found.append(item)
+    return found
+
+
+def _starts_replica(level: str, name: str) -> bool:
+    """Whether the LTX file `name` of `level` begins at the first transaction: a snapshot
+    (level 9, written "9" by file replicas and "0009" by S3 ones) or a transaction file from
+    transaction 1."""
+    return level.lstrip("0") == "9" or name.startswith("0000000000000001-")
 
 
 def _after(listed: datetime) -> datetime:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -153,6 +153,11 @@ class LocalStore(BackupStore):
                     ObjectInfo(key, info.st_size, datetime.fromtimestamp(info.st_mtime, UTC))
                 )
         return sorted(found, key=lambda item: item.key)
+
+    def replica_times(self, objects: Sequence[ObjectInfo]) -> dict[str, datetime]:
+        """Litestream sets each LTX file's modification time to its header time, and reads
+        that: the listed time is it."""
+        return {item.key: item.modified for item in objects}
 
     def replica_config(self, path: str) -> dict[str, object]:
         return {"type": "file", "path": str(self._path(path))}

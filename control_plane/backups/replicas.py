@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ from control_plane.backups import generations
 from control_plane.backups.generations import Window
 from control_plane.backups.models import BackupState
 from control_plane.backups.replication import ReplicatedDb
-from control_plane.backups.store import BackupStore, StoreError
+from control_plane.backups.store import BackupStore, ObjectInfo, StoreError
 from control_plane.db.models import Instance, utcnow
 
 if TYPE_CHECKING:
@@ -34,6 +35,10 @@ class Replicas:
         self.settings = service.settings
         self.db = service.db
         self._pruned_at: dict[str, float] = {}
+        # instance id -> Litestream's time of each starting file listed last (`_litestream_times`)
+        self._times: dict[str, dict[ObjectInfo, datetime]] = {}
+        # instance id -> when Litestream last reported all its databases shipped (`window`)
+        self._caught_up_at: dict[str, datetime] = {}
 
     async def generation(self, instance_id: str) -> int:
         async with self.db() as session:
@@ -54,25 +59,50 @@ class Replicas:
         dbs = self.service.databases(instance)
         if not dbs:
             return []
+        names = [db.name for db in dbs]
         prefix = generations.instance_prefix(instance.id)
         try:
             objects = await asyncio.to_thread(self.service.store.list, prefix)
+            objects = await asyncio.to_thread(self._litestream_times, instance.id, names, objects)
         except StoreError as err:
             log.info("listing the replicas of %s failed: %s", instance.id, err)
             return []
-        return generations.windows(instance.id, [db.name for db in dbs], objects)
+        return generations.windows(instance.id, names, objects)
+
+    def _litestream_times(
+        self, instance_id: str, db_names: list[str], objects: list[ObjectInfo]
+    ) -> list[ObjectInfo]:
+        """`objects` with the files that windows start at (`generations.starting_files`)
+        timed as Litestream times them (`BackupStore.replica_times`; those gone meanwhile
+        left out). Blocking; the times are kept per listed object, so each file is asked for
+        once."""
+        known = self._times.get(instance_id, {})
+        starting = generations.starting_files(instance_id, db_names, objects)
+        timed = {o: known[o] for o in starting if o in known}
+        asked = self.service.store.replica_times([o for o in starting if o not in timed])
+        timed.update((o, asked[o.key]) for o in starting if o.key in asked)
+        self._times[instance_id] = timed
+        gone = {o.key for o in starting if o not in timed}
+        return [
+            replace(o, modified=timed[o]) if o in timed else o for o in objects if o.key not in gone
+        ]
 
     async def window(self, instance: Instance) -> tuple[datetime | None, datetime | None]:
         """The point-in-time window (from, to) across the instance's generations: from the
-        start of the oldest one kept to the newest replicated moment (now, when Litestream
-        reports every database caught up)."""
+        start of the oldest one kept to the newest replicated moment: now, when Litestream
+        reports every database caught up, else the last moment it did (what was committed
+        before it was shipped in files made before it), so that a moment once advertised
+        stays in the window while the next writes are on their way."""
         found = await self.windows(instance)
         if not found:
             return None, None
         start = min(w.start for w in found)
         end = max(w.end for w in found)
         if instance.hold is None and self.settings.replication and await self._caught_up(instance):
-            end = max(end, utcnow())
+            self._caught_up_at[instance.id] = utcnow()
+        caught_up_at = self._caught_up_at.get(instance.id)
+        if caught_up_at is not None:
+            end = max(end, caught_up_at)
         return start.astimezone(UTC), end.astimezone(UTC)
 
     async def _caught_up(self, instance: Instance) -> bool:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,12 +53,14 @@ from control_plane.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
 
 T = TypeVar("T")
 _TRANSIENT_CODES = frozenset(
     {"SlowDown", "RequestTimeout", "Throttling", "InternalError", "ServiceUnavailable"}
 )
 _MAX_WAIT_S = 30.0
+LITESTREAM_TIMESTAMP = "litestream-timestamp"  # Litestream's metadata: an LTX file's header time
 _CHUNK = 1 << 20
 
 
@@ -228,16 +231,8 @@ class S3Store(BackupStore):
         self._call(f"AbortMultipartUpload {key}", run)
 
     def stat(self, key: str) -> ObjectInfo | None:
-        def run() -> ObjectInfo | None:
-            try:
-                head = self.client.head_object(Bucket=self.bucket, Key=key)
-            except ClientError as exc:
-                if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                    return None
-                raise
-            return ObjectInfo(key, head["ContentLength"], head["LastModified"])
-
-        return self._call(f"HeadObject {key}", run)
+        head = self._head(key)
+        return ObjectInfo(key, head["ContentLength"], head["LastModified"]) if head else None
 
     def download(self, key: str, dest: Path, *, progress: Progress = no_progress) -> int:
         def run() -> int:
@@ -283,6 +278,35 @@ class S3Store(BackupStore):
             return found
 
         return self._call(f"ListObjectsV2 {prefix}", run)
+
+    def replica_times(self, objects: Sequence[ObjectInfo]) -> dict[str, datetime]:
+        """Litestream stores each LTX file's header time as the object's
+        `litestream-timestamp` metadata and reads it back for timestamp restores (falling
+        back to the listed upload time, as here, for files written without it)."""
+        found: dict[str, datetime] = {}
+        for item in objects:
+            head = self._head(item.key)
+            if head is None:
+                continue
+            stamp = head.get("Metadata", {}).get(LITESTREAM_TIMESTAMP)
+            try:
+                found[item.key] = datetime.fromisoformat(stamp) if stamp else item.modified
+            except ValueError:
+                found[item.key] = item.modified
+        return found
+
+    def _head(self, key: str) -> HeadObjectOutputTypeDef | None:
+        """HeadObject of `key`, or None when it does not exist."""
+
+        def run() -> HeadObjectOutputTypeDef | None:
+            try:
+                return self.client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+
+        return self._call(f"HeadObject {key}", run)
 
     def replica_config(self, path: str) -> dict[str, object]:
         config: dict[str, object] = {

@@ -52,7 +52,18 @@ class BackupsPublic(BaseModel):
 
 class ScheduleUpdate(BaseModel):
     schedule: str | None = Field(
-        None, max_length=100, description="null: back to the fleet's default"
+        None,
+        max_length=100,
+        description=(
+            "a 5-field crontab (UTC), @hourly, @daily, @weekly or @every 6h (also 90m, 1d, "
+            "1h30m); an owner's fires at most every PF_BACKUP_MIN_INTERVAL_S (an hour by "
+            "default). null: back to the fleet's default"
+        ),
+        # the shape, documented here; `backups.schedule.parse` checks the rest
+        json_schema_extra={
+            "pattern": r"^\s*(@(hourly|daily|weekly)|@every(\s*[0-9]+\s*[smhd])+"
+            r"|\S+(\s+\S+){4})\s*$"
+        },
     )
 
 

@@ -18,7 +18,7 @@ computed over the bytes it received) and aborts what it started when it fails.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -104,6 +104,14 @@ class BackupStore(ABC):
     @abstractmethod
     def list(self, prefix: str) -> list[ObjectInfo]:
         """Every object whose key starts with `prefix`, in key order."""
+
+    @abstractmethod
+    def replica_times(self, objects: Sequence[ObjectInfo]) -> dict[str, datetime]:
+        """The time Litestream gives each of the replica files `objects` (from `list`), by
+        key: the creation time in the LTX file's header, in milliseconds, which its
+        `restore -timestamp` compares a moment with. A file gone meanwhile is left out.
+
+        The time `list` gives is not always it: S3 lists the upload time in whole seconds."""
 
     @abstractmethod
     def replica_config(self, path: str) -> dict[str, object]:

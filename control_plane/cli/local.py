@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import logging
 import os
 from collections.abc import Coroutine
 from enum import StrEnum
@@ -17,6 +16,7 @@ import uvicorn
 
 from control_plane.cli.client import console, fail
 from control_plane.data_dir import UMASK
+from control_plane.logs import configure_logging
 from control_plane.settings import Settings
 
 PASSWORD_MIN = 10  # as the API requires (control_plane.schemas)
@@ -85,8 +85,7 @@ def serve(
     )
     os.umask(UMASK)  # everything the control plane writes is its own (control_plane.data_dir)
     lock_fd = _hold_lock(settings)
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(log_level)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

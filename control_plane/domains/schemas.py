@@ -9,7 +9,19 @@ from pydantic import BaseModel, Field
 
 
 class DomainCreate(BaseModel):
-    domain: str = Field(max_length=300, examples=["shop.example.com"])
+    domain: str = Field(
+        max_length=300,
+        examples=["shop.example.com"],
+        description=(
+            "a host name of two or more labels (letters, digits and inner hyphens; IDNA "
+            "allowed), at most 253 characters once encoded, no wildcard, scheme, port or path "
+            "and not an IP address"
+        ),
+        # the shape, documented here; `verification.normalize_domain` checks the rest
+        json_schema_extra={
+            "pattern": r"^\s*([^\s./:@*]+\.)+[^\s./:@*]*[^\s./:@*0-9][^\s./:@*]*\.*\s*$"
+        },
+    )
 
 
 class DomainPublic(BaseModel):

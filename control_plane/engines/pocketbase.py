@@ -322,10 +322,12 @@ class PocketBaseEngine(Engine):
     def superuser_task(
         self, version: str, layout: InstanceLayout, email: str, password: str
     ) -> EngineTask:
-        """`pocketbase superuser upsert EMAIL PASSWORD` on the instance's folders. PocketBase
-        takes the password only as an argument: the driver runs the task in a sandbox of its
-        own, whose processes no tenant (not even the instance's own) can see."""
+        """`pocketbase superuser upsert FOLDERS -- EMAIL PASSWORD` on the instance's folders.
+        PocketBase takes the password only as an argument: the driver runs the task in a
+        sandbox of its own, whose processes no tenant (not even the instance's own) can see.
+        `--` ends the flags, so that a password (or email) starting with `-` is not taken for
+        one (a random `token_urlsafe` starts so one time in 64)."""
         self.require(version)
         binary = str(self.binary(version))
-        argv = [binary, "superuser", "upsert", email, password, *self._dir_flags(layout)]
+        argv = [binary, "superuser", "upsert", *self._dir_flags(layout), "--", email, password]
         return EngineTask(argv)

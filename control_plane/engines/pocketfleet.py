@@ -83,11 +83,12 @@ class PocketfleetEngine(Engine):
     def superuser_task(
         self, version: str, layout: InstanceLayout, email: str, password: str
     ) -> EngineTask:
-        """`python -m instance_runtime superuser upsert EMAIL --dir DIR`, the password in
-        `PF_SUPERUSER_PASSWORD` (never on the command line)."""
+        """`python -m instance_runtime superuser upsert --dir DIR -- EMAIL`, the password in
+        `PF_SUPERUSER_PASSWORD` (never on the command line); after `--`, an email starting
+        with `-` is not taken for an option."""
         self.require(version)
-        argv = [self.python, "-m", "instance_runtime", "superuser", "upsert", email]
-        argv += ["--dir", str(layout.data_dir.absolute())]
+        argv = [self.python, "-m", "instance_runtime", "superuser", "upsert"]
+        argv += ["--dir", str(layout.data_dir.absolute()), "--", email]
         return EngineTask(argv, {PASSWORD_ENV: password})
 
 

@@ -12,8 +12,7 @@ from sqlmodel import col, func, select
 
 from control_plane.db.engine import SessionFactory
 from control_plane.db.models import Account, Invite, utcnow
-from control_plane.schemas import PASSWORD_MAX, PASSWORD_MIN
-from control_plane.security import hash_password
+from control_plane.security import hash_password, password_problem
 from control_plane.services.errors import Conflict, Forbidden, Invalid, NotFound
 from control_plane.settings import Settings
 
@@ -23,11 +22,11 @@ def normalize_email(email: str) -> str:
 
 
 def check_password(password: str, *, field: str = "password") -> None:
-    """The one password rule (length): raises `Invalid` naming `field` when it is not met."""
-    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
-        raise Invalid(
-            f"the password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long", field=field
-        )
+    """The one password rule (`security.password_problem`): raises `Invalid` naming `field`
+    when it is not met."""
+    problem = password_problem(password)
+    if problem is not None:
+        raise Invalid(f"the password {problem}", field=field)
 
 
 class AccountService:

@@ -131,13 +131,14 @@ class Tenant:
         body: dict[str, Any] = answer.json()
         return body
 
-    def wait_replicated(self, name: str, since: datetime, timeout: float = 60) -> None:
-        """Until everything committed before `since` is in the replica."""
+    def wait_replicated(self, name: str, since: datetime, timeout: float = 60) -> datetime:
+        """Until everything committed before `since` is in the replica; the window's end
+        then advertised (a moment that restores all of it, and stays in the window)."""
         deadline = time.monotonic() + timeout
         while True:
             to = parse_time(self.backups(name)["restorable_to"])
             if to is not None and to >= since:
-                return
+                return to
             assert time.monotonic() < deadline, f"{name} not replicated up to {since}"
             time.sleep(0.1)
 

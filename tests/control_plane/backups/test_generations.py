@@ -73,6 +73,16 @@ def test_a_window_starts_after_the_files_it_needs() -> None:
     assert window.start > first and window.start == window.end == first + MS
 
 
+def test_the_files_a_window_starts_at_are_those_that_begin_a_replica() -> None:
+    # their times must be Litestream's (S3 lists whole seconds): `Replicas` asks the store
+    starting = generations.starting_files(ID, ["data.db", "auxiliary.db"], LISTING)
+    assert [item.key for item in starting] == [
+        "replicas/abc123/data.db/ltx/0009/0000000000000001-0000000000000005.ltx",
+        "replicas/abc123/auxiliary.db/ltx/0000/0000000000000001-0000000000000001.ltx",
+        "replicas/abc123/g2/data.db/ltx/0/0000000000000001-0000000000000001.ltx",
+    ]
+
+
 def test_a_moment_is_read_from_the_newest_generation_started_by_then() -> None:
     found = generations.windows(ID, ["data.db"], LISTING)
     assert generations.covering(found, at(-1)) is None

@@ -43,8 +43,8 @@ def test_superuser_task_uses_the_same_data_folder_and_keeps_the_password_off_arg
 
     task = engine.superuser_task(package_version(), layout, "a@example.com", "secret-123")
 
-    assert task.argv[1:6] == ["-m", "instance_runtime", "superuser", "upsert", "a@example.com"]
-    assert task.argv[6:] == ["--dir", str(layout.data_dir)]
+    assert task.argv[1:5] == ["-m", "instance_runtime", "superuser", "upsert"]
+    assert task.argv[5:] == ["--dir", str(layout.data_dir), "--", "a@example.com"]
     assert "secret-123" not in task.argv
     assert task.env == {"PF_SUPERUSER_PASSWORD": "secret-123"}
 
@@ -61,6 +61,16 @@ def test_the_runtime_takes_the_password_from_the_environment(tmp_path: Path) -> 
         [*argv, "--dir", str(data)], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True
     )
     assert missing.returncode == 2 and "PF_SUPERUSER_PASSWORD" in missing.stderr
+
+
+def test_an_email_starting_with_a_dash_is_not_an_option(tmp_path: Path) -> None:
+    engine = PocketfleetEngine()
+    layout = InstanceLayout(tmp_path / "inst")
+    task = engine.superuser_task(package_version(), layout, "-dash@example.com", "secret-123")
+    env = {"PATH": "/usr/bin:/bin", **task.env}
+    done = subprocess.run(task.argv, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert '"-dash@example.com"' in done.stdout, done.stdout
 
 
 def test_only_the_installed_version_exists(tmp_path: Path) -> None:
