@@ -93,6 +93,20 @@ def test_a_nul_anywhere_is_422_naming_where(owner: Owner) -> None:
     assert assert_refusal(key, 422, "invalid")["field"] == "vars.A\\u0000B"
 
 
+def test_refused_env_values_leave_nothing_in_the_log(owner: Owner, serve: ServeProcess) -> None:
+    secret = b"s3cret-env-value-7"
+    # as JSON text: a NUL, a lone surrogate, a value over the limit
+    for value in (secret + rb"\u0000", secret + rb"\ud800", secret + b"x" * 9000):
+        response = owner.api.put(
+            f"/api/instances/{owner.name}/env",
+            content=b'{"vars": {"API_KEY": "%s"}}' % value,
+            headers={"Content-Type": "application/json"},
+        )
+        assert_refusal(response, 422, "invalid")
+        assert secret not in response.content
+    assert secret not in serve.log_path.read_bytes()
+
+
 def test_a_large_invalid_body_is_not_sent_back(owner: Owner) -> None:
     padding = "p" * 500_000
     response = owner.api.put(f"/api/instances/{owner.name}/env", json={"vars": [padding]})
