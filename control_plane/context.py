@@ -18,11 +18,14 @@ from control_plane.data_dir import secure_data_dir
 from control_plane.db.engine import SessionFactory, create_engine, migrate, session_factory
 from control_plane.db.models import Instance
 from control_plane.db.sealed import bind_keyring, seal_in_place
+from control_plane.deploys.service import DeployService
 from control_plane.domains.service import DomainService
 from control_plane.domains.verification import StaticResolver, SystemResolver, Verifier
 from control_plane.drivers.base import Driver
 from control_plane.drivers.process import ProcessDriver
 from control_plane.engines.registry import EngineRegistry, default_registry
+from control_plane.files.service import FileService
+from control_plane.jobs.service import JobService
 from control_plane.reconcile import Reconciler
 from control_plane.scheduler import Scheduler
 from control_plane.sealing import load_keyring
@@ -35,6 +38,8 @@ from control_plane.services.instances import InstanceService
 from control_plane.services.metrics import MetricsService
 from control_plane.services.system import SystemService
 from control_plane.settings import Settings
+from control_plane.sftp.host_key import load_host_key
+from control_plane.sftp.service import SshKeyService
 from proxy.activity import ActivityTracker
 from proxy.handoff import HandoffStore
 from proxy.routes import RouteSink, RouteTable
@@ -62,11 +67,16 @@ class ControlPlane:
     hibernation: HibernationService
     backups: BackupService
     domains: DomainService
+    files: FileService
+    deploys: DeployService
+    jobs: JobService
+    ssh_keys: SshKeyService
     caddy: CaddyFrontend | None = None  # with PF_PROXY=caddy
     activity_reports: ActivityReceiver | None = field(default=None, repr=False)
     scheduler: Scheduler = field(default_factory=Scheduler, repr=False)
     _loop_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _backups_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _jobs_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     async def open(
@@ -108,6 +118,7 @@ class ControlPlane:
         if caddy is not None:
             await caddy.open(await domains.aliases_by_host())
         handoffs = handoffs if handoffs is not None else HandoffStore()
+        files = FileService(settings, instances)
         return cls(
             settings=settings,
             engine=engine,
@@ -127,6 +138,12 @@ class ControlPlane:
             hibernation=HibernationService(settings, db, instances, reconciler, activity),
             backups=BackupService(settings, db, engines, instances, reconciler),
             domains=domains,
+            files=files,
+            deploys=DeployService(settings, files),
+            jobs=JobService(settings, db, instances),
+            ssh_keys=SshKeyService(
+                settings, db, await asyncio.to_thread(load_host_key, settings.sftp_host_key_file)
+            ),
             caddy=caddy,
         )
 
@@ -152,6 +169,10 @@ class ControlPlane:
         self.scheduler.every("disk-sweep", self.settings.disk_usage_interval_s, limits.sweep)
         self.scheduler.start()
         self._backups_task = asyncio.create_task(self.backups.start(self.scheduler))
+        # scheduled jobs of instances, added again from the database; those of deleted
+        # instances are swept away
+        self._jobs_task = asyncio.create_task(self.jobs.start(self.scheduler))
+        self.scheduler.every("jobs-forget-deleted", 300, self.jobs.forget_deleted)
 
     async def _host_of(self, instance_id: str) -> str | None:
         async with self.db() as session:
@@ -168,7 +189,11 @@ class ControlPlane:
             with contextlib.suppress(Exception):  # logged by the task itself
                 await self._backups_task
         await self.backups.close()
+        if self._jobs_task is not None:
+            with contextlib.suppress(Exception):  # logged by the task itself
+                await self._jobs_task
         self.scheduler.shutdown()
+        await self.jobs.aclose()
         await self.reconciler.hibernator.aclose()
         await self.reconciler.close()
         if self._loop_task is not None:

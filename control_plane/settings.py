@@ -212,6 +212,60 @@ class Settings(BaseSettings):
         description='addresses to use instead of DNS when verifying domains: {"host": "ip"}',
     )
 
+    # files of instances' code folders (control_plane/files): the files API and SFTP
+    files_max_file_mb: int = Field(
+        50, ge=1, description="largest file in pb_hooks, pb_migrations, pb_public (MB)"
+    )
+    files_max_files: int = Field(
+        10_000, ge=1, description="files and folders the three code folders hold together"
+    )
+
+    # deploys of the code folders (control_plane/deploys)
+    deploys_keep: int = Field(10, ge=1, description="newest deploys kept for rollback per instance")
+    deploy_max_mb: int = Field(200, ge=1, description="largest deploy archive accepted (MB)")
+
+    # scheduled jobs: HTTP requests to instances' routes, through the proxy (control_plane/jobs)
+    job_min_interval_s: float = Field(
+        10.0, ge=0, description="shortest interval between two runs of a job's schedule"
+    )
+    jobs_per_instance: int = Field(20, ge=0, description="jobs an instance may have")
+    job_runs_keep: int = Field(100, ge=1, description="newest runs kept per job")
+    job_attempts: int = Field(3, ge=1, description="attempts of a run (5xx, timeouts: again)")
+    job_retry_wait_s: float = Field(
+        1.0, ge=0, description="back-off before a run's second attempt (doubled after)"
+    )
+
+    # SFTP into instances' code folders (control_plane/sftp)
+    sftp: str = Field(
+        "127.0.0.1:2222",
+        description="HOST:PORT of the SFTP server (host key in PF_DATA_DIR); empty or off: none",
+    )
+
+    @field_validator("sftp")
+    @classmethod
+    def _sftp_address(cls, value: str) -> str:
+        text = value.strip()
+        if text.lower() in ("", "off"):
+            return text
+        _host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("PF_SFTP is HOST:PORT (or :PORT, or off)")
+        return text
+
+    @property
+    def sftp_listen(self) -> tuple[str, int] | None:
+        """(host, port) of PF_SFTP, or None when it is off."""
+        text = self.sftp.strip()
+        if text.lower() in ("", "off"):
+            return None
+        host, _, port = text.rpartition(":")
+        return host.strip("[]"), int(port)  # "" (from ":PORT"): every address
+
+    @property
+    def sftp_host_key_file(self) -> Path:
+        """The SFTP server's ed25519 host key (made once, 0600)."""
+        return self.data_dir / "ssh_host_ed25519_key"
+
     @cached_property
     def host(self) -> str:
         return self.http.rsplit(":", 1)[0]
@@ -238,6 +292,11 @@ class Settings(BaseSettings):
     @property
     def engines_dir(self) -> Path:
         return self.data_dir / "engines"
+
+    @property
+    def deploys_dir(self) -> Path:
+        """Deploys kept for rollback (`INSTANCE_ID/DEPLOY_ID.tar.gz`) and their work folders."""
+        return self.data_dir / "deploys"
 
     @property
     def trash_dir(self) -> Path:

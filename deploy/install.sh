@@ -60,10 +60,11 @@ install -d -m 0700 -o caddy -g caddy /var/lib/caddy/pocketfleet
   echo "PF_CADDY_ADMIN=/run/pocketfleet-caddy/admin.sock"
   echo "PF_CADDY_HTTP=:80"
   echo "PF_CADDY_HTTPS=:443"
+  echo "PF_SFTP=:2222"  # tenants' SFTP (SSH keys only)
   [[ -n $EMAIL ]] && echo "PF_CADDY_ACME_EMAIL=$EMAIL"
 } > "$ETC/env.new"
 if [[ -f $ETC/env ]]; then  # keep settings added by hand
-  grep -v -E '^(PF_DOMAIN|PF_PROXY|PF_PUBLIC_SCHEME|PF_CADDY_ADMIN|PF_CADDY_HTTP|PF_CADDY_HTTPS|PF_CADDY_ACME_EMAIL)=' \
+  grep -v -E '^(PF_DOMAIN|PF_PROXY|PF_PUBLIC_SCHEME|PF_CADDY_ADMIN|PF_CADDY_HTTP|PF_CADDY_HTTPS|PF_SFTP|PF_CADDY_ACME_EMAIL)=' \
     "$ETC/env" >> "$ETC/env.new" || true
 fi
 mv "$ETC/env.new" "$ETC/env"

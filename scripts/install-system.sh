@@ -45,6 +45,8 @@ need_cmd setpriv util-linux
 need_cmd strace strace
 need_file /usr/bin/python3 python3
 need_cmd gcc gcc
+# OpenSSH's sftp, scp and ssh-keygen: the SFTP server's tests (tests/control_plane/sftp).
+need_cmd sftp openssh-client
 # Later issues add their system needs here, one line each, e.g.:
 #   need_cmd docker docker.io       # the docker driver
 

@@ -15,13 +15,17 @@ from fastapi import FastAPI
 from control_plane.api import (
     accounts,
     backups,
+    deploys,
     domains,
     engines,
+    files,
     fleet,
     health,
     hibernation,
     instances,
+    jobs,
     sessions,
+    ssh_keys,
     tokens,
 )
 from control_plane.api.apex_hosts import ApexHostMiddleware, any_ip_address, apex_names
@@ -30,7 +34,8 @@ from control_plane.api.client_address import ClientAddressMiddleware
 from control_plane.api.errors import install_error_handlers
 from control_plane.context import ControlPlane
 from control_plane.settings import Settings
-from dashboard import install_dashboard
+from control_plane.sftp.server import SftpServer
+from dashboard import file_pages, install_dashboard
 from proxy.activity import ActivityTracker
 from proxy.embedded import EmbeddedProxy
 from proxy.handoff import HandoffStore
@@ -52,6 +57,8 @@ def create_api(
         cp = await ControlPlane.open(settings, routes=routes, activity=activity, handoffs=handoffs)
         app.state.cp = cp
         cp.start_reconciling()
+        sftp = SftpServer(settings, cp.ssh_keys, cp.files)  # on PF_SFTP, unless off
+        await sftp.start()
         if proxy is not None:  # asleep hosts wake on their next request
             proxy.use_waker(cp.reconciler.hibernator, settings.wake_timeout_s)
         try:
@@ -59,6 +66,7 @@ def create_api(
         finally:
             if proxy is not None:
                 proxy.use_waker(None, settings.wake_timeout_s)
+            await sftp.close()
             await cp.close()
             if proxy is not None:
                 await proxy.aclose()
@@ -79,6 +87,10 @@ def create_api(
         app.include_router(module.router)
     app.include_router(backups.router)
     app.include_router(domains.router)
+    app.include_router(ssh_keys.router)
+    app.include_router(files.router)
+    app.include_router(jobs.router)
+    app.include_router(deploys.router)
     install_dashboard(app)
     # outermost last: a foreign Host is refused first, then the client address is found,
     # then the body is limited
@@ -86,6 +98,12 @@ def create_api(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         read_timeout_s=settings.body_read_timeout_s,
+        # uploads (API and dashboard): PF_FILES_MAX_FILE_MB
+        overrides=[
+            files.upload_limit(settings),
+            deploys.upload_limit(settings),  # deploy archives: PF_DEPLOY_MAX_MB
+            *file_pages.body_limits(settings),
+        ],
     )
     app.add_middleware(ClientAddressMiddleware, settings=settings)
     app.add_middleware(

@@ -1,7 +1,8 @@
 """A size limit and a read timeout on request bodies of the apex (API and dashboard).
 
-No route of the control plane takes a large body (JSON documents and dashboard forms; no
-uploads), so one limit, `PF_MAX_BODY_BYTES` (1 MiB), covers them all; instance traffic never
+Routes of the control plane take JSON documents and dashboard forms, so one limit,
+`PF_MAX_BODY_BYTES` (1 MiB), covers them, except the few routes given a limit of their own
+(`BodyLimitOverride`: the files API's uploads, `PF_FILES_MAX_FILE_MB`); instance traffic never
 passes here (see `proxy.hostrouting.HostDispatcher`), so tenants' own uploads are not limited.
 
 uvicorn bounds the request line and headers (h11's 16 KiB) and the idle time between requests
@@ -13,6 +14,9 @@ then holds its request open forever. `read_timeout_s` bounds the wait for each p
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +29,16 @@ class _BodyRefused(Exception):
 
 
 _CLOSE: Final = (b"connection", b"close")
+
+
+@dataclass(frozen=True)
+class BodyLimitOverride:
+    """`max_bytes` instead of the middleware's own limit for requests of `method` whose path
+    matches `path` (`re.match`)."""
+
+    method: str
+    path: re.Pattern[str]
+    max_bytes: int
 
 
 class BodyLimitMiddleware:
@@ -43,10 +57,24 @@ class BodyLimitMiddleware:
     started, the exception goes up to the server, which closes the connection.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        read_timeout_s: float | None,
+        overrides: Sequence[BodyLimitOverride] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.read_timeout_s = read_timeout_s
+        self.overrides = tuple(overrides)
+
+    def limit_of(self, scope: Scope) -> int:
+        """The body limit of the request `scope`: the first override that matches, else ours."""
+        for override in self.overrides:
+            if scope["method"] == override.method and override.path.match(scope["path"]):
+                return override.max_bytes
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,10 +90,11 @@ class BodyLimitMiddleware:
             if declared < 0 or any(value != lengths[0] for value in lengths):
                 await _refuse(send, 400, "bad_request", "the Content-Length header is invalid")
                 return
-        if declared is not None and declared > self.max_bytes:
-            await _refuse(send, 413, "too_large", self._too_large())
+        max_bytes = self.limit_of(scope)
+        if declared is not None and declared > max_bytes:
+            await _refuse(send, 413, "too_large", _too_large(max_bytes))
             return
-        guard = _Guard(self, receive, send)
+        guard = _Guard(self, max_bytes, receive, send)
         try:
             await self.app(scope, guard.receive, guard.send)
         except Exception:
@@ -73,15 +102,19 @@ class BodyLimitMiddleware:
                 raise
             # the refusal is sent; what the app made of its failed read does not matter
 
-    def _too_large(self) -> str:
-        return f"the request body is larger than the {self.max_bytes} bytes allowed"
+
+def _too_large(max_bytes: int) -> str:
+    return f"the request body is larger than the {max_bytes} bytes allowed"
 
 
 class _Guard:
     """The `receive` and `send` one request's app gets (see `BodyLimitMiddleware`)."""
 
-    def __init__(self, limit: BodyLimitMiddleware, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, limit: BodyLimitMiddleware, max_bytes: int, receive: Receive, send: Send
+    ) -> None:
         self.limit = limit
+        self.max_bytes = max_bytes
         self._receive = receive
         self._send = send
         self.received = 0
@@ -105,8 +138,8 @@ class _Guard:
         if message["type"] == "http.request":
             self.received += len(message.get("body", b""))
             self.body_done = not message.get("more_body", False)
-            if self.received > self.limit.max_bytes:
-                await self._refuse(413, "too_large", self.limit._too_large())
+            if self.received > self.max_bytes:
+                await self._refuse(413, "too_large", _too_large(self.max_bytes))
                 raise _BodyRefused()
         return message
 

@@ -191,6 +191,7 @@ DESCRIPTIONS: dict[int, str] = {
     429: "Too many attempts: wait `Retry-After` seconds",
     502: "A part behind the control plane failed (see `detail`)",
     503: "Not available now (see `detail`)",
+    507: "Insufficient storage: the disk quota or a limit on files is reached (see `detail`)",
 }
 
 

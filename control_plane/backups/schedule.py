@@ -1,7 +1,8 @@
 """Snapshot schedules: parsing, validation, APScheduler triggers and "when is the next one due".
 
 A schedule is one of:
-- a 5-field crontab in UTC (`30 2 * * *`);
+- a 5-field crontab in UTC (`30 2 * * *`), as crontab(5) means it (`control_plane.crontab`:
+  day of week 0 and 7 are Sunday);
 - `@hourly`, `@daily`, `@weekly`: once per period, at a minute derived from the instance id, so
   that a fleet's snapshots spread over the period instead of all starting at once;
 - `@every DURATION` (`@every 6h`, `@every 90m`, `@every 1h30m`; units s, m, h, d).
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+
+from control_plane.crontab import cron_trigger
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -38,14 +40,14 @@ class Schedule:
         if self.interval is not None:
             return IntervalTrigger(seconds=self.interval.total_seconds(), start_date=start)
         assert self.cron is not None
-        return CronTrigger.from_crontab(self.cron, timezone=UTC)
+        return cron_trigger(self.cron)
 
     def next_after(self, moment: datetime) -> datetime:
         """The first time this schedule fires after `moment`."""
         if self.interval is not None:
             return moment + self.interval
         assert self.cron is not None
-        trigger = CronTrigger.from_crontab(self.cron, timezone=UTC)
+        trigger = cron_trigger(self.cron)
         fire: datetime | None = trigger.get_next_fire_time(None, moment)
         assert fire is not None
         if fire <= moment:
@@ -95,8 +97,8 @@ def parse(text: str, instance_id: str) -> Schedule:
             f"{text!r}: use a 5-field crontab (UTC), @hourly, @daily, @weekly or @every 6h"
         )
     try:
-        CronTrigger.from_crontab(" ".join(words), timezone=UTC)
-    except ValueError as err:
+        cron_trigger(" ".join(words))
+    except ValueError as err:  # CrontabError among them
         raise ScheduleError(f"{text!r}: {err}") from err
     return Schedule(" ".join(words), None, " ".join(words))
 

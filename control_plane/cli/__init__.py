@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from control_plane.cli import account, backups, domains, fleet, instances, local
+from control_plane.cli import (
+    account,
+    backups,
+    deploys,
+    domains,
+    fleet,
+    instances,
+    jobs,
+    keys,
+    local,
+)
 from instance_runtime import cli as runtime_cli
 
 app = typer.Typer(
@@ -19,9 +29,13 @@ app.command()(account.signup)
 app.command()(account.login)
 app.command()(account.logout)
 app.command()(account.whoami)
+app.command()(deploys.deploy)
 app.add_typer(instances.app, name="instances")
 app.add_typer(backups.app, name="backups")
 app.add_typer(domains.app, name="domains")
+app.add_typer(keys.app, name="keys")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(deploys.app, name="deploys")
 app.add_typer(fleet.fleet_app, name="fleet")
 app.add_typer(fleet.accounts_app, name="accounts")
 app.add_typer(fleet.engines_app, name="engines")

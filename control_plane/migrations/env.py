@@ -12,7 +12,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 import control_plane.backups.models  # noqa: F401  (registers the backup tables)
+import control_plane.deploys.models as _deploys  # noqa: F401  (registers deploy)
 import control_plane.domains.models as _domains  # noqa: F401  (registers custom_domain)
+import control_plane.jobs.models as _jobs  # noqa: F401  (registers scheduled_job, its runs)
+import control_plane.sftp.models as _sftp  # noqa: F401  (registers ssh_key)
 from control_plane.db.models import UTCDateTime  # also registers the tables
 
 target_metadata = SQLModel.metadata

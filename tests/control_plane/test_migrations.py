@@ -12,7 +12,9 @@ from sqlmodel import SQLModel
 
 import control_plane.backups.models
 import control_plane.db.models
-import control_plane.domains.models  # noqa: F401  (the tables of every concept)
+import control_plane.domains.models
+import control_plane.jobs.models
+import control_plane.sftp.models  # noqa: F401  (the tables of every concept)
 from control_plane.db.engine import migrate_sync
 
 

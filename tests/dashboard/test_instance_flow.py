@@ -207,7 +207,7 @@ def test_back_up_now(page: Page) -> None:
     with page.expect_download() as download:
         row.get_by_role("link", name="Download").click()
     assert download.value.suggested_filename.endswith(".tar.gz")
-    page.get_by_label("Schedule").fill("every minute please")
+    page.get_by_label("Schedule", exact=True).fill("every minute please")
     page.get_by_role("button", name="Save schedule").click()
     expect(page.locator("#e-schedule")).to_be_visible()
     shot(page, "instance-backups")

@@ -1,0 +1,1 @@
+"""Deploys of an instance's code folders: one checked archive, one switch, kept for rollback."""

@@ -1,0 +1,280 @@
+"""Deploys against a real server and a real PocketBase instance (issue 14, "Deploys"): a folder
+with a hook, a migration and a page is deployed and served; a broken hook fails with the
+engine's own error while the instance keeps serving the previous deploy; rollback; the CLI
+from a clean environment with only `PF_URL` + `PF_TOKEN`; refusals of bad archives."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.server import BIN, ServeProcess, running_server, sign_up
+
+HOOK = 'routerAdd("GET", "/hello", (e) => e.string(200, "hi"))\n'
+BROKEN_HOOK = 'routerAdd("GET", "/hello", (e) => { e.string(200, "broken" \n'
+MIGRATION = """migrate((app) => {
+  const c = new Collection({type: "base", name: "notes", listRule: "",
+                            fields: [{name: "title", type: "text"}]});
+  app.save(c);
+}, (app) => {
+  app.delete(app.findCollectionByNameOrId("notes"));
+});
+"""
+PAGE = "<h1>deployed</h1>\n"
+GZIP = {"Content-Type": "application/gzip"}
+
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def backend() -> str:
+    return "sqlite"  # deploys are the same over either control database
+
+
+@pytest.fixture(scope="module")
+def serve() -> Iterator[ServeProcess]:
+    with running_server(env={"PF_DEPLOYS_KEEP": "3"}) as server:
+        yield server
+
+
+class Owner:
+    def __init__(self, serve: ServeProcess) -> None:
+        self.api = serve.client()
+        self.token = sign_up(self.api, f"deploys{next(_ids)}@example.com")
+        self.api.headers["Authorization"] = f"Bearer {self.token}"
+
+    def instance(self, *, start: bool = True) -> str:
+        name = f"dep{next(_ids)}"
+        assert self.api.post("/api/instances", json={"name": name}).status_code == 201
+        action, state = ("start", "running") if start else ("stop", "stopped")
+        done = self.api.post(f"/api/instances/{name}/{action}")
+        assert done.status_code == 200 and done.json()["status"] == state, done.text
+        return name
+
+
+@pytest.fixture(scope="module")
+def owner(serve: ServeProcess) -> Iterator[Owner]:
+    person = Owner(serve)
+    yield person
+    person.api.close()
+
+
+def tar_of(files: dict[str, str | bytes], extra: list[tarfile.TarInfo] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for rel, text in files.items():
+            data = text.encode() if isinstance(text, str) else text
+            info = tarfile.TarInfo(rel)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for info in extra or []:
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+GOOD = {
+    "pb_hooks/hello.pb.js": HOOK,
+    "pb_migrations/1_notes.js": MIGRATION,
+    "pb_public/index.html": PAGE,
+}
+
+
+def deploy(owner: Owner, name: str, body: bytes, **params: str) -> httpx.Response:
+    return owner.api.post(
+        f"/api/instances/{name}/deploys", content=body, headers=GZIP, params=params
+    )
+
+
+def poll(get: Any, check: Any, timeout: float = 20.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response: httpx.Response = get()
+            if check(response):
+                return response
+        except httpx.TransportError:
+            response = None  # type: ignore[assignment]
+        assert time.monotonic() < deadline, response.text if response is not None else "none"
+        time.sleep(0.2)
+
+
+def assert_serves_good(serve: ServeProcess, name: str) -> None:
+    with serve.instance_client(name) as site:
+        hello = poll(lambda: site.get("/hello"), lambda r: r.text == "hi")
+        assert hello.status_code == 200
+        notes = site.get("/api/collections/notes/records")
+        assert notes.status_code == 200, notes.text
+        assert notes.json()["items"] == []
+        page = site.get("/")
+        assert page.status_code == 200 and page.text == PAGE
+
+
+def test_deploy_fail_and_rollback(serve: ServeProcess, owner: Owner) -> None:
+    name = owner.instance()
+    first = deploy(owner, name, tar_of(GOOD))
+    assert first.status_code == 201, first.text
+    row = first.json()
+    assert row["status"] == "done" and row["started"] is True
+    assert row["file_count"] == 3 and set(row["manifest"]) == set(GOOD)
+    assert_serves_good(serve, name)
+    instance_id = owner.api.get(f"/api/instances/{name}").json()["id"]
+    kept = serve.data_dir / "deploys" / instance_id / f"{row['id']}.tar.gz"
+    assert kept.stat().st_mode & 0o777 == 0o600 and kept.stat().st_uid == 0
+
+    # a second deploy with a broken hook: refused by the engine, the first serves again
+    broken = {**GOOD, "pb_hooks/hello.pb.js": BROKEN_HOOK, "pb_public/index.html": "new"}
+    second = deploy(owner, name, tar_of(broken))
+    assert second.status_code == 422, second.text
+    body = second.json()
+    assert body["code"] == "deploy_failed"
+    assert "hello.pb.js" in body["detail"] or "SyntaxError" in body["detail"], body
+    assert "last good deploy" in body["detail"]
+    assert_serves_good(serve, name)
+    history = owner.api.get(f"/api/instances/{name}/deploys").json()
+    assert [d["status"] for d in history] == ["failed", "done"]
+    assert history[0]["log"]
+
+    # a third, good deploy replaces everything (no keep): only the page
+    third = deploy(owner, name, tar_of({"pb_public/index.html": "third"}))
+    assert third.status_code == 201, third.text
+    with serve.instance_client(name) as site:
+        assert site.get("/").text == "third"
+        assert site.get("/hello").text != "hi"  # pb_public's index.html (its fallback)
+    root = serve.data_dir / "instances" / instance_id
+    assert not (root / "pb_hooks" / "hello.pb.js").exists()
+
+    # rollback (default: the previous good deploy, the first)
+    back = owner.api.post(f"/api/instances/{name}/deploys/previous/rollback")
+    assert back.status_code == 201, back.text
+    assert back.json()["rollback_of"] == row["id"]
+    assert_serves_good(serve, name)
+    one = owner.api.get(f"/api/instances/{name}/deploys/{back.json()['id']}")
+    assert one.status_code == 200 and one.json()["status"] == "done"
+
+
+def test_keep_keeps_what_the_archive_lacks(serve: ServeProcess, owner: Owner) -> None:
+    name = owner.instance(start=False)
+    first = deploy(owner, name, tar_of({"pb_public/a.txt": "a", "pb_hooks/x.pb.js": "// x"}))
+    assert first.status_code == 201, first.text
+    assert first.json()["started"] is False and first.json()["status"] == "done"
+    kept = deploy(owner, name, tar_of({"pb_public/b.txt": "b"}), keep="true")
+    assert kept.status_code == 201, kept.text
+    assert set(kept.json()["manifest"]) == {
+        "pb_public/a.txt",
+        "pb_public/b.txt",
+        "pb_hooks/x.pb.js",
+    }
+    instance_id = owner.api.get(f"/api/instances/{name}").json()["id"]
+    root = serve.data_dir / "instances" / instance_id
+    assert (root / "pb_public" / "a.txt").read_text() == "a"
+    assert (root / "pb_hooks" / "x.pb.js").exists()
+    uid = (root / "pb_public" / "b.txt").stat().st_uid
+    assert uid == (root / "pb_data").stat().st_uid
+    # PF_DEPLOYS_KEEP=3: older archives are removed
+    for n in range(3):
+        assert deploy(owner, name, tar_of({"pb_public/n.txt": str(n)})).status_code == 201
+    history = owner.api.get(f"/api/instances/{name}/deploys").json()
+    assert [d["can_roll_back"] for d in history] == [True, True, True, False, False]
+    assert len(list((serve.data_dir / "deploys" / instance_id).iterdir())) == 3
+
+
+def _link(name: str, kind: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = "/etc/passwd"
+    return info
+
+
+@pytest.mark.parametrize(
+    ("files", "extra", "member"),
+    [
+        ({"pb_data/data.db": "x"}, [], "pb_data/data.db"),
+        ({"../escape": "x"}, [], "../escape"),
+        ({"/abs/file": "x"}, [], "/abs/file"),
+        ({}, [_link("pb_public/link", tarfile.SYMTYPE)], "pb_public/link"),
+        ({}, [_link("pb_public/dev", tarfile.CHRTYPE)], "pb_public/dev"),
+    ],
+)
+def test_bad_archives_are_refused_naming_the_member(
+    serve: ServeProcess,
+    owner: Owner,
+    files: dict[str, str],
+    extra: list[tarfile.TarInfo],
+    member: str,
+) -> None:
+    name = owner.instance(start=False)
+    refused = deploy(owner, name, tar_of({"pb_public/ok": "ok", **files}, extra))
+    assert refused.status_code == 422, refused.text + serve.output()[-3000:]
+    assert member in refused.json()["detail"]
+    assert owner.api.get(f"/api/instances/{name}/deploys").json() == []
+
+
+def test_another_tenant_gets_404(serve: ServeProcess, owner: Owner) -> None:
+    name = owner.instance(start=False)
+    other = Owner(serve)
+    assert deploy(other, name, tar_of({"pb_public/a": "a"})).status_code == 404
+    assert other.api.get(f"/api/instances/{name}/deploys").status_code == 404
+
+
+def test_cli_from_a_clean_environment(serve: ServeProcess, owner: Owner, tmp_path: Path) -> None:
+    name = owner.instance()
+    created = owner.api.post("/api/tokens", json={"name": "ci"})
+    assert created.status_code == 201, created.text
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "PF_URL": serve.url,
+        "PF_TOKEN": created.json()["token"],
+        "COLUMNS": "200",
+    }
+    site = write_tree(tmp_path / "site", {**GOOD, "notes.txt": "not sent"})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "pocketfleet"), *args],
+            env=env,
+            cwd=site,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = cli("deploy", name)  # DIR defaults to .
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "done" in done.stdout and "3 files" in done.stdout
+    assert_serves_good(serve, name)
+
+    (site / "pb_hooks" / "hello.pb.js").write_text(BROKEN_HOOK)
+    failed = cli("deploy", name, ".")
+    assert failed.returncode != 0
+    assert "last good deploy" in failed.stderr.replace("\n", " ")
+    assert_serves_good(serve, name)
+
+    listed = cli("deploys", "ls", name)
+    assert listed.returncode == 0 and "failed" in listed.stdout and "done" in listed.stdout
+
+    (site / "pb_hooks" / "hello.pb.js").write_text(HOOK)
+    (site / "pb_public" / "index.html").write_text("second")
+    assert cli("deploy", name).returncode == 0
+    with serve.instance_client(name) as page:
+        assert page.get("/").text == "second"
+    back = cli("deploy", name, "--rollback")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert_serves_good(serve, name)
