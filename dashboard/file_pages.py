@@ -26,14 +26,13 @@ from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
 from control_plane.api.body_limit import BodyLimitOverride
-from control_plane.files.service import read_chunks
+from control_plane.files.service import download_headers, read_chunks
 from control_plane.limits import MB
 from control_plane.services.errors import BadRequest, Invalid, ServiceError
 from control_plane.settings import Settings
 from dashboard.file_views import (
     EDIT_MAX_BYTES,
     crumbs_of,
-    download_headers,
     entry_views,
     parent_of,
     sftp_line,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import Request
 
@@ -68,16 +67,3 @@ def text_of(content: bytes) -> str | None:
         return content.decode("utf-8")
     except UnicodeDecodeError:
         return None
-
-
-def download_headers(entry: FileEntry) -> dict[str, str]:
-    """Headers of a download: an attachment the browser never renders on the dashboard's
-    origin (as the files API sends it)."""
-    return {
-        "Content-Length": str(entry.size),
-        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(entry.name, safe='')}",
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": "default-src 'none'; sandbox",
-        "Cache-Control": "no-store",
-        "Last-Modified": entry.modified.strftime("%a, %d %b %Y %H:%M:%S GMT"),
-    }

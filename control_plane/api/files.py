@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -37,7 +36,7 @@ from control_plane.api.errors import error_responses
 from control_plane.api.routing import api_router
 from control_plane.files.rules import MAX_PATH_LENGTH
 from control_plane.files.schemas import FileEntryPublic, FileMove
-from control_plane.files.service import read_chunks
+from control_plane.files.service import download_headers, read_chunks
 from control_plane.limits import MB
 from control_plane.services.errors import BadRequest
 from control_plane.settings import Settings
@@ -86,16 +85,10 @@ async def list_files(
 async def read_file(cp: CP, account: CurrentAccount, name: str, path: FilePath) -> Response:
     """The file's bytes as they were when it was opened."""
     entry, stream = await cp.files.read(account, name, path)
-    headers = {
-        "Content-Length": str(entry.size),
-        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(entry.name, safe='')}",
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": "default-src 'none'; sandbox",
-        "Cache-Control": "no-store",
-        "Last-Modified": entry.modified.strftime("%a, %d %b %Y %H:%M:%S GMT"),
-    }
     return StreamingResponse(
-        read_chunks(stream, entry.size), media_type="application/octet-stream", headers=headers
+        read_chunks(stream, entry.size),
+        media_type="application/octet-stream",
+        headers=download_headers(entry),
     )
 
 
