@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers (whole test files per worker: module-scoped servers are started once);
+# tests/support/workers.py gives each worker its own instance uids and ports
+PYTEST_WORKERS ?= 3
 
 .PHONY: install run test lint typecheck pytest bench clean
 
@@ -26,7 +29,7 @@ typecheck: install
 	$(BIN)/mypy
 
 pytest: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test: lint typecheck pytest
 

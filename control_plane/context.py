@@ -119,6 +119,8 @@ class ControlPlane:
             await caddy.open(await domains.aliases_by_host())
         handoffs = handoffs if handoffs is not None else HandoffStore()
         files = FileService(settings, instances)
+        deploys = DeployService(settings, files)
+        await deploys.recover()  # deploys a stopped control plane left half done
         return cls(
             settings=settings,
             engine=engine,
@@ -139,7 +141,7 @@ class ControlPlane:
             backups=BackupService(settings, db, engines, instances, reconciler),
             domains=domains,
             files=files,
-            deploys=DeployService(settings, files),
+            deploys=deploys,
             jobs=JobService(settings, db, instances),
             ssh_keys=SshKeyService(
                 settings, db, await asyncio.to_thread(load_host_key, settings.sftp_host_key_file)

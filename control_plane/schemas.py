@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator
 
 from control_plane.env_rules import MAX_NAME_LENGTH, MAX_TOTAL_BYTES, MAX_VALUE_BYTES, MAX_VARS
 from control_plane.names import NAME_PATTERN, name_problem
@@ -76,14 +77,43 @@ class SessionPublic(BaseModel):
     expires: datetime | None
 
 
+MAX_TOKEN_INSTANCES = 100
+
+TokenScope = Literal["full", "deploy"]
+
+
 class TokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
+    scope: TokenScope = Field(
+        default="full",
+        description='"full": all the account may do; "deploy": only deploys (and reading) of '
+        "its instances: for CI",
+    )
+    instances: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TOKEN_INSTANCES,
+        description="scope deploy only: names of your instances it opens (at least one); "
+        "omitted or null: all of them",
+    )
+
+    @field_validator("instances")
+    @classmethod
+    def _deploy_only(cls, instances: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if instances is not None and info.data.get("scope", "deploy") != "deploy":
+            raise ValueError('instances limit a token of scope "deploy" only')
+        return instances
 
 
 class TokenPublic(BaseModel):
     id: str
     name: str
     prefix: str
+    scope: TokenScope
+    instances: list[str] | None = Field(
+        description="scope deploy: the instances it opens (deleted ones left out); null: every "
+        "instance of the account"
+    )
     created: datetime
     last_used: datetime | None
 

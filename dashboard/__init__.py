@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from dashboard import (
     account_pages,
     auth_pages,
+    deploy_pages,
     domain_pages,
     file_pages,
     instance_page,
@@ -27,6 +28,6 @@ from dashboard.web import STATIC_DIR
 def install_dashboard(app: FastAPI) -> None:
     """Serve the dashboard from `app` at `/` (next to the API under `/api`)."""
     pages = (auth_pages, instances_pages, instance_page, lifecycle_pages, account_pages)
-    for module in (*pages, domain_pages, file_pages, job_pages, operator_pages):
+    for module in (*pages, deploy_pages, domain_pages, file_pages, job_pages, operator_pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,5 +1,6 @@
-"""The account page: quota used, password change, API tokens (shown once; revocable), and
-SSH keys for SFTP (with the server's host key fingerprint)."""
+"""The account page: quota used, password change, API tokens (shown once; revocable; of
+scope full, or deploy for CI, optionally for chosen instances), and SSH keys for SFTP (with
+the server's host key fingerprint)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,16 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 # the SSH-key form's fields, by the API's names
 _KEY_FIELDS = {"public_key": "ssh_public_key", "name": "ssh_key_name", "instances": "ssh_instances"}
+# the token form's fields, by the API's names
+_TOKEN_FIELDS = {"name": "token_name", "scope": "token_scope", "instances": "token_instances"}
 
 
 def _key_errors(found: dict[str, str]) -> dict[str, str]:
     return {_KEY_FIELDS.get(name, "ssh_public_key"): text for name, text in found.items()}
+
+
+def _token_errors(found: dict[str, str]) -> dict[str, str]:
+    return {_TOKEN_FIELDS.get(name, "token_name"): text for name, text in found.items()}
 
 
 async def _page(
@@ -37,6 +44,7 @@ async def _page(
     new_token: str | None = None,
     added_key: str | None = None,
     form: dict[str, str] | None = None,
+    token_form: dict[str, str] | None = None,
     status: int = 200,
 ) -> Response:
     viewer = await require_viewer(request)
@@ -45,11 +53,12 @@ async def _page(
         request,
         "account.html",
         status,
-        tokens=await cp.auth.list_api_tokens(viewer.account),
+        tokens=await cp.auth.public(await cp.auth.list_api_tokens(viewer.account)),
         ssh_keys=await cp.ssh_keys.public(await cp.ssh_keys.list_for(viewer.account)),
         ssh_host=cp.ssh_keys.host_public(),
         added_key=added_key,
         form=form or {},
+        token_form=token_form or {},
         used=len(await cp.instances.list_owned(viewer.account)),
         quota=cp.instances.quota_of(viewer.account),
         errors=errors or {},
@@ -82,12 +91,22 @@ async def change_password(request: Request) -> Response:
 async def create_token(request: Request) -> Response:
     viewer = await require_viewer(request)
     form = await checked_form(request)
+    listed = form.get("instances", "").strip()
     try:
-        data = TokenCreate(name=form.get("name", "").strip())  # the API's own rule
+        data = TokenCreate.model_validate(  # the API's own rules
+            {
+                "name": form.get("name", "").strip(),
+                "scope": form.get("scope", "full"),
+                "instances": [part.strip() for part in listed.split(",") if part.strip()] or None,
+            }
+        )
+        token, _row = await cp_of(request).auth.create_api_token(viewer.account, data)
     except ValidationError as exc:
-        errors = {"token_name": validation_errors(exc.errors())["name"]}  # type: ignore[arg-type]
-        return await _page(request, errors=errors, status=422)
-    token, _row = await cp_of(request).auth.create_api_token(viewer.account, data.name)
+        found = validation_errors(exc.errors())  # type: ignore[arg-type]
+        return await _page(request, errors=_token_errors(found), token_form=form, status=422)
+    except ServiceError as exc:
+        found = field_errors(exc, "name")
+        return await _page(request, errors=_token_errors(found), token_form=form, status=exc.status)
     return await _page(request, new_token=token, status=201)
 
 

@@ -1,5 +1,5 @@
-"""One instance: URL, state, uptime, start/stop, version, open admin, env vars, live logs,
-charts, backups, custom domains, scheduled jobs, SDK snippet, and delete with a typed
+"""One instance: URL, state, uptime, start/stop, version, open admin, files, deploys, env vars,
+live logs, charts, backups, custom domains, scheduled jobs, SDK snippet, and delete with a typed
 confirmation."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse
 from control_plane.schemas import InstanceUpdate
 from control_plane.services.errors import Invalid, ServiceError
 from dashboard.charts import memory_chart, requests_chart
+from dashboard.deploy_views import deploy_views
 from dashboard.domain_views import domain_views
 from dashboard.job_views import job_views
 from dashboard.views import instance_view
@@ -69,6 +70,7 @@ async def show_instance(
         snapshots=await cp.backups.snapshots(row.id),
         schedule=await cp.backups.schedule_public(row),
         replica=await cp.backups.state_of(row.id),
+        deploys=await deploy_views(request, viewer.account, name),
         domains=await domain_views(request, viewer.account, name),
         jobs=await job_views(request, viewer.account, name),
         errors=errors or {},

@@ -4,12 +4,16 @@ against each control-database backend (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.postgres import PostgresServer
 from tests.support.server import ServeProcess, running_server
+from tests.support.workers import isolation_env
+
+os.environ.update(isolation_env())  # Settings() made in tests (drivers, engines) too
 
 _databases = itertools.count()
 

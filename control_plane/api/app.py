@@ -101,7 +101,7 @@ def create_api(
         # uploads (API and dashboard): PF_FILES_MAX_FILE_MB
         overrides=[
             files.upload_limit(settings),
-            deploys.upload_limit(settings),  # deploy archives: PF_DEPLOY_MAX_MB
+            *deploys.body_limits(settings),  # archives: PF_DEPLOY_MAX_MB; plans' manifests
             *file_pages.body_limits(settings),
         ],
     )

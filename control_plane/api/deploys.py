@@ -10,6 +10,10 @@
   507 (the disk quota, `PF_FILES_MAX_FILES`), 409 (another deploy or operation running), and
   422 `deploy_failed` with the engine's own message when the instance would not start on it:
   the previous folders serve again.
+- `POST /api/instances/{name}/deploys/plan {files: {path: sha256}, folders?, keep?}`: which
+  contents the instance lacks (`missing`) and what a deploy of those files would add, change
+  and remove. The archive then holds `pocketfleet-manifest.json` (the same `files` and
+  `folders`) and only the missing contents; 409 `stale_plan` if live files changed meanwhile.
 - `GET /api/instances/{name}/deploys`: newest first; `GET .../deploys/{id}`: one, with its log;
 - `POST /api/instances/{name}/deploys/{id}/rollback`: deploy that deploy's kept content again
   (`POST .../deploys/previous/rollback`: the good deploy before the newest good one).
@@ -24,10 +28,11 @@ from fastapi import Query, Request, status
 from starlette.requests import ClientDisconnect
 
 from control_plane.api.body_limit import BodyLimitOverride
-from control_plane.api.deps import CP, CurrentAccount
+from control_plane.api.deps import CP, DeployAccount
 from control_plane.api.errors import error_responses
 from control_plane.api.routing import api_router
-from control_plane.deploys.schemas import DeployPublic
+from control_plane.deploys.manifest import MANIFEST_MAX_BYTES, DeployManifest
+from control_plane.deploys.schemas import DeployPlanCreate, DeployPlanPublic, DeployPublic
 from control_plane.limits import MB
 from control_plane.services.errors import BadRequest
 from control_plane.settings import Settings
@@ -35,12 +40,17 @@ from control_plane.settings import Settings
 router = api_router("deploys", 401, 403, 404)
 
 UPLOAD_PATH = re.compile(r"^/api/instances/[^/]+/deploys/?$")
+PLAN_PATH = re.compile(r"^/api/instances/[^/]+/deploys/plan/?$")
 PREVIOUS = "previous"
 
 
-def upload_limit(settings: Settings) -> BodyLimitOverride:
-    """The body limit of deploy uploads, for the apex's `BodyLimitMiddleware`."""
-    return BodyLimitOverride("POST", UPLOAD_PATH, settings.deploy_max_mb * MB)
+def body_limits(settings: Settings) -> list[BodyLimitOverride]:
+    """The body limits of deploy uploads and of plans (a manifest of up to
+    `PF_FILES_MAX_FILES` paths), for the apex's `BodyLimitMiddleware`."""
+    return [
+        BodyLimitOverride("POST", UPLOAD_PATH, settings.deploy_max_mb * MB),
+        BodyLimitOverride("POST", PLAN_PATH, MANIFEST_MAX_BYTES),
+    ]
 
 
 @router.post(
@@ -59,7 +69,7 @@ def upload_limit(settings: Settings) -> BodyLimitOverride:
 )
 async def create_deploy(
     cp: CP,
-    account: CurrentAccount,
+    account: DeployAccount,
     name: str,
     request: Request,
     keep: Annotated[bool, Query(description="keep the files the archive lacks")] = False,
@@ -73,14 +83,23 @@ async def create_deploy(
     return DeployPublic.of(await cp.deploys.deploy(account, name, archive, keep=keep))
 
 
+@router.post("/api/instances/{name}/deploys/plan")
+async def plan_deploy(
+    cp: CP, account: DeployAccount, name: str, data: DeployPlanCreate
+) -> DeployPlanPublic:
+    """What a deploy of these files needs sent, and what it would change (nothing changes)."""
+    wanted = DeployManifest(files=data.files, folders=data.folders)
+    return DeployPlanPublic.of(await cp.deploys.plan(account, name, wanted, keep=data.keep))
+
+
 @router.get("/api/instances/{name}/deploys")
-async def list_deploys(cp: CP, account: CurrentAccount, name: str) -> list[DeployPublic]:
+async def list_deploys(cp: CP, account: DeployAccount, name: str) -> list[DeployPublic]:
     """The instance's deploys, newest first."""
     return [DeployPublic.of(row) for row in await cp.deploys.history(account, name)]
 
 
 @router.get("/api/instances/{name}/deploys/{deploy_id}")
-async def get_deploy(cp: CP, account: CurrentAccount, name: str, deploy_id: str) -> DeployPublic:
+async def get_deploy(cp: CP, account: DeployAccount, name: str, deploy_id: str) -> DeployPublic:
     return DeployPublic.of(await cp.deploys.get(account, name, deploy_id))
 
 
@@ -89,7 +108,7 @@ async def get_deploy(cp: CP, account: CurrentAccount, name: str, deploy_id: str)
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(409),
 )
-async def roll_back(cp: CP, account: CurrentAccount, name: str, deploy_id: str) -> DeployPublic:
+async def roll_back(cp: CP, account: DeployAccount, name: str, deploy_id: str) -> DeployPublic:
     """Deploy `deploy_id`'s content again, as a new deploy (`previous`: the good deploy
     before the newest good one)."""
     target = None if deploy_id == PREVIOUS else deploy_id

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Query, Response, status
 
-from control_plane.api.deps import CP, CurrentAccount
+from control_plane.api.deps import CP, CurrentAccount, DeployAccount
 from control_plane.api.errors import error_responses
 from control_plane.api.routing import api_router
 from control_plane.db.models import Instance, utcnow
@@ -65,7 +65,7 @@ async def list_instances(cp: CP, account: CurrentAccount) -> list[InstancePublic
 
 
 @router.get("/api/instances/{name}", responses=NOT_FOUND)
-async def get_instance(cp: CP, account: CurrentAccount, name: str) -> InstancePublic:
+async def get_instance(cp: CP, account: DeployAccount, name: str) -> InstancePublic:
     return instance_public(cp.settings, await cp.instances.get(account, name))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -49,22 +49,55 @@ def whoami() -> None:
     console.print(f"{me['email']} ({role}) on {server_url()}")
 
 
+def _opens(row: dict[str, Any]) -> str:
+    if row["scope"] != "deploy":
+        return "everything"
+    listed = row["instances"]
+    if listed is None:
+        return "deploys of all instances"
+    return "deploys of " + (", ".join(listed) or "none (every listed instance was deleted)")
+
+
 @app.command("ls")
 def tokens_ls() -> None:
-    """List API tokens."""
-    table = Table("id", "name", "prefix", "created", "last used")
+    """List API tokens, with what each may do."""
+    table = Table("id", "name", "prefix", "scope", "may do", "created", "last used")
     for row in ApiClient().call("GET", "/api/tokens"):
         table.add_row(
-            row["id"], row["name"], row["prefix"] + "…", row["created"], row["last_used"] or "-"
+            row["id"],
+            row["name"],
+            row["prefix"] + "…",
+            row["scope"],
+            _opens(row),
+            row["created"],
+            row["last_used"] or "-",
         )
     console.print(table)
 
 
 @app.command("create")
-def tokens_create(name: str) -> None:
-    """Create an API token (shown once)."""
-    row = ApiClient().call("POST", "/api/tokens", json={"name": name})
-    console.print(f"Token [bold]{row['name']}[/] (shown once, keep it safe):\n{row['token']}")
+def tokens_create(
+    name: str,
+    scope: Annotated[
+        str,
+        typer.Option("--scope", help="full (everything) or deploy (only deploys, e.g. for CI)"),
+    ] = "full",
+    instances: Annotated[
+        str | None,
+        typer.Option(
+            "--instances",
+            help="with --scope deploy: only these instances, comma-separated (default: all)",
+        ),
+    ] = None,
+) -> None:
+    """Create an API token (shown once); `--scope deploy` makes one that may only deploy."""
+    body: dict[str, Any] = {"name": name, "scope": scope}
+    if instances is not None:
+        body["instances"] = [part.strip() for part in instances.split(",") if part.strip()]
+    row = ApiClient().call("POST", "/api/tokens", json=body)
+    console.print(
+        f"Token [bold]{row['name']}[/] ({_opens(row)}; shown once, keep it safe):\n{row['token']}"
+    )
 
 
 @app.command("rm")

@@ -61,7 +61,15 @@ class Account(SQLModel, table=True):
 
 
 class ApiToken(SQLModel, table=True):
-    """A bearer credential: a login session (`kind="session"`) or a named API token."""
+    """A bearer credential: a login session (`kind="session"`) or a named API token.
+
+    `scope`: "full" (every session, and API tokens by default: all the account may do) or
+    "deploy" (an API token for CI: deploys and reading the instance, nothing else; see
+    `control_plane.api.deps`). `instance_ids`: the instances a deploy token opens, by id (so
+    a deleted instance's name taken again later is not opened by it); empty: every instance
+    of the account. Ids are never removed from the list, so it never becomes empty by
+    itself: a token whose listed instances were all deleted opens nothing.
+    """
 
     __tablename__ = "api_token"
 
@@ -71,6 +79,10 @@ class ApiToken(SQLModel, table=True):
     name: str = Field(default="", max_length=100)
     token_hash: str = Field(unique=True, max_length=64)
     prefix: str = Field(max_length=16)
+    scope: str = Field(default="full", max_length=16, sa_column_kwargs={"server_default": "full"})
+    instance_ids: list[str] = Field(
+        default_factory=list, sa_column=Column(sa.JSON, nullable=False, server_default="[]")
+    )
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )

@@ -5,7 +5,9 @@ An archive holds `pb_hooks/`, `pb_migrations/` and `pb_public/` (each optional; 
 files rules refuse (`control_plane.files.rules`), a link (symbolic or hard), a device, a FIFO,
 a member named twice, a file over `max_file_bytes`, more than `max_files` entries or more
 bytes than `max_total_bytes` refuse the whole archive (`ArchiveRefused`, naming the member,
-never its content). Pure and blocking: callers run it in a thread.
+never its content). One member outside the folders is taken: the deploy's manifest
+(`control_plane.deploys.manifest.MANIFEST_MEMBER`, at the top), when the client sent only what
+changed. Pure and blocking: callers run it in a thread.
 
 `unpack` writes into a folder only root can reach (the deploy's private work folder): the
 tenant cannot touch it while it is built, so plain paths are safe there.
@@ -19,6 +21,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from control_plane.deploys.manifest import MANIFEST_MAX_BYTES, MANIFEST_MEMBER
 from control_plane.files.errors import PathRefused
 from control_plane.files.rules import CODE_FOLDERS, split_path
 
@@ -49,6 +52,7 @@ class Contents:
     manifest: dict[str, str] = field(default_factory=dict)
     entries: int = 0
     total_bytes: int = 0
+    declared: bytes | None = None  # the manifest member's content, when there is one
 
 
 def _member_path(name: str) -> tuple[str, ...] | None:
@@ -64,6 +68,8 @@ def _member_path(name: str) -> tuple[str, ...] | None:
         return None
     if ".." in name.split("/"):
         raise ArchiveRefused(f"member {name!r}: `..` is refused")
+    if name == MANIFEST_MEMBER:
+        return (name,)
     try:
         return split_path(name)
     except PathRefused as refused:
@@ -93,6 +99,9 @@ def unpack(archive: Path, target: Path, limits: ArchiveLimits) -> Contents:
                     raise ArchiveRefused(f"member {rel!r}: links are refused")
                 if not (member.isfile() or member.isdir()):
                     raise ArchiveRefused(f"member {rel!r}: devices, FIFOs are refused")
+                if rel == MANIFEST_MEMBER:
+                    contents.declared = _read_manifest(tar, member)
+                    continue
                 contents.entries += 1
                 if contents.entries > limits.max_files:
                     raise ArchiveRefused(
@@ -127,6 +136,15 @@ def unpack(archive: Path, target: Path, limits: ArchiveLimits) -> Contents:
         except (tarfile.TarError, EOFError, ValueError) as err:
             raise ArchiveRefused(f"the archive is damaged ({err})") from None
     return contents
+
+
+def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    if not member.isfile() or member.size > MANIFEST_MAX_BYTES:
+        raise ArchiveRefused(f"{MANIFEST_MEMBER} is a file of at most {MANIFEST_MAX_BYTES} bytes")
+    source = tar.extractfile(member)
+    assert source is not None
+    with source:
+        return source.read(MANIFEST_MAX_BYTES + 1)
 
 
 def _make_parents(target: Path, parents: tuple[str, ...]) -> None:

@@ -4,9 +4,36 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from control_plane.deploys.manifest import DeployManifest, Plan
 from control_plane.deploys.models import Deploy
+
+
+class DeployPlanCreate(DeployManifest):
+    """The files a deploy would make live (path -> sha256), for `POST .../deploys/plan`."""
+
+    keep: bool = Field(False, description="the deploy keeps the live files it does not name")
+
+
+class DeployPlanPublic(BaseModel):
+    """What to send: the contents the instance lacks; and what the deploy would change."""
+
+    missing: list[str]  # sha256 of the contents to send in the archive
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+    unchanged: int
+
+    @classmethod
+    def of(cls, plan: Plan) -> DeployPlanPublic:
+        return cls(
+            missing=plan.missing,
+            added=plan.added,
+            changed=plan.changed,
+            removed=plan.removed,
+            unchanged=plan.unchanged,
+        )
 
 
 class DeployPublic(BaseModel):

@@ -2,10 +2,13 @@
 
 A deploy takes one checked tar.gz (`control_plane.deploys.archive`) and makes the instance's
 `pb_hooks/`, `pb_migrations/` and `pb_public/` what it holds (`keep`: files it lacks stay, and
-a folder it lacks is left alone). In order:
+a folder it lacks is left alone). An archive with a manifest (`control_plane.deploys.manifest`,
+after a `plan`) holds only the contents that changed and names the rest. In order:
 
 1. the archive is unpacked into the deploy's private work folder (within `PF_FILES_*` limits
-   and the disk quota left, counting what the live folders hold as freed), with `keep` the
+   and the disk quota left, counting what the live folders hold as freed), the files its
+   manifest names but does not carry are copied from the live folders (409 `stale_plan` when
+   they changed since the plan), with `keep` the
    live files it lacks are copied beside; the result is packed as the deploy's kept content
    (`PF_DATA_DIR/deploys/INSTANCE_ID/DEPLOY_ID.tar.gz`, 0600) and given to the instance's uid;
 2. the instance is held (`Instance.hold = "deploy:ID"`, as a restore does: the reconciler stops
@@ -36,8 +39,9 @@ from sqlmodel import col, select
 
 from control_plane import safe_fs
 from control_plane.db.models import Account, Instance, utcnow
-from control_plane.deploys import switch
+from control_plane.deploys import journal, manifest, switch
 from control_plane.deploys.archive import ArchiveLimits, ArchiveRefused, pack, unpack
+from control_plane.deploys.manifest import DeployManifest, Plan
 from control_plane.deploys.models import Deploy
 from control_plane.files.rules import CODE_FOLDERS
 from control_plane.files.service import FileService
@@ -74,6 +78,13 @@ class ArchiveTooLarge(ServiceError):
 class OverQuota(ServiceError):
     status = 507
     code = "over_quota"
+
+
+class StalePlan(ServiceError):
+    """409: contents the manifest names are neither sent nor live (changed since the plan)."""
+
+    status = 409
+    code = "stale_plan"
 
 
 def _refusal(refused: ArchiveRefused) -> ServiceError:
@@ -179,6 +190,19 @@ class DeployService:
         return row
 
     # ----- deploying
+
+    async def plan(
+        self, account: Account, name: str, wanted: DeployManifest, *, keep: bool = False
+    ) -> Plan:
+        """Which contents of `wanted` the instance lacks (to be sent), and what a deploy of
+        it would add, change and remove."""
+        instance, _files = await self.files.open(account, name)
+        root = instance_layout(self.settings, instance.id).root
+        uid = self.files.uid_of(instance)
+        engine = self.instances.engines.get(instance.engine)
+        return await asyncio.to_thread(
+            manifest.plan, root, uid, wanted, keep=keep, platform_file=engine.writes_itself
+        )
 
     async def receive(self, body: AsyncIterable[bytes]) -> Path:
         """The request body in a private temporary file (written off the loop)."""
@@ -298,7 +322,7 @@ class DeployService:
         await asyncio.to_thread(work.mkdir, parents=True, mode=0o700)
         await asyncio.to_thread(staged.mkdir, mode=0o700)
         try:
-            await asyncio.to_thread(
+            contents = await asyncio.to_thread(
                 unpack,
                 archive,
                 staged,
@@ -306,6 +330,8 @@ class DeployService:
             )
         except ArchiveRefused as refused:
             raise _refusal(refused) from None
+        if contents.declared is not None:
+            await self._complete(contents.declared, contents.manifest, staged, root, uid)
         folders = list(CODE_FOLDERS)
         if keep:  # the live files the archive lacks are staged too
             for folder in folders:
@@ -320,6 +346,22 @@ class DeployService:
         row.sha256, row.archived = digest, True
         await asyncio.to_thread(switch.hand_over, staged, uid)
         return folders
+
+    async def _complete(
+        self, declared: bytes, sent: dict[str, str], staged: Path, root: Path, uid: int
+    ) -> None:
+        """Fill the staged folders with what the archive's manifest names but does not carry."""
+        try:
+            wanted = manifest.parse(declared)
+            await asyncio.to_thread(manifest.fill, staged, sent, wanted, root, uid)
+        except manifest.ManifestRefused as refused:
+            raise Invalid(refused.message, field="archive") from None
+        except manifest.Stale as stale:
+            first = ", ".join(stale.paths[:3])
+            raise StalePlan(
+                f"{len(stale.paths)} files the manifest names were neither sent nor found live "
+                f"(the instance's files changed since the plan: {first}); deploy again"
+            ) from None
 
     async def _hold(self, instance_id: str, deploy_id: str, *, wait_stopped: bool) -> Instance:
         async with self.instances.db() as session:
@@ -410,6 +452,7 @@ class DeployService:
             raise
         offset = await asyncio.to_thread(_log_size, root)
         try:
+            await asyncio.to_thread(journal.write, work, staged, root, folders)
             await asyncio.to_thread(switch.switch, staged, aside, root, folders, uid)
         except OSError as err:
             await self._release(instance.id, row.id, start=running)
@@ -450,6 +493,56 @@ class DeployService:
         await self._finish(row, "failed", full, text, True)
         row.archived = False
         raise DeployFailed(full)
+
+    # ----- after a crash
+
+    async def recover(self) -> None:
+        """Settle the deploys a stopped control plane left `running` (call before the
+        reconciler starts). A deploy whose instance is still held (stopped) by it is undone:
+        its journal (`control_plane.deploys.journal`) leads the previous folders back, the
+        deploy is `failed` and the hold released, so the instance starts on what it served
+        before. One whose hold was released already had completed its switch and handed the
+        instance back: it stays, `done`, unverified (`started` false). Work folders left
+        behind are removed."""
+        async with self.instances.db() as session:
+            rows = (await session.exec(select(Deploy).where(Deploy.status == "running"))).all()
+        for row in rows:
+            await self._recover_one(row)
+        work = self.settings.deploys_dir / "work"
+        if await asyncio.to_thread(work.is_dir):
+            for leftover in await asyncio.to_thread(lambda: list(work.iterdir())):
+                await asyncio.to_thread(switch.discard, leftover)
+
+    async def _recover_one(self, row: Deploy) -> None:
+        work = self.settings.deploys_dir / "work" / row.id
+        root = instance_layout(self.settings, row.instance_id).root
+        async with self.instances.db() as session:
+            instance = await session.get(Instance, row.instance_id)
+        held = instance is not None and instance.hold == f"deploy:{row.id}"
+        entries = await asyncio.to_thread(journal.read, work)
+        stopped = "the control plane stopped during this deploy"
+        if not held and entries and await asyncio.to_thread(journal.switched, root, entries):
+            message = f"{stopped}, after its switch: the instance serves it (unverified)"
+            await self._finish(row, "done", message, "", started=False)
+            log.warning("deploy %s of %s: %s", row.id, row.instance_id, message)
+            return
+        if entries is None or not await asyncio.to_thread(root.is_dir):
+            message = f"{stopped}, before its switch: the live folders were not changed"
+        else:
+            try:
+                moved = await asyncio.to_thread(journal.put_back, work, root, entries)
+            except OSError as err:
+                message = f"{stopped}; its previous folders could not all be put back: {err}"
+            else:
+                message = (
+                    f"{stopped}; the previous folders were put back ({', '.join(moved)})"
+                    if moved
+                    else f"{stopped}; the live folders were not changed"
+                )
+        log.warning("deploy %s of %s: %s", row.id, row.instance_id, message)
+        await self._finish(row, "failed", message, "")
+        if held:
+            await self._release(row.instance_id, row.id, start=False)
 
     async def _finish(
         self, row: Deploy, status: str, message: str, text: str, started: bool = False

@@ -110,6 +110,12 @@ class Engine(ABC):
         nothing to do (it is on the wake path). Default: nothing."""
         return []
 
+    def writes_itself(self, rel: str) -> bool:
+        """Whether `rel` (a path below the instance's root, `pb_migrations/...`) is a file
+        `prepare` writes: the platform's, not the tenant's. Deploys do not count it as
+        something to remove (it is written again at the next start). Default: none."""
+        return False
+
     # Whether instances of this engine report their own activity on the socket named by
     # `PF_ACTIVITY_SOCKET` in their environment (`control_plane.activity_reports`).
     reports_activity: bool = False

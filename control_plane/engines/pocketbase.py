@@ -309,6 +309,14 @@ class PocketBaseEngine(Engine):
             os.close(folder)
         return [layout.migrations_dir / name]
 
+    def writes_itself(self, rel: str) -> bool:
+        folder, _, name = rel.partition("/")
+        return (
+            folder == "pb_migrations"
+            and "/" not in name
+            and fnmatch.fnmatch(name, f"*{_LOG_MIGRATION_MARK}*.js")
+        )
+
     def runtime_paths(self, version: str) -> list[Path]:
         """The version's folder: a static binary needs nothing else."""
         return [self.binary(version).parent.absolute()]

@@ -1,15 +1,32 @@
-"""Credentials: logging in (sessions), named API tokens, and resolving a bearer token."""
+"""Credentials: logging in (sessions), named API tokens, and resolving a bearer token.
+
+API tokens have a scope (issue 14): `FULL` (the default, and every session: all the account
+may do) or `DEPLOY`, for CI: deploys of the account's own instances and reading them, nothing
+else (`control_plane.api.deps` enforces it). A deploy token opens the instances it was made
+for (by id; none listed: every instance of the account, operators' tokens included — never
+other accounts' instances).
+
+- `create_api_token(account, data)`: 422 (field "instances") for a name that is not one of
+  the caller's live instances, in the same words whether it exists elsewhere or not at all.
+- `public(rows)`: the API's view, listed instances by their current names (one query).
+- `token_opens(account, token, name)`: whether `token` may act on the instance `name`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
+from typing import Final
 
 from sqlmodel import col, select
 
 from control_plane.db.engine import SessionFactory
-from control_plane.db.models import Account, ApiToken, utcnow
+from control_plane.db.models import Account, ApiToken, Instance, utcnow
+from control_plane.lifecycle import InstanceState
 from control_plane.login_throttle import LoginThrottle, Throttled
+from control_plane.names import NAME_PATTERN
+from control_plane.schemas import TokenCreate, TokenPublic
 from control_plane.security import (
     hash_password,
     new_token,
@@ -17,11 +34,21 @@ from control_plane.security import (
     verify_password,
 )
 from control_plane.services.accounts import check_password, normalize_email
-from control_plane.services.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
+from control_plane.services.errors import (
+    Forbidden,
+    Invalid,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
 from control_plane.settings import Settings
 
 SESSION = "session"
 API = "api"
+FULL: Final = "full"
+DEPLOY: Final = "deploy"
+
+_LIVE = col(Instance.status) != InstanceState.DELETED.value
 
 
 class AuthService:
@@ -148,19 +175,49 @@ class AuthService:
                     session.add(token)
             await session.commit()
 
-    async def create_api_token(self, account: Account, name: str) -> tuple[str, ApiToken]:
+    async def create_api_token(self, account: Account, data: TokenCreate) -> tuple[str, ApiToken]:
+        """A new API token, shown once. `data.instances` (scope deploy only, which the
+        schema checks) are names of the caller's own live instances."""
+        instance_ids = await self._own_instance_ids(account, data.instances or ())
         token = new_token()
         row = ApiToken(
             account_id=account.id,
             kind=API,
-            name=name,
+            name=data.name,
             token_hash=token_digest(token),
             prefix=token[:10],
+            scope=data.scope,
+            instance_ids=instance_ids,
         )
         async with self.db() as session:
             session.add(row)
             await session.commit()
         return token, row
+
+    async def _own_instance_ids(self, account: Account, names: Iterable[str]) -> list[str]:
+        """The ids of the caller's live instances `names` (in order, once each); 422 naming
+        the first few that are not: the same words for another account's instance as for
+        none at all, so a name's existence does not leak. Operators too: their own only."""
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            return []
+        async with self.db() as session:
+            rows = (
+                await session.exec(
+                    select(Instance.id, Instance.name).where(
+                        col(Instance.name).in_(wanted), Instance.owner_id == account.id, _LIVE
+                    )
+                )
+            ).all()
+        ids = {name: instance_id for instance_id, name in rows}
+        missing = [name for name in wanted if name not in ids]
+        if missing:
+            # named back only when it is an instance name at all (never an echo of input)
+            shown = [repr(name) for name in missing[:3] if NAME_PATTERN.match(name)]
+            raise Invalid(
+                f"you have no instance named {', '.join(shown) or 'like that'}", field="instances"
+            )
+        return [ids[name] for name in wanted]
 
     async def list_api_tokens(self, account: Account) -> list[ApiToken]:
         async with self.db() as session:
@@ -171,3 +228,51 @@ class AuthService:
                 .order_by(col(ApiToken.created_at))
             )
             return list(rows.all())
+
+    async def public(self, rows: Sequence[ApiToken]) -> list[TokenPublic]:
+        """The API's view of `rows`: a deploy token's instances by their current names
+        (deleted ones left out); null for a token that opens every instance."""
+        listed = {instance_id for row in rows for instance_id in row.instance_ids}
+        names: dict[str, str] = {}
+        if listed:
+            async with self.db() as session:
+                found = (
+                    await session.exec(
+                        select(Instance.id, Instance.name).where(
+                            col(Instance.id).in_(listed), _LIVE
+                        )
+                    )
+                ).all()
+            names = {instance_id: name for instance_id, name in found if name is not None}
+        return [
+            TokenPublic(
+                id=row.id,
+                name=row.name,
+                prefix=row.prefix,
+                scope=DEPLOY if row.scope == DEPLOY else FULL,
+                instances=[names[i] for i in row.instance_ids if i in names]
+                if row.scope == DEPLOY and row.instance_ids
+                else None,
+                created=row.created_at,
+                last_used=row.last_used_at,
+            )
+            for row in rows
+        ]
+
+    async def token_opens(self, account: Account, token: ApiToken, name: str) -> bool:
+        """Whether the deploy-scoped `token` of `account` may act on the instance `name`:
+        one of the account's own live instances (an operator's token opens no other
+        account's), and one of those the token lists unless it lists none."""
+        if token.scope != DEPLOY or token.account_id != account.id:
+            return False
+        async with self.db() as session:
+            instance_id = (
+                await session.exec(
+                    select(Instance.id).where(
+                        Instance.name == name, Instance.owner_id == account.id, _LIVE
+                    )
+                )
+            ).first()
+        return instance_id is not None and (
+            not token.instance_ids or instance_id in token.instance_ids
+        )

@@ -17,16 +17,22 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.support.browser import Browsing, shot, sign_up_in_browser
+from tests.support.ports import free_port
 from tests.support.server import ServeProcess, running_server, sign_up
 
 NAME = "files-site"
 MAX_FILE_MB = 2
+SFTP_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServeProcess]:
     # a small apex limit: uploads and saves pass it through their own limits
-    env = {"PF_FILES_MAX_FILE_MB": str(MAX_FILE_MB), "PF_MAX_BODY_BYTES": "4096"}
+    env = {
+        "PF_FILES_MAX_FILE_MB": str(MAX_FILE_MB),
+        "PF_MAX_BODY_BYTES": "4096",
+        "PF_SFTP": f"127.0.0.1:{SFTP_PORT}",
+    }
     with running_server(env=env) as server:
         yield server
 
@@ -107,7 +113,7 @@ def test_the_instance_page_links_the_browser_which_lists_the_three_folders(
     assert f'href="/instances/{NAME}/files"' in owner.page(f"/instances/{NAME}").text
     root = owner.page(files())
     assert names_listed(root) == ["pb_hooks/", "pb_migrations/", "pb_public/"]
-    assert f"sftp -P 2222 {NAME}@127.0.0.1" in root.text  # PF_SFTP's default port
+    assert f"sftp -P {SFTP_PORT} {NAME}@127.0.0.1" in root.text
     assert 'data-copy="#sftp-line"' in root.text
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from .ports import free_port
+from .workers import isolation_env
 
 BIN = Path(sys.executable).parent
 
@@ -64,7 +65,9 @@ class ServeProcess:
             PF_DATA_DIR=str(self.data_dir),
             PF_RECONCILE_INTERVAL_S="0.5",
             PF_LOGIN_MAX_FAILURES="5",
+            PF_SFTP="off",  # tests that want SFTP give it a free port
         )
+        env.update(isolation_env())
         if self.database_url:
             env["PF_DATABASE_URL"] = self.database_url
         env.update(self.extra_env)

@@ -5,9 +5,13 @@ from a clean environment with only `PF_URL` + `PF_TOKEN`; refusals of bad archiv
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import itertools
+import json
 import os
+import signal
 import subprocess
 import tarfile
 import time
@@ -43,7 +47,7 @@ def backend() -> str:
 
 @pytest.fixture(scope="module")
 def serve() -> Iterator[ServeProcess]:
-    with running_server(env={"PF_DEPLOYS_KEEP": "3"}) as server:
+    with running_server(env={"PF_DEPLOYS_KEEP": "3", "PF_DEFAULT_QUOTA": "40"}) as server:
         yield server
 
 
@@ -235,7 +239,9 @@ def test_another_tenant_gets_404(serve: ServeProcess, owner: Owner) -> None:
 
 def test_cli_from_a_clean_environment(serve: ServeProcess, owner: Owner, tmp_path: Path) -> None:
     name = owner.instance()
-    created = owner.api.post("/api/tokens", json={"name": "ci"})
+    created = owner.api.post(
+        "/api/tokens", json={"name": "ci", "scope": "deploy", "instances": [name]}
+    )
     assert created.status_code == 201, created.text
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -272,9 +278,166 @@ def test_cli_from_a_clean_environment(serve: ServeProcess, owner: Owner, tmp_pat
 
     (site / "pb_hooks" / "hello.pb.js").write_text(HOOK)
     (site / "pb_public" / "index.html").write_text("second")
-    assert cli("deploy", name).returncode == 0
+    changed = cli("deploy", name)
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    assert "sending 1 of 3 files" in changed.stdout  # the hook is live again: not sent
     with serve.instance_client(name) as page:
         assert page.get("/").text == "second"
+    again = cli("deploy", name)
+    assert again.returncode == 0 and "nothing changed" in again.stdout, again.stdout
     back = cli("deploy", name, "--rollback")
     assert back.returncode == 0, back.stdout + back.stderr
     assert_serves_good(serve, name)
+
+
+FAILING_MIGRATION = """migrate((app) => {
+  throw new Error("migration 2 refuses on purpose");
+});
+"""
+
+
+def test_a_failing_migration_fails_the_deploy_and_the_last_good_one_serves(
+    serve: ServeProcess, owner: Owner
+) -> None:
+    name = owner.instance()
+    assert deploy(owner, name, tar_of(GOOD)).status_code == 201
+    failing = deploy(owner, name, tar_of({**GOOD, "pb_migrations/2_fails.js": FAILING_MIGRATION}))
+    assert failing.status_code == 422, failing.text
+    assert failing.json()["code"] == "deploy_failed"
+    assert "migration 2 refuses on purpose" in failing.json()["detail"], failing.json()
+    assert_serves_good(serve, name)
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def manifest_tar(files: dict[str, str], sent: dict[str, str], **extra: object) -> bytes:
+    """A deploy archive with a manifest of `files` that carries only `sent`."""
+    declared = json.dumps({"files": {rel: sha(text) for rel, text in files.items()}, **extra})
+    return tar_of({"pocketfleet-manifest.json": declared, **sent})
+
+
+def plan(owner: Owner, name: str, files: dict[str, str], **extra: object) -> httpx.Response:
+    body = {"files": {rel: sha(text) for rel, text in files.items()}, **extra}
+    return owner.api.post(f"/api/instances/{name}/deploys/plan", json=body)
+
+
+def test_a_deploy_sends_only_the_contents_the_instance_lacks(
+    serve: ServeProcess, owner: Owner
+) -> None:
+    name = owner.instance(start=False)
+    files = {f"pb_public/page{n}.html": f"page {n}" for n in range(5)}
+    first = plan(owner, name, files)
+    assert first.status_code == 200, first.text
+    assert sorted(first.json()["missing"]) == sorted(sha(t) for t in files.values())
+    assert deploy(owner, name, manifest_tar(files, files)).status_code == 201
+
+    # one page changed, one removed, one renamed (its content is live: not sent)
+    wanted = {k: v for k, v in files.items() if k not in ("pb_public/page3.html",)}
+    wanted["pb_public/page0.html"] = "page 0, second edition"
+    wanted["pb_public/moved/page4.html"] = wanted.pop("pb_public/page4.html")
+    second = plan(owner, name, wanted).json()
+    assert second["missing"] == [sha("page 0, second edition")]
+    assert second["changed"] == ["pb_public/page0.html"]
+    assert second["added"] == ["pb_public/moved/page4.html"]
+    assert second["removed"] == ["pb_public/page3.html", "pb_public/page4.html"]
+    assert second["unchanged"] == 2
+    sent = {"pb_public/page0.html": wanted["pb_public/page0.html"]}
+    done = deploy(owner, name, manifest_tar(wanted, sent))
+    assert done.status_code == 201, done.text
+    assert done.json()["manifest"] == {rel: sha(text) for rel, text in sorted(wanted.items())}
+    instance_id = owner.api.get(f"/api/instances/{name}").json()["id"]
+    public = serve.data_dir / "instances" / instance_id / "pb_public"
+    assert (public / "page0.html").read_text() == "page 0, second edition"
+    assert (public / "moved" / "page4.html").read_text() == "page 4"
+    assert not (public / "page3.html").exists() and not (public / "page4.html").exists()
+    # with keep, nothing is removed
+    kept = plan(owner, name, {"pb_public/new.html": "new"}, keep=True).json()
+    assert kept["removed"] == [] and kept["added"] == ["pb_public/new.html"]
+
+
+@pytest.mark.parametrize(
+    ("files", "sent", "extra", "status", "words"),
+    [
+        # the archive carries a file the manifest does not name
+        ({"pb_public/a": "a"}, {"pb_public/a": "a", "pb_public/b": "b"}, {}, 422, "pb_public/b"),
+        # a member whose content is not the one the manifest names
+        ({"pb_public/a": "a"}, {"pb_public/a": "not a"}, {}, 422, "pb_public/a"),
+        # a content neither sent nor live: the plan is stale
+        ({"pb_public/a": "a", "pb_public/c": "never sent"}, {"pb_public/a": "a"}, {}, 409, "c"),
+        # the manifest names paths the rules refuse
+        ({"pb_data/data.db": "x"}, {}, {}, 422, "pb_data"),
+        ({"pb_public/../../x": "x"}, {}, {}, 422, "manifest"),
+        ({"pb_public/a": "a"}, {"pb_public/a": "a"}, {"folders": ["/etc"]}, 422, "/etc"),
+    ],
+)
+def test_bad_manifests_are_refused(
+    serve: ServeProcess,
+    owner: Owner,
+    files: dict[str, str],
+    sent: dict[str, str],
+    extra: dict[str, object],
+    status: int,
+    words: str,
+) -> None:
+    name = owner.instance(start=False)
+    refused = deploy(owner, name, manifest_tar(files, sent, **extra))
+    assert refused.status_code == status, refused.text
+    assert words in refused.json()["detail"], refused.json()
+    if status == 409:
+        assert refused.json()["code"] == "stale_plan"
+    assert owner.api.get(f"/api/instances/{name}/deploys").json() == []
+
+
+def test_plans_refuse_bad_manifests_and_other_tenants(serve: ServeProcess, owner: Owner) -> None:
+    name = owner.instance(start=False)
+    url = f"/api/instances/{name}/deploys/plan"
+    assert owner.api.post(url, json={"files": {"pb_public/a": "not-a-hash"}}).status_code == 422
+    assert owner.api.post(url, json={"files": {"../a": sha("a")}}).status_code == 422
+    assert owner.api.post(url, json={"files": []}).status_code == 422
+    not_json = owner.api.post(url, content=b"{", headers={"Content-Type": "application/json"})
+    assert not_json.status_code in (400, 422)
+    broken = tar_of({"pocketfleet-manifest.json": "{not json", "pb_public/a": "a"})
+    assert deploy(owner, name, broken).status_code == 422
+    other = Owner(serve)
+    assert other.api.post(url, json={"files": {}}).status_code == 404
+
+
+def test_watch_deploys_every_change(serve: ServeProcess, owner: Owner, tmp_path: Path) -> None:
+    name = owner.instance()
+    created = owner.api.post("/api/tokens", json={"name": "watch"})
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "PF_URL": serve.url,
+        "PF_TOKEN": created.json()["token"],
+    }
+    site = write_tree(tmp_path / "site", {"pb_public/index.html": "first"})
+    watcher = subprocess.Popen(
+        [str(BIN / "pocketfleet"), "deploy", name, str(site), "--watch"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert watcher.stdout is not None
+    lines: list[str] = []
+    for line in watcher.stdout:  # the first deploy, then the watch begins
+        lines.append(line)
+        if line.startswith("watching"):
+            break
+    try:
+        with serve.instance_client(name) as page:
+            assert page.get("/").text == "first", "".join(lines)
+            for _ in range(30):  # (written again: the watch may have begun after a write)
+                (site / "pb_public" / "index.html").write_text("edited")
+                with contextlib.suppress(AssertionError):
+                    poll(lambda: page.get("/"), lambda r: r.text == "edited", timeout=3)
+                    break
+            assert page.get("/").text == "edited", "".join(lines)
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        rest, _ = watcher.communicate(timeout=30)
+    output = "".join(lines) + rest
+    assert "watching" in output and "sending 1 of 1 files" in output, output

@@ -4,11 +4,14 @@ layer's rules; logins by the owner's keys only; no shell, exec or forwarding."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import signal
 import stat
 import subprocess
+import tarfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,8 +131,10 @@ class Sftp:
         self.work = work
 
     def __call__(
-        self, name: str, key: Path, commands: str, *, ok: bool = True
+        self, name: str, key: Path, commands: str, *, ok: bool | None = True
     ) -> subprocess.CompletedProcess[str]:
+        """Run sftp's batch `commands`; `ok`: it must succeed (True), fail (False), either
+        (None)."""
         result = subprocess.run(
             ["sftp", "-b", "-", "-P", str(self.port),
              *ssh_options(self.port, key, self.known_hosts), f"{name}@127.0.0.1"],
@@ -137,7 +142,7 @@ class Sftp:
         )  # fmt: skip
         if ok:
             assert result.returncode == 0, result.stdout + result.stderr
-        else:
+        elif ok is False:
             assert result.returncode != 0, result.stdout + result.stderr
         return result
 
@@ -546,3 +551,56 @@ async def test_partial_writes_append_and_what_is_refused(
         with pytest.raises(asyncssh.SFTPPermissionDenied):
             await client.listdir("/pb_public/..")
         await client.remove(path)
+
+
+def test_changes_are_refused_while_a_deploy_holds_the_instance(
+    owner: Owner, sftp: Sftp, work: Path
+) -> None:
+    """A deploy holds the instance while it waits for it to stop (its engine frozen here):
+    SFTP reads still work, changes are refused as busy; once the deploy is done they work."""
+    name = owner.create(unique("sftpbusy"))
+    folder = str(owner.root(name))
+    engine = next(
+        p.pid
+        for p in psutil.process_iter(["cmdline", "name"])
+        if p.info["name"] != "bwrap" and any(folder in a for a in p.info["cmdline"] or [])
+    )
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        info = tarfile.TarInfo("pb_public/index.html")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"new"))
+    page = work / "busy.html"
+    page.write_text("over sftp")
+    token = owner.api.headers["Authorization"]
+    result: list[int] = []
+
+    def deploy() -> None:
+        with owner.serve.client() as api:
+            api.headers["Authorization"] = token
+            sent = api.post(
+                f"/api/instances/{name}/deploys",
+                content=archive.getvalue(),
+                headers={"Content-Type": "application/gzip"},
+            )
+            result.append(sent.status_code)
+
+    os.kill(engine, signal.SIGSTOP)
+    deployer = threading.Thread(target=deploy)
+    try:
+        deployer.start()
+        deadline = time.monotonic() + 8  # within the 10 s the driver waits for a stop
+        while True:
+            refused = sftp(name, owner.key, f"put {page} pb_public/busy.html\n", ok=None)
+            if refused.returncode != 0:
+                break
+            assert time.monotonic() < deadline, "the deploy never held the instance"
+            time.sleep(0.1)
+        assert "busy" in refused.stderr + refused.stdout, refused.stderr
+        sftp(name, owner.key, "ls pb_public\n")  # reading goes on
+    finally:
+        os.kill(engine, signal.SIGCONT)
+        deployer.join(60)
+    assert result == [201]
+    sftp(name, owner.key, f"put {page} pb_public/busy.html\n")
+    assert (owner.root(name) / "pb_public" / "index.html").read_text() == "new"
