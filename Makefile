@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python bench/proxy.py
 	$(BIN)/python bench/wake.py
 	$(BIN)/python bench/backup.py
+	$(BIN)/python bench/deploy.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules

@@ -62,6 +62,10 @@ _TIMEOUTS: Final[dict[str, float | None]] = {
 }
 # Seconds a client is told to wait before retrying an asleep instance.
 _ASLEEP_RETRY_AFTER: Final = b"1"
+# Pauses between attempts to connect to an upstream that refuses connections while its
+# route stays up: PocketBase restarts itself when its hooks change (a deploy, an SFTP
+# upload), and answers again a moment later. About 3 s in all, then 502.
+_REFUSED_RETRY_S: Final = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
 
 
 class EmbeddedProxy:
@@ -75,7 +79,9 @@ class EmbeddedProxy:
       `X-Forwarded-Proto`/`X-Forwarded-Host` set. The response status, headers (repeated
       ones such as `Set-Cookie` included) and raw body bytes come back as they arrive. A
       client leaving mid-response closes the upstream response. An upstream that refuses the
-      connection or fails before answering gives 502.
+      connection or fails before answering gives 502, after trying to connect again for
+      about 3 s while its route stays up at that upstream (the request was not sent: any
+      method may be tried again).
     - `ASLEEP`: with a `Waker` (see `proxy.wake`, `use_waker`), the request is held while
       the instance wakes and then forwarded as if it had been `UP`; a wake that fails or takes
       longer than `wake_timeout_s` gives 503 with `Retry-After`. Without a waker: 503 with
@@ -217,7 +223,7 @@ class EmbeddedProxy:
         self._activity.forward_started(host)
         try:
             try:
-                response = await self._transport.handle_async_request(request)
+                response = await self._send_upstream(request, host, upstream)
             except httpx.TransportError:
                 await _send_error(send, 502, f"Instance {_name(route)} is not answering.")
                 return
@@ -233,6 +239,25 @@ class EmbeddedProxy:
         finally:
             client.finish()
             self._activity.forward_finished(host)
+
+    async def _send_upstream(
+        self, request: httpx.Request, host: str, upstream: Upstream
+    ) -> httpx.Response:
+        """The upstream's response; a refused connection is tried again (see the class)."""
+        for pause in (*_REFUSED_RETRY_S, None):
+            try:
+                return await self._transport.handle_async_request(request)
+            except httpx.ConnectError:
+                route = self._table.lookup(host)
+                still_up = (
+                    route is not None
+                    and route.state is RouteState.UP
+                    and route.upstream == upstream
+                )
+                if pause is None or not still_up:
+                    raise
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
 
     async def _relay(
         self, response: httpx.Response, send: Send, client: _Client, host: str

@@ -87,7 +87,8 @@ def archive_of(tree: LocalTree, contents: Iterable[str] | None = None) -> tuple[
     wanted = None if contents is None else set(contents)
     buffer = io.BytesIO()
     sent: set[str] = set()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    # zlib's usual level 6: nearly level 9's size at a fraction of its time
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
         declared = orjson.dumps(tree.manifest)
         info = tarfile.TarInfo(MANIFEST_MEMBER)
         info.size = len(declared)

@@ -172,7 +172,12 @@ def pack(source: Path, folders: list[str], archive: Path) -> tuple[int, str]:
     """Write the code `folders` of `source` (a private folder) as a tar.gz at `archive`
     (0600); its size and sha256."""
     fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+    # level 1: the kept archive is local and read back rarely; level 9 (tarfile's default)
+    # spent seconds per deploy of a large pb_public (bench/deploy.py)
+    with (
+        os.fdopen(fd, "wb") as raw,
+        tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as tar,
+    ):
         for folder in sorted(folders):
             if folder in CODE_FOLDERS and (source / folder).is_dir():
                 tar.add(source / folder, arcname=folder, filter=_plain)

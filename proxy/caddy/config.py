@@ -121,8 +121,21 @@ def _json_error(status: int, message: str, *, placeholders: bool = False) -> Jso
     }
 
 
+# An instance restarting itself (PocketBase does when its hooks change) refuses connections
+# for a moment: Caddy dials again for this long before it answers 502, as the embedded proxy.
+RESTART_TRY_DURATION = "3s"
+RESTART_TRY_INTERVAL = "100ms"
+
+
 def _proxy_to(dial: str, host: str | None = None) -> Json:
-    handler: Json = {"handler": "reverse_proxy", "upstreams": [{"dial": dial}]}
+    handler: Json = {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": dial}],
+        "load_balancing": {
+            "try_duration": RESTART_TRY_DURATION,
+            "try_interval": RESTART_TRY_INTERVAL,
+        },
+    }
     if host is not None:
         handler["headers"] = {"request": {"set": {"Host": [host]}}}
     return handler

@@ -274,6 +274,56 @@ async def test_upstream_not_listening_is_502_json(
     }
 
 
+async def _answer_with_the_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    body = await reader.readexactly(length)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+    writer.close()
+
+
+async def test_an_upstream_restarting_is_waited_for_then_answers(
+    proxy_server: ProxyServer, client: httpx.AsyncClient
+) -> None:
+    """PocketBase restarts itself when its hooks change: for a moment its port refuses
+    connections. The request (not sent yet) reaches it once it listens again."""
+    port = free_port()
+    host = await route(proxy_server, "restarting.localhost", port)
+
+    async def listen_later() -> asyncio.Server:
+        await asyncio.sleep(0.5)
+        return await asyncio.start_server(_answer_with_the_body, "127.0.0.1", port)
+
+    later = asyncio.create_task(listen_later())
+    response = await client.post(
+        f"{proxy_server.url}/api/x", headers={"Host": host}, content=b"kept whole"
+    )
+    server = await later
+    server.close()
+    assert response.status_code == 200 and response.content == b"kept whole"
+
+
+async def test_a_refused_upstream_whose_route_went_down_is_502(
+    proxy_server: ProxyServer, client: httpx.AsyncClient
+) -> None:
+    host = await route(proxy_server, "halting.localhost", free_port())
+
+    async def stop_soon() -> None:
+        await asyncio.sleep(0.1)
+        await proxy_server.table.set(Route(host, host, RouteState.STOPPED))
+
+    stopping = asyncio.create_task(stop_soon())
+    response = await client.get(f"{proxy_server.url}/", headers={"Host": host})
+    await stopping
+    assert response.status_code == 502
+    assert response.json()["message"] == "Instance halting is not answering."
+
+
 async def test_websocket_handshake_is_refused(
     proxy_server: ProxyServer, upstream: UpstreamApp, client: httpx.AsyncClient
 ) -> None:

@@ -86,7 +86,11 @@ def test_instance_routes_by_state() -> None:
     up = instance_route(UP, LAYOUT, ("shop.example.org",))
     assert up["match"] == [{"host": ["a.example.com", "shop.example.org"]}]
     assert up["handle"] == [
-        {"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:20001"}]}
+        {
+            "handler": "reverse_proxy",
+            "upstreams": [{"dial": "127.0.0.1:20001"}],
+            "load_balancing": {"try_duration": "3s", "try_interval": "100ms"},
+        }
     ]
 
     asleep = Route("a.example.com", "i1", RouteState.ASLEEP)

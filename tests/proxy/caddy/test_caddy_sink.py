@@ -20,6 +20,7 @@ from proxy.routes import Route, RouteState, Upstream
 from tests.proxy.caddy.conftest import layout_for
 from tests.proxy.conftest import Upstream as UpstreamApp
 from tests.support.caddy import CaddyServer
+from tests.support.ports import free_port
 
 
 def up(host: str, upstream: UpstreamApp) -> Route:
@@ -210,3 +211,31 @@ async def _status(caddy: CaddyServer, host: str, status: int) -> bool:
 
 async def _zero(tracker: ActivityTracker, host: str) -> bool:
     return tracker.in_flight(host) == 0
+
+
+async def test_an_upstream_restarting_is_dialled_again_then_answers(
+    caddy: CaddyServer, sink: CaddyRoutes
+) -> None:
+    """PocketBase restarts itself when its hooks change; Caddy dials again (`try_duration`)
+    and the request reaches it once it listens. (Caddy 2.6.2 does so for requests without a
+    body; a POST still gets 502 there, where the embedded proxy retries it too.)"""
+    port = free_port()
+    await sink.replace_all([Route("r.localhost", "r", RouteState.UP, Upstream("127.0.0.1", port))])
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nback!")
+        await writer.drain()
+        writer.close()
+
+    async def listen_later() -> asyncio.Server:
+        await asyncio.sleep(0.5)
+        return await asyncio.start_server(answer, "127.0.0.1", port)
+
+    later = asyncio.create_task(listen_later())
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+        response = await client.get(
+            f"http://{caddy.http_listen}/api/x", headers={"Host": "r.localhost"}
+        )
+    (await later).close()
+    assert response.status_code == 200 and response.text == "back!"
