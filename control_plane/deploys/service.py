@@ -16,8 +16,9 @@ after a `plan`) holds only the contents that changed and names the rest. In orde
    hold is released and a running instance is started again and awaited;
 3. if the engine does not come up (a hook that does not compile, a migration that fails), the
    previous folders are swapped back and the instance started again: the deploy is `failed`
-   with the engine's own lines from its log, and `DeployFailed` (422) says so. A stopped or
-   hibernated instance is switched without starting (`started` False): `done`.
+   with the engine's own lines from its log, and `DeployFailed` (422) says so. A hibernated
+   instance is woken for the check the same way and put back to sleep after it; a stopped
+   one is switched without starting (`started` False): `done`.
 
 Rollback deploys a kept archive again (as a new deploy, `rollback_of` set). The newest
 `PF_DEPLOYS_KEEP` archives of an instance are kept; older ones are removed (their rows stay).
@@ -383,15 +384,19 @@ class DeployService:
                 raise Conflict(f"the instance did not stop (it is {now.status if now else 'gone'})")
         return live
 
-    async def _release(self, instance_id: str, deploy_id: str, *, start: bool) -> Instance | None:
+    async def _release(
+        self, instance_id: str, deploy_id: str, *, start: bool, wake: bool = False
+    ) -> Instance | None:
         """Release the hold; with `start`, forgive the crashes of the failed deploy and wait
-        until the instance settles."""
+        until the instance settles (`wake`: a hibernated instance is wanted running first)."""
         async with self.instances.db() as session:
             live = await session.get(Instance, instance_id)
             if live is None:
                 return None
             if live.hold == f"deploy:{deploy_id}":
                 live.hold = None
+            if wake and live.desired == "hibernated":
+                live.desired = "running"
             if start:
                 live.crash_count = 0
                 live.next_start_at = None
@@ -445,8 +450,9 @@ class DeployService:
             InstanceState.RUNNING,
             InstanceState.PROVISIONING,
         )
+        asleep = current.desired == "hibernated"  # (or on its way to sleep)
         try:
-            await self._hold(instance.id, row.id, wait_stopped=running)
+            await self._hold(instance.id, row.id, wait_stopped=running or asleep)
         except ServiceError as err:
             await self._finish(row, "failed", err.message, "")
             raise
@@ -458,8 +464,31 @@ class DeployService:
             await self._release(instance.id, row.id, start=running)
             await self._finish(row, "failed", f"the switch failed: {err}", "")
             raise ServiceError(f"the switch failed, instance left as it was: {err}") from err
-        after = await self._release(instance.id, row.id, start=running)
-        if not running:
+        try:
+            return await self._check(
+                instance, row, work, aside, root, folders, uid, offset, running, asleep
+            )
+        finally:
+            if asleep:
+                await self._sleep_again(instance.id)
+
+    async def _check(
+        self,
+        instance: Instance,
+        row: Deploy,
+        work: Path,
+        aside: Path,
+        root: Path,
+        folders: list[str],
+        uid: int,
+        offset: int,
+        running: bool,
+        asleep: bool,
+    ) -> Deploy:
+        """Start the instance on the switched folders and see it answer, or put the previous
+        folders back (see the module)."""
+        after = await self._release(instance.id, row.id, start=running or asleep, wake=asleep)
+        if not (running or asleep):
             await self._finish(
                 row,
                 "done",
@@ -472,7 +501,10 @@ class DeployService:
         if after is not None and after.status == InstanceState.RUNNING and after.pid:
             refused_hooks = hook_failures(text)
             if refused_hooks is None:
-                await self._finish(row, "done", "deployed; the instance answers", text, True)
+                done = "deployed; the instance answers"
+                if asleep:
+                    done = "deployed; the instance answered on it and sleeps again"
+                await self._finish(row, "done", done, text, True)
                 return row
             message = refused_hooks
         else:
@@ -493,6 +525,17 @@ class DeployService:
         await self._finish(row, "failed", full, text, True)
         row.archived = False
         raise DeployFailed(full)
+
+    async def _sleep_again(self, instance_id: str) -> None:
+        """Want the instance woken for a deploy's check hibernated again."""
+        async with self.instances.db() as session:
+            live = await session.get(Instance, instance_id)
+            if live is None or live.desired != "running":
+                return
+            live.desired = "hibernated"
+            session.add(live)
+            await session.commit()
+        self.instances.reconciler.nudge()
 
     # ----- after a crash
 

@@ -442,3 +442,24 @@ def test_watch_deploys_every_change(serve: ServeProcess, owner: Owner, tmp_path:
         rest, _ = watcher.communicate(timeout=30)
     output = "".join(lines) + rest
     assert "watching" in output and "sending 1 of 1 files" in output, output
+
+
+def test_a_hibernated_instance_is_woken_to_check_the_deploy_and_sleeps_again(
+    serve: ServeProcess, owner: Owner
+) -> None:
+    name = owner.instance()
+    slept = owner.api.post(f"/api/instances/{name}/hibernate")
+    assert slept.status_code == 200 and slept.json()["status"] == "hibernated", slept.text
+
+    broken = deploy(owner, name, tar_of({**GOOD, "pb_hooks/hello.pb.js": BROKEN_HOOK}))
+    assert broken.status_code == 422, broken.text  # found now, not at the next wake
+    assert broken.json()["code"] == "deploy_failed"
+
+    good = deploy(owner, name, tar_of(GOOD))
+    assert good.status_code == 201, good.text
+    assert good.json()["started"] is True and "sleeps again" in good.json()["message"]
+    poll(
+        lambda: owner.api.get(f"/api/instances/{name}"),
+        lambda r: r.json()["status"] == "hibernated",
+    )
+    assert_serves_good(serve, name)  # woken by the request, on the deploy
