@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request, Response, status
 
-from control_plane.api.deps import CP, Credentials, client_ip
+from control_plane.api.deps import CP, AnyCredentials, client_ip
 from control_plane.api.errors import error_responses
 from control_plane.api.routing import api_router
 from control_plane.schemas import SessionCreate, SessionPublic
@@ -22,7 +22,9 @@ async def log_in(cp: CP, data: SessionCreate, request: Request) -> SessionPublic
 
 
 @router.delete("/api/sessions/current", status_code=status.HTTP_204_NO_CONTENT)
-async def log_out(cp: CP, credentials: Credentials) -> Response:
+async def log_out(cp: CP, credentials: AnyCredentials) -> Response:
+    """Revoke the token this request carries (a session, or any API token: a deploy token
+    may end itself)."""
     account, token = credentials
     await cp.auth.revoke(account, token.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

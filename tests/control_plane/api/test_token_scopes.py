@@ -36,10 +36,12 @@ GZIP = {"Content-Type": "application/gzip"}
 
 
 def deploy_route(method: str, path: str) -> bool:
-    """The operations a deploy token may use (`DeployAccount`): reading its instance, and
-    every route of its deploys."""
+    """The operations a deploy token may use (`DeployAccount`): reading its instance, every
+    route of its deploys, and revoking itself."""
     instance = "/api/instances/{name}"
-    return (method, path) == ("get", instance) or path.startswith(instance + "/deploys")
+    if (method, path) in (("get", instance), ("delete", "/api/sessions/current")):
+        return True
+    return path.startswith(instance + "/deploys")
 
 
 _ids = itertools.count()
@@ -315,6 +317,13 @@ def test_revoking_a_deploy_token(world: World) -> None:
         assert ci.get(f"/api/instances/{world.a}").status_code == 401
         assert ci.get(f"/api/instances/{world.a}/deploys").status_code == 401
     assert row["id"] not in {t["id"] for t in world.owner.api.get("/api/tokens").json()}
+
+
+def test_a_deploy_token_may_revoke_itself(world: World) -> None:
+    row = world.owner.token(scope="deploy", instances=[world.a])
+    with world.owner.as_token(row) as ci:
+        assert ci.delete("/api/sessions/current").status_code == 204
+        assert ci.get(f"/api/instances/{world.a}").status_code == 401
 
 
 # ----- the CLI
