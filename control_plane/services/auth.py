@@ -15,7 +15,7 @@ other accounts' instances).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Final
 
@@ -23,9 +23,7 @@ from sqlmodel import col, select
 
 from control_plane.db.engine import SessionFactory
 from control_plane.db.models import Account, ApiToken, Instance, utcnow
-from control_plane.lifecycle import InstanceState
 from control_plane.login_throttle import LoginThrottle, Throttled
-from control_plane.names import NAME_PATTERN
 from control_plane.schemas import TokenCreate, TokenPublic
 from control_plane.security import (
     hash_password,
@@ -36,19 +34,17 @@ from control_plane.security import (
 from control_plane.services.accounts import check_password, normalize_email
 from control_plane.services.errors import (
     Forbidden,
-    Invalid,
     NotFound,
     TooManyRequests,
     Unauthorized,
 )
+from control_plane.services.instance_names import LIVE, live_names, own_instance_ids
 from control_plane.settings import Settings
 
 SESSION = "session"
 API = "api"
 FULL: Final = "full"
 DEPLOY: Final = "deploy"
-
-_LIVE = col(Instance.status) != InstanceState.DELETED.value
 
 
 class AuthService:
@@ -178,7 +174,7 @@ class AuthService:
     async def create_api_token(self, account: Account, data: TokenCreate) -> tuple[str, ApiToken]:
         """A new API token, shown once. `data.instances` (scope deploy only, which the
         schema checks) are names of the caller's own live instances."""
-        instance_ids = await self._own_instance_ids(account, data.instances or ())
+        instance_ids = await own_instance_ids(self.db, account, data.instances or ())
         token = new_token()
         row = ApiToken(
             account_id=account.id,
@@ -194,31 +190,6 @@ class AuthService:
             await session.commit()
         return token, row
 
-    async def _own_instance_ids(self, account: Account, names: Iterable[str]) -> list[str]:
-        """The ids of the caller's live instances `names` (in order, once each); 422 naming
-        the first few that are not: the same words for another account's instance as for
-        none at all, so a name's existence does not leak. Operators too: their own only."""
-        wanted = list(dict.fromkeys(names))
-        if not wanted:
-            return []
-        async with self.db() as session:
-            rows = (
-                await session.exec(
-                    select(Instance.id, Instance.name).where(
-                        col(Instance.name).in_(wanted), Instance.owner_id == account.id, _LIVE
-                    )
-                )
-            ).all()
-        ids = {name: instance_id for instance_id, name in rows}
-        missing = [name for name in wanted if name not in ids]
-        if missing:
-            # named back only when it is an instance name at all (never an echo of input)
-            shown = [repr(name) for name in missing[:3] if NAME_PATTERN.match(name)]
-            raise Invalid(
-                f"you have no instance named {', '.join(shown) or 'like that'}", field="instances"
-            )
-        return [ids[name] for name in wanted]
-
     async def list_api_tokens(self, account: Account) -> list[ApiToken]:
         async with self.db() as session:
             rows = await session.exec(
@@ -233,17 +204,7 @@ class AuthService:
         """The API's view of `rows`: a deploy token's instances by their current names
         (deleted ones left out); null for a token that opens every instance."""
         listed = {instance_id for row in rows for instance_id in row.instance_ids}
-        names: dict[str, str] = {}
-        if listed:
-            async with self.db() as session:
-                found = (
-                    await session.exec(
-                        select(Instance.id, Instance.name).where(
-                            col(Instance.id).in_(listed), _LIVE
-                        )
-                    )
-                ).all()
-            names = {instance_id: name for instance_id, name in found if name is not None}
+        names = await live_names(self.db, listed)
         return [
             TokenPublic(
                 id=row.id,
@@ -269,7 +230,7 @@ class AuthService:
             instance_id = (
                 await session.exec(
                     select(Instance.id).where(
-                        Instance.name == name, Instance.owner_id == account.id, _LIVE
+                        Instance.name == name, Instance.owner_id == account.id, LIVE
                     )
                 )
             ).first()

@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -26,8 +26,8 @@ from sqlmodel import col, select
 from control_plane.db.engine import SessionFactory
 from control_plane.db.models import Account, Instance, utcnow
 from control_plane.lifecycle import InstanceState
-from control_plane.names import NAME_PATTERN
 from control_plane.services.errors import Conflict, Invalid, NotFound
+from control_plane.services.instance_names import LIVE, live_names, own_instance_ids
 from control_plane.settings import Settings
 from control_plane.sftp.host_key import HostKey
 from control_plane.sftp.keys import KeyRefused, parse_public_key
@@ -35,7 +35,6 @@ from control_plane.sftp.models import SshKey
 from control_plane.sftp.schemas import SshHostKeyPublic, SshKeyCreate, SshKeyPublic
 
 MAX_KEYS_PER_ACCOUNT = 50
-_LIVE = col(Instance.status) != InstanceState.DELETED.value
 
 
 @dataclass(frozen=True)
@@ -90,28 +89,6 @@ class SshKeyService:
 
     # ----- owners
 
-    async def _own_instance_ids(self, account: Account, names: Iterable[str]) -> list[str]:
-        wanted = list(dict.fromkeys(names))  # in order, once each
-        if not wanted:
-            return []
-        async with self.db() as session:
-            rows = (
-                await session.exec(
-                    select(Instance.id, Instance.name).where(
-                        col(Instance.name).in_(wanted), Instance.owner_id == account.id, _LIVE
-                    )
-                )
-            ).all()
-        ids = {name: instance_id for instance_id, name in rows}
-        missing = [name for name in wanted if name not in ids]
-        if missing:
-            # named back only when it is an instance name at all (never an echo of input)
-            shown = [repr(name) for name in missing[:3] if NAME_PATTERN.match(name)]
-            raise Invalid(
-                f"you have no instance named {', '.join(shown) or 'like that'}", field="instances"
-            )
-        return [ids[name] for name in wanted]
-
     async def add(self, account: Account, data: SshKeyCreate) -> SshKey:
         try:
             parsed = parse_public_key(data.public_key)
@@ -121,7 +98,7 @@ class SshKeyService:
         instance_ids = (
             None
             if data.instances is None
-            else await self._own_instance_ids(account, data.instances)
+            else await own_instance_ids(self.db, account, data.instances)
         )
         async with self.db() as session:
             owned = (
@@ -172,17 +149,7 @@ class SshKeyService:
     async def public(self, rows: Sequence[SshKey]) -> list[SshKeyPublic]:
         """The API's view of `rows`; listed instances by name (deleted ones left out)."""
         listed = {instance_id for row in rows for instance_id in row.instance_ids or ()}
-        names: dict[str, str] = {}
-        if listed:
-            async with self.db() as session:
-                found = (
-                    await session.exec(
-                        select(Instance.id, Instance.name).where(
-                            col(Instance.id).in_(listed), _LIVE
-                        )
-                    )
-                ).all()
-            names = {instance_id: name for instance_id, name in found if name is not None}
+        names = await live_names(self.db, listed)
         return [
             SshKeyPublic(
                 id=row.id,
@@ -210,7 +177,7 @@ class SshKeyService:
                     .join(SshKey, col(SshKey.account_id) == col(Account.id))
                     .where(
                         Instance.name == instance_name,
-                        _LIVE,
+                        LIVE,
                         SshKey.fingerprint == fingerprint,
                         col(Account.suspended_at).is_(None),
                     )
