@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.server import ServeProcess, running_server, sign_up
+from tests.support.server import ServeProcess, running_server
+from tests.support.web import WebPerson
 
 NAME = "tokens-site"
 
@@ -22,35 +23,16 @@ def server() -> Iterator[ServeProcess]:
         yield server
 
 
-class Person:
-    """A logged-in browser without a browser: the session cookie, and the form's CSRF token
-    read from the account page."""
-
-    def __init__(self, server: ServeProcess, email: str) -> None:
-        self.api = server.client()
-        token = sign_up(self.api, email)
-        self.api.headers["Authorization"] = f"Bearer {token}"
-        self.web = server.client(follow_redirects=True)
-        self.web.cookies.set("pf_session", token)
-
-    def page(self, url: str = "/account") -> httpx.Response:
-        response = self.web.get(url)
-        assert response.status_code == 200, response.text
-        return response
+class TokenMaker(WebPerson):
+    """A dashboard user who makes API tokens with the account page's form."""
 
     def create_token(self, **fields: str) -> httpx.Response:
-        found = re.search(r'name="csrf_token" value="([^"]+)"', self.page().text)
-        assert found
-        return self.web.post("/account/tokens", data={"csrf_token": found.group(1), **fields})
-
-    def close(self) -> None:
-        self.api.close()
-        self.web.close()
+        return self.post("/account/tokens", fields)
 
 
 @pytest.fixture(scope="module")
-def owner(server: ServeProcess) -> Iterator[Person]:
-    person = Person(server, "tokens@example.com")
+def owner(server: ServeProcess) -> Iterator[TokenMaker]:
+    person = TokenMaker(server, "tokens@example.com", csrf_page="/account")
     assert person.api.post("/api/instances", json={"name": NAME}).status_code == 201
     yield person
     person.close()
@@ -80,7 +62,7 @@ def field_error(page: httpx.Response, key: str) -> str:
     return html.unescape(found.group(1))
 
 
-def test_a_deploy_token_for_one_instance(server: ServeProcess, owner: Person) -> None:
+def test_a_deploy_token_for_one_instance(server: ServeProcess, owner: TokenMaker) -> None:
     made = owner.create_token(name="ci", scope="deploy", instances=f" {NAME} ")
     assert made.status_code == 201, made.text
     token = new_token(made)
@@ -92,7 +74,7 @@ def test_a_deploy_token_for_one_instance(server: ServeProcess, owner: Person) ->
     assert [(t["name"], t["scope"], t["instances"]) for t in listed] == [("ci", "deploy", [NAME])]
 
 
-def test_a_full_token_is_the_default(owner: Person) -> None:
+def test_a_full_token_is_the_default(owner: TokenMaker) -> None:
     made = owner.create_token(name="laptop")
     assert made.status_code == 201, made.text
     assert scope_cell(made, "laptop") == "full"
@@ -111,7 +93,7 @@ def test_a_full_token_is_the_default(owner: Person) -> None:
     ],
 )
 def test_refusals_are_shown_beside_their_field(
-    owner: Person, fields: dict[str, str], key: str, words: str
+    owner: TokenMaker, fields: dict[str, str], key: str, words: str
 ) -> None:
     before = len(owner.api.get("/api/tokens").json())
     refused = owner.create_token(**{"name": "refused", **fields})
@@ -128,7 +110,7 @@ def test_refusals_are_shown_beside_their_field(
     assert len(owner.api.get("/api/tokens").json()) == before
 
 
-def test_an_api_token_in_the_cookie_is_no_login(server: ServeProcess, owner: Person) -> None:
+def test_an_api_token_in_the_cookie_is_no_login(server: ServeProcess, owner: TokenMaker) -> None:
     token = new_token(owner.create_token(name="cookie", scope="deploy"))
     with server.client(follow_redirects=False) as web:
         web.cookies.set("pf_session", token)

@@ -24,7 +24,8 @@ from playwright.sync_api import expect
 from control_plane.db.models import Account
 from dashboard.deploy_views import who_of
 from tests.support.browser import SLOW_MACHINE, Browsing, apex, shot
-from tests.support.server import ServeProcess, running_server, sign_up
+from tests.support.server import ServeProcess, running_server
+from tests.support.web import WebPerson
 
 NAME = "shipped"
 ONE = "<h1>first deploy</h1>\n"
@@ -41,32 +42,6 @@ def server() -> Iterator[ServeProcess]:
         yield server
 
 
-class Person:
-    """A logged-in browser without a browser: the session cookie, and each form's CSRF token
-    read from a page."""
-
-    def __init__(self, server: ServeProcess, email: str) -> None:
-        self.api = server.client()
-        token = sign_up(self.api, email)
-        self.api.headers["Authorization"] = f"Bearer {token}"
-        self.web = server.client(follow_redirects=True)
-        self.web.cookies.set("pf_session", token)
-
-    def page(self, url: str, status: int = 200) -> httpx.Response:
-        response = self.web.get(url)
-        assert response.status_code == status, response.text
-        return response
-
-    def post(self, url: str, data: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
-        token = re.search(r'name="csrf_token" value="([^"]+)"', self.page("/instances").text)
-        assert token
-        return self.web.post(url, data={"csrf_token": token.group(1), **(data or {})}, **kwargs)
-
-    def close(self) -> None:
-        self.api.close()
-        self.web.close()
-
-
 def tar_of(files: dict[str, str]) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -80,7 +55,7 @@ def tar_of(files: dict[str, str]) -> bytes:
 
 @dataclass(frozen=True)
 class Shipped:
-    owner: Person
+    owner: WebPerson
     first: str  # deploy ids
     second: str
     before: str  # the instance page before any deploy
@@ -88,7 +63,7 @@ class Shipped:
 
 @pytest.fixture(scope="module")
 def shipped(server: ServeProcess) -> Iterator[Shipped]:
-    owner = Person(server, "ida@example.com")
+    owner = WebPerson(server, "ida@example.com")
     assert owner.api.post("/api/instances", json={"name": NAME}).status_code == 201
     started = owner.api.post(f"/api/instances/{NAME}/start")
     assert started.status_code == 200 and started.json()["status"] == "running", started.text
@@ -121,7 +96,7 @@ def rollback_url(deploy_id: str) -> str:
     return f"/instances/{NAME}/deploys/{deploy_id}/rollback"
 
 
-def history(person: Person) -> list[dict[str, Any]]:
+def history(person: WebPerson) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = person.api.get(f"/api/instances/{NAME}/deploys").json()
     return rows
 
@@ -213,7 +188,7 @@ def test_a_rollback_without_the_csrf_token_is_refused(
 def test_another_account_gets_404_for_the_page_and_the_rollback(
     server: ServeProcess, shipped: Shipped
 ) -> None:
-    other = Person(server, "jon@example.com")
+    other = WebPerson(server, "jon@example.com")
     try:
         other.page(f"/instances/{NAME}/deploys/{shipped.first}", 404)
         refused = other.post(rollback_url(shipped.first))

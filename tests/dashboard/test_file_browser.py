@@ -18,7 +18,8 @@ from playwright.sync_api import Page, expect
 
 from tests.support.browser import Browsing, shot, sign_up_in_browser
 from tests.support.ports import free_port
-from tests.support.server import ServeProcess, running_server, sign_up
+from tests.support.server import ServeProcess, running_server
+from tests.support.web import WebPerson
 
 NAME = "files-site"
 MAX_FILE_MB = 2
@@ -37,35 +38,9 @@ def server() -> Iterator[ServeProcess]:
         yield server
 
 
-class Person:
-    """A logged-in browser without a browser: the session cookie, and each form's CSRF token
-    read from the page it is on."""
-
-    def __init__(self, server: ServeProcess, email: str) -> None:
-        self.api = server.client()
-        token = sign_up(self.api, email)
-        self.api.headers["Authorization"] = f"Bearer {token}"
-        self.web = server.client(follow_redirects=True)
-        self.web.cookies.set("pf_session", token)
-
-    def page(self, url: str, status: int = 200) -> httpx.Response:
-        response = self.web.get(url)
-        assert response.status_code == status, response.text
-        return response
-
-    def post(self, url: str, data: dict[str, str], **kwargs: Any) -> httpx.Response:
-        token = re.search(r'name="csrf_token" value="([^"]+)"', self.page("/instances").text)
-        assert token
-        return self.web.post(url, data={"csrf_token": token.group(1), **data}, **kwargs)
-
-    def close(self) -> None:
-        self.api.close()
-        self.web.close()
-
-
 @pytest.fixture(scope="module")
-def owner(server: ServeProcess) -> Iterator[Person]:
-    person = Person(server, "fay@example.com")
+def owner(server: ServeProcess) -> Iterator[WebPerson]:
+    person = WebPerson(server, "fay@example.com")
     assert person.api.post("/api/instances", json={"name": NAME}).status_code == 201
     started = person.api.post(f"/api/instances/{NAME}/start")
     assert started.status_code == 200 and started.json()["status"] == "running", started.text
@@ -108,7 +83,7 @@ def poll(get: Any, check: Any, timeout: float = 30.0) -> httpx.Response:
 
 
 def test_the_instance_page_links_the_browser_which_lists_the_three_folders(
-    owner: Person,
+    owner: WebPerson,
 ) -> None:
     assert f'href="/instances/{NAME}/files"' in owner.page(f"/instances/{NAME}").text
     root = owner.page(files())
@@ -118,7 +93,7 @@ def test_the_instance_page_links_the_browser_which_lists_the_three_folders(
 
 
 def test_an_upload_into_pb_public_is_served_at_the_instance_root(
-    server: ServeProcess, owner: Person
+    server: ServeProcess, owner: WebPerson
 ) -> None:
     page = b"<!doctype html><h1>uploaded from the dashboard</h1>\n"
     big = b"x" * (MAX_FILE_MB * 1024 * 1024 - 100)  # over the apex's 4 KB, under the file limit
@@ -150,7 +125,7 @@ def test_an_upload_into_pb_public_is_served_at_the_instance_root(
     assert "huge.bin" not in names_listed(owner.page(files("pb_public")))
 
 
-def test_edit_a_text_file_and_read_it_back(owner: Person) -> None:
+def test_edit_a_text_file_and_read_it_back(owner: WebPerson) -> None:
     hook = 'routerAdd("GET", "/hello", (e) => e.string(200, "hi"))\n'
     put = owner.api.put(f"/api/instances/{NAME}/files/pb_hooks/main.pb.js", content=hook)
     assert put.status_code == 201, put.text
@@ -170,7 +145,7 @@ def test_edit_a_text_file_and_read_it_back(owner: Person) -> None:
     assert back.text == changed.replace("\r\n", "\n")  # the textarea's CRLF back to LF
 
 
-def test_binary_files_are_not_opened_in_the_editor(owner: Person) -> None:
+def test_binary_files_are_not_opened_in_the_editor(owner: WebPerson) -> None:
     put = owner.api.put(
         f"/api/instances/{NAME}/files/pb_public/logo.png", content=b"\x89PNG\x00\xff"
     )
@@ -179,7 +154,7 @@ def test_binary_files_are_not_opened_in_the_editor(owner: Person) -> None:
     assert "not a text file" in editor.text and "<textarea" not in editor.text
 
 
-def test_new_folder_rename_and_delete(owner: Person) -> None:
+def test_new_folder_rename_and_delete(owner: WebPerson) -> None:
     made = owner.post(f"/instances/{NAME}/files/mkdir", {"path": "pb_public", "folder": "assets"})
     assert made.status_code == 200 and "Folder created." in made.text
     assert "assets/" in names_listed(made)
@@ -201,7 +176,7 @@ def test_new_folder_rename_and_delete(owner: Person) -> None:
     assert 'data-confirm-submit="Delete pb_public/index.html?"' in folder.text
 
 
-def test_paths_outside_the_code_folders_are_refused_with_a_message(owner: Person) -> None:
+def test_paths_outside_the_code_folders_are_refused_with_a_message(owner: WebPerson) -> None:
     for path in ("pb_data", "pb_public/../pb_data", "../x", "/etc"):
         page = owner.page(files(path), 422)
         assert error_of(page), path
@@ -221,8 +196,8 @@ def test_paths_outside_the_code_folders_are_refused_with_a_message(owner: Person
     assert "index.html" in names_listed(renamed)  # still on pb_public's page
 
 
-def test_another_account_gets_404(server: ServeProcess, owner: Person) -> None:
-    other = Person(server, "gus@example.com")
+def test_another_account_gets_404(server: ServeProcess, owner: WebPerson) -> None:
+    other = WebPerson(server, "gus@example.com")
     try:
         for url in (
             files(),
