@@ -234,21 +234,33 @@ def fill(staged: Path, sent: dict[str, str], wanted: DeployManifest, root: Path,
     if not needed:
         return 0
     in_archive = {d: rel for rel, d in sent.items()}
-    live = live_contents(root, uid) if any(d not in in_archive for d in needed.values()) else None
+    live: LiveContents | None = None  # every live file hashed only when one is needed
     stale: list[str] = []
     from_live = 0
-    root_fd = safe_fs.open_anchor(root) if live is not None and live.by_hash else None
+    try:
+        root_fd: int | None = safe_fs.open_anchor(root)
+    except FileNotFoundError:
+        root_fd = None  # never started: nothing live
     try:
         for rel, digest in sorted(needed.items()):
             target = _make_parents(staged, rel)
             if digest in in_archive:
                 with open(staged / in_archive[digest], "rb") as source:
                     ok = _copy_checked(source.fileno(), target, digest)
-            elif live is not None and root_fd is not None and digest in live.by_hash:
-                ok = _copy_live(root_fd, live.by_hash[digest], uid, target, digest)
-                from_live += ok
-            else:
+            elif root_fd is None:
                 ok = False
+            else:
+                # most often the live file at the same path, unchanged; else any live file
+                # with that content (a rename)
+                folder, _, below = rel.partition("/")
+                ok = _copy_live(root_fd, LiveFile(folder, below), uid, target, digest)
+                if not ok:
+                    live = live if live is not None else live_contents(root, uid)
+                    source_file = live.by_hash.get(digest)
+                    ok = source_file is not None and _copy_live(
+                        root_fd, source_file, uid, target, digest
+                    )
+                from_live += ok
             if not ok:
                 stale.append(rel)
     finally:
