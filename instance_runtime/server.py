@@ -1,8 +1,9 @@
 """The ASGI application and `serve()`: one instance, like `pocketbase serve`.
 
 Contract: `create_app(data_dir)` returns a Starlette app serving the APIs of `apis/` over the
-`App` of `data_dir`; every error is PocketBase's JSON (`ApiError` as is, an unknown route 404,
-anything unexpected 500 "Something went wrong while processing your request.").
+`App` of `data_dir`, behind the request pipeline of `apis.middlewares`; every error is
+PocketBase's JSON (`ApiError` as is, an unknown route 404, anything unexpected 500 "Something
+went wrong while processing your request.").
 `serve(data_dir, host, port)` runs it with uvicorn until SIGTERM/SIGINT, then drains writes and
 checkpoints the database; with `PF_ACTIVITY_SOCKET` in the environment it also reports its
 activity to the control plane (`instance_runtime.activity`).
@@ -18,14 +19,17 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
 from instance_runtime.activity import ENV_SOCKET, ActivityMiddleware, ActivityReporter
-from instance_runtime.apis import batch, collections, health, record_auth, records
+from instance_runtime.apis import batch, collections, health, record_auth, records, settings
 from instance_runtime.apis.base import error_response
+from instance_runtime.apis.middlewares import AuthLoader, Cors, RequestLogger, SecurityHeaders
 from instance_runtime.core.app import App
 from instance_runtime.core.errors import ApiError
+from instance_runtime.core.events import LifecycleEvent
 
 log = logging.getLogger("instance_runtime")
 
@@ -55,7 +59,9 @@ def create_app(data_dir: Path) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        runtime.hooks.on_serve.trigger(LifecycleEvent(runtime), lambda e: None)
         yield
+        runtime.hooks.on_terminate.trigger(LifecycleEvent(runtime), lambda e: None)
         runtime.close()
 
     app = Starlette(
@@ -65,6 +71,13 @@ def create_app(data_dir: Path) -> Starlette:
             *records.routes,
             *record_auth.routes,
             *batch.routes,
+            *settings.routes,
+        ],
+        middleware=[
+            Middleware(Cors),
+            Middleware(RequestLogger, runtime=runtime),
+            Middleware(SecurityHeaders),
+            Middleware(AuthLoader, runtime=runtime),
         ],
         exception_handlers={
             ApiError: _api_error,

@@ -6,9 +6,14 @@ Contract:
 - `read_body(request, limit)` returns the submitted object from JSON, multipart/form-data
   (`@jsonPayload` merged, repeated keys as lists) or urlencoded bodies; a body over `limit`
   bytes is a 413, malformed JSON a 400 (PocketBase's messages).
-- `request_info(request, app, body)` authenticates the `Authorization` header (the raw token
-  as the SDK sends it, or `Bearer TOKEN`) and builds the `RequestInfo`; an invalid token is
-  treated as a guest, as PocketBase does.
+- `authenticate(header, app)` verifies an `Authorization` header (the raw token as the SDK
+  sends it, or `Bearer TOKEN`): (collection, record), or None for a guest (an invalid token is
+  a guest, as PocketBase has it). The `AuthLoader` middleware does it once per request and
+  keeps the result in the scope; `request_info(request, app, body)` builds the `RequestInfo`
+  from it, and `require_superuser` refuses a guest (401) and any other auth (403).
+- `client_ip(scope, settings)` is the client's address behind `settings.trustedProxy`;
+  `check_collection_rate_limit(request, app, coll, *tags)` applies PocketBase's per-collection
+  rate limits (labels `COLLECTION:tag`, `*:tag`, then the request's) and raises the 429.
 """
 
 from __future__ import annotations
@@ -19,13 +24,18 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from instance_runtime.core import auth
 from instance_runtime.core.app import App
-from instance_runtime.core.errors import ApiError
+from instance_runtime.core.errors import ApiError, forbidden, unauthorized
 from instance_runtime.core.models import Collection
 from instance_runtime.core.records import Record
-from instance_runtime.core.request_info import RequestInfo
+from instance_runtime.core.request_info import SUPERUSERS, RequestInfo
+from instance_runtime.tools.client_ip import ip_in_list, real_ip
+from instance_runtime.tools.rate_limit import Rule, find_rule
+
+AUTH_SCOPE_KEY = "pocketfleet.auth"
 
 DEFAULT_MAX_BODY = 32 << 20
 _TOKEN_CACHE_TTL = 30.0
@@ -125,8 +135,8 @@ async def read_body(
     return parsed
 
 
-def _token(request: Request) -> str:
-    header = request.headers.get("authorization", "").strip()
+def _token(header: str) -> str:
+    header = header.strip()
     if header[:7].lower() == "bearer ":
         header = header[7:].strip()
     return header
@@ -134,10 +144,12 @@ def _token(request: Request) -> str:
 
 # token -> (expires_at, auth_generation, collection, record)
 _cache: dict[str, tuple[float, int, Collection, Record]] = {}
+Auth = tuple[Collection, Record]
 
 
-async def authenticate(request: Request, app: App) -> tuple[Collection, Record] | None:
-    token = _token(request)
+async def authenticate(header: str, app: App) -> Auth | None:
+    """See the module docstring."""
+    token = _token(header)
     if not token:
         return None
     now = time.monotonic()
@@ -153,6 +165,79 @@ async def authenticate(request: Request, app: App) -> tuple[Collection, Record] 
     return found
 
 
+async def request_auth(request: Request, app: App) -> Auth | None:
+    """The request's auth as the `AuthLoader` middleware found it."""
+    scope = request.scope
+    if AUTH_SCOPE_KEY not in scope:  # an app mounted without the middleware
+        scope[AUTH_SCOPE_KEY] = await authenticate(request.headers.get("authorization", ""), app)
+    found: Auth | None = scope[AUTH_SCOPE_KEY]
+    return found
+
+
+def remote_ip(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+def client_ip(scope: Scope, settings: dict[str, Any]) -> str:
+    """See the module docstring."""
+    proxy = settings.get("trustedProxy") or {}
+    names = proxy.get("headers") or []
+    remote = remote_ip(scope)
+    if not names:
+        return remote
+    raw = scope.get("headers") or []
+
+    def values(name: str) -> list[str]:
+        wanted = name.lower().encode("latin-1")
+        return [v.decode("latin-1") for k, v in raw if k == wanted]
+
+    return real_ip(remote, values, names, bool(proxy.get("useLeftmostIP")))
+
+
+def rate_limit(app: App, scope: Scope, limiter_id: str, rule: Rule) -> None:
+    """Take one request of `rule` for this client (raises the 429)."""
+    audience = str(rule.get("audience", ""))
+    authenticated = scope.get(AUTH_SCOPE_KEY) is not None
+    if (audience == "@guest" and authenticated) or (audience == "@auth" and not authenticated):
+        return
+    key = client_ip(scope, app.settings.current)
+    if key and not app.rate_limiters.allow(limiter_id, rule, key):
+        raise ApiError(429, "Too Many Requests.")
+
+
+def skip_rate_limit(app: App, scope: Scope) -> bool:
+    """PocketBase skips rate limits when off, for superusers and for `excludedIPs`."""
+    settings = app.settings.current
+    limits = settings["rateLimits"]
+    if not limits.get("enabled"):
+        return True
+    found = scope.get(AUTH_SCOPE_KEY)
+    if found is not None and found[0].name == SUPERUSERS:
+        return True
+    return ip_in_list(limits.get("excludedIPs") or [], client_ip(scope, settings))
+
+
+def check_collection_rate_limit(request: Request, app: App, coll: Collection, *tags: str) -> None:
+    """See the module docstring."""
+    scope = request.scope
+    if skip_rate_limit(app, scope):
+        return
+    path = str(scope["path"])
+    labels = [f"{coll.name}:{tag}" for tag in tags] + [f"*:{tag}" for tag in tags]
+    labels += [f"{scope['method']} {path}", path]
+    rule = find_rule(
+        app.settings.current["rateLimits"].get("rules") or [], labels, audiences(scope)
+    )
+    if rule is not None:
+        rate_limit(app, scope, coll.id + "".join(tags) + str(rule.get("audience", "")), rule)
+
+
+def audiences(scope: Scope) -> tuple[str, str]:
+    """The rule audiences that apply to this request's client."""
+    return ("", "@auth") if scope.get(AUTH_SCOPE_KEY) is not None else ("", "@guest")
+
+
 def _headers(request: Request) -> dict[str, str]:
     return {k.lower().replace("-", "_"): v for k, v in request.headers.items()}
 
@@ -160,7 +245,7 @@ def _headers(request: Request) -> dict[str, str]:
 async def request_info(
     request: Request, app: App, body: dict[str, Any] | None = None
 ) -> RequestInfo:
-    found = await authenticate(request, app)
+    found = await request_auth(request, app)
     info = RequestInfo(
         method=request.method.upper(),
         query=dict(request.query_params),
@@ -171,6 +256,16 @@ async def request_info(
         coll, record = found
         info.auth = {**record, "collectionId": coll.id, "collectionName": coll.name}
         info.auth_collection = coll
+    return info
+
+
+async def require_superuser(request: Request, body: dict[str, Any] | None = None) -> RequestInfo:
+    """See the module docstring."""
+    info = await request_info(request, get_app(request), body)
+    if info.auth is None:
+        raise unauthorized()
+    if not info.is_superuser:
+        raise forbidden("The authorized record is not allowed to perform this action.")
     return info
 
 

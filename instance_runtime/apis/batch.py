@@ -1,6 +1,6 @@
-"""`POST /api/batch` (transactional record writes) and `/api/settings` (superusers).
+"""`POST /api/batch`: transactional record writes.
 
-Contract (batch, as PocketBase 0.40): refused with 403 unless `settings.batch.enabled`; the body
+Contract (as PocketBase 0.40): refused with 403 unless `settings.batch.enabled`; the body
 is `{"requests": [{method, url, body?, headers?}]}` (at most `batch.maxRequests`), each a record
 create (`POST .../records`), upsert (`PUT .../records`), update (`PATCH .../records/ID`) or
 delete (`DELETE .../records/ID`). All run in ONE write transaction with the caller's auth and
@@ -21,8 +21,9 @@ from starlette.routing import Route
 
 from instance_runtime.apis.base import get_app, json_response, read_body, request_info
 from instance_runtime.apis.records import enrich
-from instance_runtime.core import record_write, records, settings
-from instance_runtime.core.errors import ApiError, FieldError, bad_request, unauthorized
+from instance_runtime.core import record_write, records
+from instance_runtime.core.app_hooks import AppHooks
+from instance_runtime.core.errors import ApiError, FieldError, bad_request
 from instance_runtime.core.request_info import RequestInfo
 from instance_runtime.core.schema import Schema
 
@@ -30,7 +31,11 @@ _RECORDS = re.compile(r"^/api/collections/(?P<collection>[^/?]+)/records(?:/(?P<
 
 
 def _run_one(
-    conn: sqlite3.Connection, schema: Schema, item: dict[str, Any], base: RequestInfo
+    conn: sqlite3.Connection,
+    schema: Schema,
+    item: dict[str, Any],
+    base: RequestInfo,
+    hooks: AppHooks,
 ) -> dict[str, Any]:
     method = str(item.get("method") or "").upper()
     url = urlsplit(str(item.get("url") or ""))
@@ -53,17 +58,17 @@ def _run_one(
     )
     rid = match.group("id")
     if method == "POST" and rid is None:
-        record = record_write.create(conn, schema, coll, body, info)
+        record = record_write.create(conn, schema, coll, body, info, hooks=hooks)
     elif method == "PUT" and rid is None:
         given = str(body.get("id") or "")
         if given and records.find(conn, coll, given) is not None:
-            record = record_write.update(conn, schema, coll, given, body, info)
+            record = record_write.update(conn, schema, coll, given, body, info, hooks=hooks)
         else:
-            record = record_write.create(conn, schema, coll, body, info)
+            record = record_write.create(conn, schema, coll, body, info, hooks=hooks)
     elif method == "PATCH" and rid is not None:
-        record = record_write.update(conn, schema, coll, rid, body, info)
+        record = record_write.update(conn, schema, coll, rid, body, info, hooks=hooks)
     elif method == "DELETE" and rid is not None:
-        record_write.delete(conn, schema, coll, rid, info)
+        record_write.delete(conn, schema, coll, rid, info, hooks=hooks)
         return {"status": 204, "body": None}
     else:
         raise ApiError(400, "Something went wrong while processing your request.")
@@ -72,7 +77,7 @@ def _run_one(
 
 async def batch(request: Request) -> Response:
     app = get_app(request)
-    config = (await app.read(lambda conn, _s: settings.load(conn)))["batch"]
+    config = app.settings.current["batch"]
     max_requests = int(config.get("maxRequests") or 0)
     if not config.get("enabled") or max_requests <= 0:
         raise ApiError(403, "Batch requests are not allowed.")
@@ -103,7 +108,7 @@ async def batch(request: Request) -> Response:
             try:
                 if not isinstance(item, dict):
                     raise ApiError(400, "Invalid batch request data.")
-                results.append(_run_one(conn, schema, item, info))
+                results.append(_run_one(conn, schema, item, info, app.hooks))
             except ApiError as exc:
                 raise ApiError(
                     400,
@@ -123,27 +128,4 @@ async def batch(request: Request) -> Response:
     return json_response(await app.write(run))
 
 
-async def _superuser(request: Request) -> None:
-    info = await request_info(request, get_app(request))
-    if info.auth is None:
-        raise unauthorized()
-    if not info.is_superuser:
-        raise ApiError(403, "The authorized record is not allowed to perform this action.")
-
-
-async def get_settings(request: Request) -> Response:
-    await _superuser(request)
-    return json_response(await get_app(request).read(lambda conn, _s: settings.load(conn)))
-
-
-async def patch_settings(request: Request) -> Response:
-    await _superuser(request)
-    body = await read_body(request)
-    return json_response(await get_app(request).write(lambda conn, _s: settings.save(conn, body)))
-
-
-routes = [
-    Route("/api/batch", batch, methods=["POST"]),
-    Route("/api/settings", get_settings, methods=["GET"]),
-    Route("/api/settings", patch_settings, methods=["PATCH"]),
-]
+routes = [Route("/api/batch", batch, methods=["POST"])]

@@ -9,38 +9,25 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from instance_runtime.apis.base import get_app, json_response, read_body, request_info
+from instance_runtime.apis.base import get_app, json_response, read_body, require_superuser
 from instance_runtime.core import collections as service
 from instance_runtime.core.app import SchemaChange
 from instance_runtime.core.errors import (
-    ApiError,
     FieldError,
     bad_request,
     not_found,
-    unauthorized,
 )
 from instance_runtime.core.expand import pick_fields
 from instance_runtime.core.models import Collection
 from instance_runtime.core.records import ListParams
-from instance_runtime.core.request_info import RequestInfo
 from instance_runtime.core.schema import Schema
 
 _SORTABLE = ("id", "name", "type", "system", "created", "updated")
-
-
-async def _require_superuser(request: Request, body: dict[str, Any] | None = None) -> RequestInfo:
-    info = await request_info(request, get_app(request), body)
-    if info.auth is None:
-        raise unauthorized()
-    if not info.is_superuser:
-        raise ApiError(403, "The authorized record is not allowed to perform this action.")
-    return info
 
 
 def _find(schema: Schema, request: Request) -> Collection:
@@ -61,7 +48,7 @@ def _sorted(items: list[Collection], sort: str) -> list[Collection]:
 
 
 async def list_collections(request: Request) -> Response:
-    await _require_superuser(request)
+    await require_superuser(request)
     app = get_app(request)
     params = ListParams.parse(dict(request.query_params))
     items = _sorted(app.schema.all(), params.sort)
@@ -91,7 +78,7 @@ async def list_collections(request: Request) -> Response:
 
 
 async def view_collection(request: Request) -> Response:
-    await _require_superuser(request)
+    await require_superuser(request)
     coll = _find(get_app(request).schema, request)
     return json_response(pick_fields(coll.to_json(), request.query_params.get("fields", "")))
 
@@ -101,7 +88,7 @@ _BAD_DATA = "Failed to load the submitted data due to invalid formatting."
 
 
 async def create_collection(request: Request) -> Response:
-    await _require_superuser(request)
+    await require_superuser(request)
     body = await read_body(request, message=_BAD_COLLECTION)
 
     def run(conn: sqlite3.Connection, schema: Schema) -> SchemaChange[Collection]:
@@ -113,7 +100,7 @@ async def create_collection(request: Request) -> Response:
 
 
 async def update_collection(request: Request) -> Response:
-    await _require_superuser(request)
+    await require_superuser(request)
     app = get_app(request)
     old = _find(app.schema, request)
     body = await read_body(request, message=_BAD_DATA)
@@ -130,7 +117,7 @@ async def update_collection(request: Request) -> Response:
 
 
 async def delete_collection(request: Request) -> Response:
-    await _require_superuser(request)
+    await require_superuser(request)
     app = get_app(request)
     coll = _find(app.schema, request)
 
@@ -143,7 +130,7 @@ async def delete_collection(request: Request) -> Response:
 
 
 async def truncate_collection(request: Request) -> Response:
-    await _require_superuser(request)
+    await require_superuser(request)
     app = get_app(request)
     coll = _find(app.schema, request)
     await app.write(lambda conn, schema: service.truncate(conn, schema, coll))
@@ -151,7 +138,7 @@ async def truncate_collection(request: Request) -> Response:
 
 
 async def import_collections(request: Request) -> Response:
-    await _require_superuser(request)
+    await require_superuser(request)
     body = await read_body(request, message="An error occurred while loading the submitted data.")
     items = body.get("collections")
     if not isinstance(items, list) or not items:

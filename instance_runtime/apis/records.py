@@ -1,8 +1,11 @@
 """`/api/collections/{collection}/records`: list, view, create, update, delete.
 
-Contract: thin handlers over `core.records` / `core.record_write`, PocketBase's statuses and
-shapes: unknown collection 404 "Missing collection context.", rules as in core, `expand` and
-`fields` applied to every returned record, create/update answer the record (200), delete 204.
+Contract: thin handlers over `core.records` / `core.record_write`, each through its request
+hook (`on_records_list_request`, `on_record_view_request`, ...: `next()` does the operation and
+leaves the answer in the event) after PocketBase's per-collection rate limit (`list`, `view`,
+`create`, `update`, `delete`); PocketBase's statuses and shapes: unknown collection 404
+"Missing collection context.", rules as in core, `expand` and `fields` applied to every
+returned record, create/update answer the record (200), delete 204.
 The body limit is PocketBase's: 32 MiB plus each json/editor/file field's maximum size.
 """
 
@@ -17,6 +20,7 @@ from starlette.routing import Route
 
 from instance_runtime.apis.base import (
     DEFAULT_MAX_BODY,
+    check_collection_rate_limit,
     get_app,
     json_response,
     read_body,
@@ -25,6 +29,7 @@ from instance_runtime.apis.base import (
 from instance_runtime.core import record_write, records
 from instance_runtime.core.app import App
 from instance_runtime.core.errors import ApiError
+from instance_runtime.core.events import RecordRequestEvent, RecordsListRequestEvent
 from instance_runtime.core.expand import expand_records, pick_fields
 from instance_runtime.core.models import Collection
 from instance_runtime.core.request_info import RequestInfo
@@ -72,8 +77,6 @@ def enrich(
     out = []
     for item in items:
         data = records.serialize(coll, item, info, expanded.get(str(item["id"])))
-        if str(item["id"]) in expanded and "expand" not in data:
-            data["expand"] = {}
         out.append(pick_fields(data, fields) if fields else data)
     return out
 
@@ -81,6 +84,7 @@ def enrich(
 async def list_records(request: Request) -> Response:
     app = get_app(request)
     coll = collection_of(app, request)
+    check_collection_rate_limit(request, app, coll, "list")
     info = await request_info(request, app)
     params = records.ListParams.parse(info.query)
 
@@ -89,12 +93,18 @@ async def list_records(request: Request) -> Response:
         result["items"] = enrich(conn, schema, coll, result["items"], info)
         return result
 
-    return json_response(await app.read(run))
+    async def answer(e: RecordsListRequestEvent) -> None:
+        e.result = await app.read(run)
+
+    event = RecordsListRequestEvent(info, coll)
+    await app.hooks.on_records_list_request.trigger(event, answer)
+    return json_response(event.result)
 
 
 async def view_record(request: Request) -> Response:
     app = get_app(request)
     coll = collection_of(app, request)
+    check_collection_rate_limit(request, app, coll, "view")
     info = await request_info(request, app)
     rid = request.path_params["id"]
 
@@ -102,43 +112,68 @@ async def view_record(request: Request) -> Response:
         record = records.view_record(conn, schema, coll, rid, info)
         return enrich(conn, schema, coll, [record], info)[0]
 
-    return json_response(await app.read(run))
+    async def answer(e: RecordRequestEvent) -> None:
+        e.record = await app.read(run)
+
+    event = RecordRequestEvent(info, coll, record_id=rid)
+    await app.hooks.on_record_view_request.trigger(event, answer)
+    return json_response(event.record)
 
 
 async def create_record(request: Request) -> Response:
     app = get_app(request)
     coll = collection_of(app, request, _NO_BODY_COLLECTION)
+    check_collection_rate_limit(request, app, coll, "create")
     body = await read_body(request, body_limit(coll))
     info = await request_info(request, app, body)
 
-    def run(conn: sqlite3.Connection, schema: Schema) -> dict[str, Any]:
-        record = record_write.create(conn, schema, coll, body, info)
-        return enrich(conn, schema, coll, [record], info)[0]
+    async def answer(e: RecordRequestEvent) -> None:
+        def run(conn: sqlite3.Connection, schema: Schema) -> dict[str, Any]:
+            record = record_write.create(conn, schema, coll, e.body, info, hooks=app.hooks)
+            return enrich(conn, schema, coll, [record], info)[0]
 
-    return json_response(await app.write(run))
+        e.record = await app.write(run)
+
+    event = RecordRequestEvent(info, coll, body=body)
+    await app.hooks.on_record_create_request.trigger(event, answer)
+    return json_response(event.record)
 
 
 async def update_record(request: Request) -> Response:
     app = get_app(request)
     coll = collection_of(app, request, _NO_BODY_COLLECTION)
+    check_collection_rate_limit(request, app, coll, "update")
     body = await read_body(request, body_limit(coll))
     info = await request_info(request, app, body)
     rid = request.path_params["id"]
 
-    def run(conn: sqlite3.Connection, schema: Schema) -> dict[str, Any]:
-        record = record_write.update(conn, schema, coll, rid, body, info)
-        return enrich(conn, schema, coll, [record], info)[0]
+    async def answer(e: RecordRequestEvent) -> None:
+        def run(conn: sqlite3.Connection, schema: Schema) -> dict[str, Any]:
+            record = record_write.update(conn, schema, coll, rid, e.body, info, hooks=app.hooks)
+            return enrich(conn, schema, coll, [record], info)[0]
 
-    return json_response(await app.write(run))
+        e.record = await app.write(run)
+
+    event = RecordRequestEvent(info, coll, body=body, record_id=rid)
+    await app.hooks.on_record_update_request.trigger(event, answer)
+    return json_response(event.record)
 
 
 async def delete_record(request: Request) -> Response:
     app = get_app(request)
     coll = collection_of(app, request)
+    check_collection_rate_limit(request, app, coll, "delete")
     body = await read_body(request, body_limit(coll))
     info = await request_info(request, app, body)
     rid = request.path_params["id"]
-    await app.write(lambda conn, schema: record_write.delete(conn, schema, coll, rid, info))
+
+    async def answer(e: RecordRequestEvent) -> None:
+        await app.write(
+            lambda conn, schema: record_write.delete(conn, schema, coll, rid, info, hooks=app.hooks)
+        )
+
+    event = RecordRequestEvent(info, coll, body=body, record_id=rid)
+    await app.hooks.on_record_delete_request.trigger(event, answer)
     return Response(status_code=204)
 
 

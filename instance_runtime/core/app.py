@@ -10,6 +10,13 @@ Contract:
   collections: `fn` returns `SchemaChange(value, schema)` with the schema reloaded inside the
   transaction, which the app installs once it has committed. `await app.read(fn)` runs
   `fn(conn, schema)` on a reader.
+- `app.hooks` holds every event hook (`core.app_hooks`); `app.settings` the in-memory settings
+  (`core.settings`), loaded at start; `app.rate_limiters` and `app.request_log` serve the
+  request pipeline (`apis.middlewares`); `await app.save_settings(values)` stores new ones and
+  triggers `on_settings_reload` once they are committed.
+- Inside a write, `on_commit(fn)` defers `fn()` until the transaction has committed (it runs in
+  the caller's thread after `write` returns; a write that fails drops its deferred calls). The
+  `..._success` events are sent this way.
 - With `PF_CHECKPOINTS=external` in the environment (the control plane sets it when Litestream
   replicates the instance, and Litestream checkpoints), the runtime never checkpoints its
   database itself (see `core.db`).
@@ -17,6 +24,8 @@ Contract:
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import os
 import sqlite3
 from collections.abc import Callable
@@ -24,12 +33,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from instance_runtime.core import settings as settings_store
+from instance_runtime.core.app_hooks import AppHooks
 from instance_runtime.core.db import Database
+from instance_runtime.core.events import SettingsReloadEvent
+from instance_runtime.core.logs import RequestLog
 from instance_runtime.core.schema import Schema, bootstrap
+from instance_runtime.tools.rate_limit import RateLimiters
 
 T = TypeVar("T")
 
 CHECKPOINTS_ENV = "PF_CHECKPOINTS"
+
+log = logging.getLogger("instance_runtime")
+
+Deferred = list[Callable[[], None]]
+_deferred: contextvars.ContextVar[Deferred | None] = contextvars.ContextVar(
+    "pf_deferred", default=None
+)
+
+
+def on_commit(fn: Callable[[], None]) -> None:
+    """See the module docstring: only valid inside a write of `App`."""
+    pending = _deferred.get()
+    if pending is None:
+        raise RuntimeError("on_commit() outside of a write transaction")
+    pending.append(fn)
+
+
+def _run_deferred(pending: Deferred) -> None:
+    for fn in pending:
+        try:
+            fn()
+        except Exception:
+            log.exception("an after-commit handler failed")
 
 
 @dataclass
@@ -55,6 +92,10 @@ class App:
         )
         self.db.write_sync(bootstrap)
         self.schema: Schema = self.db.write_sync(Schema.load)
+        self.settings = settings_store.Settings(self.db.read_sync(settings_store.load))
+        self.hooks = AppHooks()
+        self.rate_limiters = RateLimiters()
+        self.request_log = RequestLog()
         # Bumped after every committed write that may change an auth record (token cache key).
         self.auth_generation = 0
 
@@ -62,25 +103,53 @@ class App:
         schema = self.schema
         return await self.db.read(lambda conn: fn(conn, schema))
 
+    def _in_write(
+        self, fn: Callable[[sqlite3.Connection], T], pending: Deferred
+    ) -> Callable[[sqlite3.Connection], T]:
+        def run(conn: sqlite3.Connection) -> T:
+            token = _deferred.set(pending)
+            try:
+                return fn(conn)
+            except BaseException:
+                pending.clear()
+                raise
+            finally:
+                _deferred.reset(token)
+
+        return run
+
     async def write(self, fn: Callable[[sqlite3.Connection, Schema], T]) -> T:
         schema = self.schema
-        result = await self.db.write(lambda conn: fn(conn, schema))
+        pending: Deferred = []
+        result = await self.db.write(self._in_write(lambda conn: fn(conn, schema), pending))
         self.auth_generation += 1
+        _run_deferred(pending)
         return result
 
     async def write_schema(self, fn: Callable[[sqlite3.Connection, Schema], SchemaChange[T]]) -> T:
         """`write` for a change of collections: installs the new schema after the commit."""
         schema = self.schema
-        change = await self.db.write(lambda conn: fn(conn, schema))
+        pending: Deferred = []
+        change = await self.db.write(self._in_write(lambda conn: fn(conn, schema), pending))
         self.auth_generation += 1
         self.schema = change.schema
+        _run_deferred(pending)
         return change.value
 
     def write_sync(self, fn: Callable[[sqlite3.Connection, Schema], T]) -> T:
         schema = self.schema
-        result = self.db.write_sync(lambda conn: fn(conn, schema))
+        pending: Deferred = []
+        result = self.db.write_sync(self._in_write(lambda conn: fn(conn, schema), pending))
         self.auth_generation += 1
+        _run_deferred(pending)
         return result
+
+    async def save_settings(self, values: settings_store.Values) -> None:
+        """Store `values` as the settings, then install them and trigger `on_settings_reload`."""
+        await self.db.write(lambda conn: settings_store.store(conn, values))
+        self.settings.replace(values)
+        self.rate_limiters.clear()
+        self.hooks.on_settings_reload.trigger(SettingsReloadEvent(values), lambda e: None)
 
     def close(self) -> None:
         self.db.close()

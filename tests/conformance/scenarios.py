@@ -76,10 +76,26 @@ ERRORS = [
     "errors-body-limit",
 ]
 
+# Settings and the rate limits they drive (instance-wide state: engines of their own).
+SETTINGS = [
+    "settings-read-write",
+    "settings-rate-limits",
+]
+
 # Scenarios that change instance-wide state run on engines of their own.
 ISOLATED = [
     "collections-import-delete-missing",
     "batch-disabled-by-default",
 ]
 
-ALL = [*COLLECTIONS, *RECORDS, *BATCH, *FILTERS, *RULES, *SUPERUSERS, *ERRORS, *ISOLATED]
+ALL = [
+    *COLLECTIONS,
+    *RECORDS,
+    *BATCH,
+    *FILTERS,
+    *RULES,
+    *SUPERUSERS,
+    *ERRORS,
+    *SETTINGS,
+    *ISOLATED,
+]

@@ -13,6 +13,7 @@ import errors from './conformance/errors.mjs';
 import filters from './conformance/filters.mjs';
 import records from './conformance/records.mjs';
 import rules from './conformance/rules.mjs';
+import settings from './conformance/settings.mjs';
 import superusers from './conformance/superusers.mjs';
 import { Trace } from './conformance/trace.mjs';
 
@@ -26,7 +27,7 @@ globalThis.fetch = (url, init = {}) =>
 
 function registry() {
   const all = {};
-  for (const group of [collections, records, batch, filters, rules, superusers, errors]) {
+  for (const group of [collections, records, batch, filters, rules, settings, superusers, errors]) {
     for (const [name, scenario] of Object.entries(group)) {
       if (name in all) throw new Error(`scenario defined twice: ${name}`);
       all[name] = scenario;

@@ -9,7 +9,11 @@ OTP codes out of them.
         token = pocketbase_token(mail, "confirm-verification")
 
 Plain SMTP without authentication: PocketBase is pointed at it with ``smtp.tls=false`` (its
-mailer then tries STARTTLS only when the server offers it, and this one does not).
+mailer then tries STARTTLS only when the server offers it, and this one does not). On request it
+also requires AUTH (``credentials=(login, password)``, PLAIN or LOGIN, allowed without TLS since
+it is on loopback; ``logins`` lists who logged in and how), refuses some recipients with 550
+(``refuse=[...]``), offers STARTTLS (``starttls=server_ssl_context``) or speaks implicit TLS
+(``implicit_tls=server_ssl_context``); ``ReceivedMail.tls`` says whether a message came over TLS.
 
 Where PocketBase's default messages come from (0.40.6; the same in 0.39's source):
 ``core/collection_model_auth_templates.go`` holds the default templates of an auth collection
@@ -28,15 +32,17 @@ import email
 import email.policy
 import html
 import re
+import ssl
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from types import TracebackType
 from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from .ports import free_port
 
@@ -57,6 +63,7 @@ class ReceivedMail:
     envelope_to: tuple[str, ...]
     message: EmailMessage = field(repr=False)
     raw: bytes = field(repr=False)
+    tls: bool = False
 
     @property
     def sender(self) -> str:
@@ -150,6 +157,19 @@ class _Collector:
     def __init__(self, server: SmtpServer) -> None:
         self._server = server
 
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if address.lower() in self._server.refuse:
+            return "550 5.1.1 Mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content or b""
         if isinstance(raw, str):
@@ -163,9 +183,16 @@ class _Collector:
                 envelope_to=tuple(address.lower() for address in envelope.rcpt_tos),
                 message=message,
                 raw=raw,
+                tls=_over_tls(server),
             )
         )
         return "250 Message accepted for delivery"
+
+
+def _over_tls(server: SMTP) -> bool:
+    """Whether the session is encrypted (implicit TLS, or after STARTTLS)."""
+    transport = server.transport
+    return transport is not None and transport.get_extra_info("ssl_object") is not None
 
 
 class SmtpServer:
@@ -175,9 +202,23 @@ class SmtpServer:
     match first, so a test that triggers two mails to one address gets them in order.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        credentials: tuple[str, str] | None = None,
+        refuse: Iterable[str] = (),
+        starttls: ssl.SSLContext | None = None,
+        implicit_tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.host = host
         self.port = port if port is not None else free_port(host)
+        self.credentials = credentials
+        self.refuse = frozenset(address.lower() for address in refuse)
+        self.logins: list[tuple[str, str]] = []  # (mechanism, login) of each accepted AUTH
+        self._starttls = starttls
+        self._implicit_tls = implicit_tls
         self._lock = threading.Condition()
         self._received: list[ReceivedMail] = []
         self._pending: list[ReceivedMail] = []
@@ -195,7 +236,20 @@ class SmtpServer:
     def start(self) -> None:
         if self._controller is not None:
             return
-        controller = Controller(_Collector(self), hostname=self.host, port=self.port)
+        options: dict[str, Any] = {}
+        if self.credentials is not None:
+            options.update(
+                auth_required=True, auth_require_tls=False, authenticator=self._authenticate
+            )
+        if self._starttls is not None:
+            options["tls_context"] = self._starttls
+        controller = Controller(
+            _Collector(self),
+            hostname=self.host,
+            port=self.port,
+            ssl_context=self._implicit_tls,
+            **options,
+        )
         controller.start()  # returns once the server answers on the port
         self._controller = controller
 
@@ -204,6 +258,18 @@ class SmtpServer:
         if controller is not None:
             with contextlib.suppress(AssertionError):  # already stopped
                 controller.stop()
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword) or self.credentials is None:
+            return AuthResult(success=False, handled=False)
+        login, password = data.login.decode(), data.password.decode()
+        if (login, password) != self.credentials:
+            return AuthResult(success=False, handled=False)
+        with self._lock:
+            self.logins.append((mechanism, login))
+        return AuthResult(success=True)
 
     @property
     def messages(self) -> list[ReceivedMail]:

@@ -1,0 +1,199 @@
+"""The request pipeline: pure ASGI middlewares in PocketBase's order (`apis/middlewares*.go`).
+
+Outermost first, as `server.create_app` installs them:
+
+1. `Cors`: PocketBase's default CORS (any origin, `Vary: Origin`); an `OPTIONS` preflight is
+   answered 204 here, before anything counts it.
+2. `RequestLogger`: times every request and adds PocketBase's log entry to `app.request_log`
+   (when `settings.logs.maxDays` is not 0), with the client address only when `logs.logIP`.
+3. `SecurityHeaders`: `X-XSS-Protection`, `X-Content-Type-Options`, `X-Frame-Options`.
+4. `AuthLoader`: verifies the `Authorization` token once (an invalid one is a guest), refuses a
+   superuser from outside `settings.superuserIPs` (403), then applies the global rate limit
+   (`METHOD path` and `path` labels; 429). Handlers read the result with `base.request_auth`.
+
+Errors answered here are PocketBase's JSON; everything else passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from instance_runtime.apis.base import (
+    AUTH_SCOPE_KEY,
+    audiences,
+    authenticate,
+    client_ip,
+    error_response,
+    rate_limit,
+    remote_ip,
+    skip_rate_limit,
+)
+from instance_runtime.core.app import App
+from instance_runtime.core.errors import ApiError, forbidden
+from instance_runtime.core.logs import ERROR, INFO
+from instance_runtime.core.request_info import SUPERUSERS
+from instance_runtime.tools.client_ip import ip_in_list
+from instance_runtime.tools.rate_limit import find_rule
+
+_ALLOW_METHODS = b"GET,HEAD,PUT,PATCH,POST,DELETE"
+_SECURITY_HEADERS = [
+    (b"x-xss-protection", b"1; mode=block"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"SAMEORIGIN"),
+]
+
+
+class Cors:
+    """See the module docstring."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin", "")
+        if scope["method"] == "OPTIONS":
+            answer = [(b"vary", b"Origin")]
+            if origin:
+                answer += [
+                    (b"access-control-allow-origin", b"*"),
+                    (b"vary", b"Access-Control-Request-Method"),
+                    (b"vary", b"Access-Control-Request-Headers"),
+                    (b"access-control-allow-methods", _ALLOW_METHODS),
+                ]
+                wanted = headers.get("access-control-request-headers", "")
+                if wanted:
+                    answer.append((b"access-control-allow-headers", wanted.encode("latin-1")))
+            await send({"type": "http.response.start", "status": 204, "headers": answer})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        extra = [(b"vary", b"Origin")]
+        if origin:
+            extra.append((b"access-control-allow-origin", b"*"))
+        await self.app(scope, receive, _adding_headers(send, extra))
+
+
+class SecurityHeaders:
+    """See the module docstring."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, receive, _adding_headers(send, _SECURITY_HEADERS))
+
+
+def _adding_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    async def sender(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *extra]
+        await send(message)
+
+    return sender
+
+
+class RequestLogger:
+    """See the module docstring."""
+
+    def __init__(self, app: ASGIApp, runtime: App) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def sender(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sender)
+        finally:
+            if int(self.runtime.settings.current["logs"].get("maxDays") or 0) != 0:
+                self._log(scope, status or 500, (time.perf_counter() - started) * 1000)
+
+    def _log(self, scope: Scope, status: int, elapsed_ms: float) -> None:
+        settings = self.runtime.settings.current
+        logs = settings["logs"]
+        headers = Headers(scope=scope)
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+        url = (url + ("?" + query if query else ""))[:3000]
+        method = str(scope["method"]).upper()[:50]
+        data: dict[str, Any] = {
+            "type": "request",
+            "execTime": elapsed_ms,
+            "url": url,
+            "method": method,
+            "status": status,
+            "referer": headers.get("referer", "")[:2000],
+            "userAgent": headers.get("user-agent", "")[:2000],
+        }
+        found = scope.get(AUTH_SCOPE_KEY)
+        data["auth"] = found[0].name if found else ""
+        if found and logs.get("logAuthId"):
+            data["authId"] = str(found[1].get("id", ""))
+        if logs.get("logIP"):
+            data["userIP"] = client_ip(scope, settings)
+            data["remoteIP"] = remote_ip(scope)
+        self.runtime.request_log.add(
+            {
+                "message": f"{method} {unquote(url)}",
+                "level": ERROR if status >= 400 else INFO,
+                "data": data,
+            }
+        )
+
+
+class AuthLoader:
+    """See the module docstring."""
+
+    def __init__(self, app: ASGIApp, runtime: App) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        found = await authenticate(Headers(scope=scope).get("authorization", ""), self.runtime)
+        scope[AUTH_SCOPE_KEY] = found
+        settings = self.runtime.settings.current
+        try:
+            is_superuser = found is not None and found[0].name == SUPERUSERS
+            allowed_ips = settings.get("superuserIPs") or []
+            if (
+                is_superuser
+                and allowed_ips
+                and not ip_in_list(allowed_ips, client_ip(scope, settings))
+            ):
+                raise forbidden()
+            if not skip_rate_limit(self.runtime, scope):
+                path = str(scope["path"])
+                labels = (f"{scope['method']} {path}", path)
+                rules = settings["rateLimits"].get("rules") or []
+                rule = find_rule(rules, labels, audiences(scope))
+                if rule is not None:
+                    limiter_id = f"{rule['label']}{rule.get('audience', '')}"
+                    rate_limit(self.runtime, scope, limiter_id, rule)
+        except ApiError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
