@@ -77,6 +77,8 @@ def enrich(
     out = []
     for item in items:
         data = records.serialize(coll, item, info, expanded.get(str(item["id"])))
+        if str(item["id"]) in expanded and "expand" not in data:
+            data["expand"] = {}
         out.append(pick_fields(data, fields) if fields else data)
     return out
 
