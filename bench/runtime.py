@@ -5,7 +5,9 @@
 Both servers start on fresh data folders with the same collection (`items`: title, n, tag,
 public rules) and the same N records (created through each server's batch API). Then, one
 server at a time, `wrk` drives each workload at a fixed concurrency: view by id, a filtered
-list (with and without `skipTotal`) and create. It prints requests/s, p50/p99 latency, the
+list (with and without `skipTotal`), create, and the two auth calls (`auth-with-password` of a
+user of the default `users` collection, bcrypt-bound on both; `auth-refresh` of its token). It
+prints requests/s, p50/p99 latency, the
 idle and loaded memory (PSS) of each server, and the ratio ours/PocketBase on every line.
 """
 
@@ -118,8 +120,17 @@ def start(name: str) -> Server:
         time.sleep(0.1)
 
 
-def seed(server: Server, records: int) -> str:
-    """Create the collection and `records` records; return the id of one of them."""
+USER_EMAIL, USER_PASSWORD = "bench-user@example.com", "bench-user-pass-1"
+
+
+@dataclass
+class Seeded:
+    record_id: str  # one of the records
+    user_token: str  # an auth token of the user
+
+
+def seed(server: Server, records: int) -> Seeded:
+    """Create the collection, `records` records and one user."""
     with httpx.Client(base_url=server.url, timeout=60) as client:
         token = client.post(
             "/api/collections/_superusers/auth-with-password",
@@ -138,9 +149,17 @@ def seed(server: Server, records: int) -> str:
                 for i in range(start_at, min(start_at + 200, records))
             ]
             client.post("/api/batch", json={"requests": batch}).raise_for_status()
-        first = client.get("/api/collections/items/records", params={"perPage": 1, "page": 5000})
+        middle = max(records // 2, 1)
+        first = client.get("/api/collections/items/records", params={"perPage": 1, "page": middle})
         one: str = first.json()["items"][0]["id"]
-        return one
+        user = {"email": USER_EMAIL, "password": USER_PASSWORD, "passwordConfirm": USER_PASSWORD}
+        client.post("/api/collections/users/records", json=user).raise_for_status()
+        login = client.post(
+            "/api/collections/users/auth-with-password",
+            json={"identity": USER_EMAIL, "password": USER_PASSWORD},
+        )
+        login.raise_for_status()
+        return Seeded(one, str(login.json()["token"]))
 
 
 def wrk(url: str, concurrency: int, seconds: int, script: Path | None = None) -> dict[str, float]:
@@ -177,27 +196,38 @@ def wrk(url: str, concurrency: int, seconds: int, script: Path | None = None) ->
 def run(records: int, concurrency: int, seconds: int) -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is required (Debian package `wrk`)")
-    script = Path(tempfile.mkdtemp()) / "create.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        'wrk.body = \'{"title": "new", "n": 42, "tag": "a"}\'\n'
-    )
+    scripts = Path(tempfile.mkdtemp())
+
+    def post(name: str, body: str, headers: dict[str, str] | None = None) -> Path:
+        lines = ['wrk.method = "POST"', 'wrk.headers["Content-Type"] = "application/json"']
+        lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items()]
+        lines.append(f"wrk.body = '{body}'")
+        path = scripts / f"{name}.lua"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    create = post("create", '{"title": "new", "n": 42, "tag": "a"}')
+    login = post("login", f'{{"identity": "{USER_EMAIL}", "password": "{USER_PASSWORD}"}}')
     results: dict[str, dict[str, dict[str, float]]] = {}
     memory: dict[str, tuple[float, float]] = {}
     for name in ("pocketbase", "pocketfleet"):
         server = start(name)
         try:
-            rid = seed(server, records)
+            seeded = seed(server, records)
+            rid = seeded.record_id
+            refresh = post(f"refresh-{name}", "", {"Authorization": seeded.user_token})
             time.sleep(1)
             idle = server.pss_mb()
             base = f"{server.url}/api/collections/items/records"
+            users = f"{server.url}/api/collections/users"
             filtered = f"{base}?perPage=30&sort=-n&filter={quote(FILTER)}"
             loads = {
                 "view by id": (f"{base}/{rid}", None),
                 "list filtered": (filtered, None),
                 "list filtered skipTotal": (filtered + "&skipTotal=1", None),
-                "create": (base, script),
+                "create": (base, create),
+                "auth-with-password": (f"{users}/auth-with-password", login),
+                "auth-refresh": (f"{users}/auth-refresh", refresh),
             }
             results[name] = {}
             for label, (url, lua) in loads.items():
@@ -216,8 +246,9 @@ def run(records: int, concurrency: int, seconds: int) -> None:
     )
     for label in results["pocketbase"]:
         pb, us = results["pocketbase"][label], results["pocketfleet"][label]
+        ratio = us["rps"] / pb["rps"] if pb["rps"] else float("nan")
         print(
-            f"{label:26} {pb['rps']:9.0f} {us['rps']:9.0f} {us['rps'] / pb['rps']:6.2f}   "
+            f"{label:26} {pb['rps']:9.0f} {us['rps']:9.0f} {ratio:6.2f}   "
             f"{pb['p50']:7.2f}/{pb['p99']:<7.2f} {us['p50']:8.2f}/{us['p99']:<8.2f}"
             + (
                 f"  errors pb={pb['errors']:.0f} ours={us['errors']:.0f}"

@@ -12,8 +12,10 @@ Contract:
   `fn(conn, schema)` on a reader.
 - `app.hooks` holds every event hook (`core.app_hooks`); `app.settings` the in-memory settings
   (`core.settings`), loaded at start; `app.rate_limiters` and `app.request_log` serve the
-  request pipeline (`apis.middlewares`); `await app.save_settings(values)` stores new ones and
-  triggers `on_settings_reload` once they are committed.
+  request pipeline (`apis.middlewares`); `app.mailer` sends mail in the background with the
+  current SMTP settings, every message through `on_mailer_send`.
+- `await app.save_settings(values)` stores new settings, then installs them and triggers
+  `on_settings_reload`.
 - Inside a write, `on_commit(fn)` defers `fn()` until the transaction has committed (it runs in
   the caller's thread after `write` returns; a write that fails drops its deferred calls). The
   `..._success` events are sent this way.
@@ -36,9 +38,11 @@ from typing import Generic, TypeVar
 from instance_runtime.core import settings as settings_store
 from instance_runtime.core.app_hooks import AppHooks
 from instance_runtime.core.db import Database
-from instance_runtime.core.events import SettingsReloadEvent
+from instance_runtime.core.events import MailerEvent, SettingsReloadEvent
 from instance_runtime.core.logs import RequestLog
+from instance_runtime.core.mails import Mailer
 from instance_runtime.core.schema import Schema, bootstrap
+from instance_runtime.tools.mailer import Message
 from instance_runtime.tools.rate_limit import RateLimiters
 
 T = TypeVar("T")
@@ -96,6 +100,7 @@ class App:
         self.hooks = AppHooks()
         self.rate_limiters = RateLimiters()
         self.request_log = RequestLog()
+        self.mailer = Mailer(lambda: self.settings.current, before_send=self._before_send)
         # Bumped after every committed write that may change an auth record (token cache key).
         self.auth_generation = 0
 
@@ -151,5 +156,15 @@ class App:
         self.rate_limiters.clear()
         self.hooks.on_settings_reload.trigger(SettingsReloadEvent(values), lambda e: None)
 
+    def _before_send(self, message: Message) -> Message | None:
+        """Every message passes `on_mailer_send`; a handler may change it or drop it."""
+        if not len(self.hooks.on_mailer_send):
+            return message
+        event = MailerEvent(message)
+        sent: list[Message] = []
+        self.hooks.on_mailer_send.trigger(event, lambda e: sent.append(e.message))
+        return sent[0] if sent else None
+
     def close(self) -> None:
+        self.mailer.close(timeout=5.0)
         self.db.close()

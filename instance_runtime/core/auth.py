@@ -2,10 +2,13 @@
 
 Contract:
 
-- `new_auth_token(coll, record)` signs `{collectionId, id, refreshable, type: "auth"}` with
-  `record.tokenKey + coll.authToken.secret` for `authToken.duration` seconds, so changing a
-  record's `tokenKey` (any password change) revokes its tokens.
-- `verify_token(conn, schema, token)` -> (collection, record) of a valid auth token, else None.
+- `new_token(coll, record, kind, claims, duration)` signs PocketBase's token of `kind` (`auth`,
+  `file`, `verification`, `passwordReset`, `emailChange`: `{collectionId, id, type, ...claims}`)
+  with `record.tokenKey + coll.<kind>Token.secret`, for `duration` seconds or the collection's
+  `<kind>Token.duration`; so changing a record's `tokenKey` (any password change) revokes all
+  its tokens. `new_auth_token(coll, record)` is the refreshable auth token of a login.
+- `verify_token(conn, schema, token, kind="auth")` -> (collection, record) of a valid token of
+  that kind, else None.
 - `authenticate_password(conn, schema, coll, identity, password, identity_field)` -> the
   record or None (constant-time-ish: a missing record still costs one bcrypt check).
 - `upsert_superuser(conn, schema, email, password)` creates or updates a `_superusers` record.
@@ -14,7 +17,7 @@ Contract:
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, Literal
 
 from instance_runtime.core import fields as fv
 from instance_runtime.core.errors import bad_request
@@ -33,23 +36,46 @@ def _token_option(coll: Collection, key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+TokenKind = Literal["auth", "file", "verification", "passwordReset", "emailChange"]
+_DEFAULT_DURATIONS = {
+    "auth": 604800,
+    "file": 180,
+    "verification": 259200,
+    "passwordReset": 1800,
+    "emailChange": 1800,
+}
+
+
+def _signing_key(coll: Collection, record: Record, kind: TokenKind) -> str:
+    secret = _token_option(coll, f"{kind}Token").get("secret", "")
+    return str(record.get("tokenKey", "")) + str(secret)
+
+
+def new_token(
+    coll: Collection,
+    record: Record,
+    kind: TokenKind,
+    claims: dict[str, Any] | None = None,
+    duration: int = 0,
+) -> str:
+    """See the module docstring."""
+    payload = {"collectionId": coll.id, "id": record["id"], "type": kind, **(claims or {})}
+    if not duration:
+        option = _token_option(coll, f"{kind}Token")
+        duration = int(option.get("duration") or _DEFAULT_DURATIONS[kind])
+    return security.new_jwt(payload, _signing_key(coll, record, kind), duration)
+
+
 def new_auth_token(coll: Collection, record: Record) -> str:
-    option = _token_option(coll, "authToken")
-    claims = {
-        "collectionId": coll.id,
-        "id": record["id"],
-        "refreshable": True,
-        "type": "auth",
-    }
-    key = str(record.get("tokenKey", "")) + str(option.get("secret", ""))
-    return security.new_jwt(claims, key, int(option.get("duration") or 604800))
+    return new_token(coll, record, "auth", {"refreshable": True})
 
 
 def verify_token(
-    conn: sqlite3.Connection, schema: Schema, token: str
+    conn: sqlite3.Connection, schema: Schema, token: str, kind: TokenKind = "auth"
 ) -> tuple[Collection, Record] | None:
+    """See the module docstring."""
     claims = security.parse_unverified(token)
-    if not claims or claims.get("type") != "auth":
+    if not claims or claims.get("type") != kind:
         return None
     coll = schema.find(str(claims.get("collectionId", "")))
     if coll is None or not coll.is_auth or coll.id != claims.get("collectionId"):
@@ -57,8 +83,7 @@ def verify_token(
     record = find(conn, coll, str(claims.get("id", "")))
     if record is None:
         return None
-    key = str(record.get("tokenKey", "")) + str(_token_option(coll, "authToken").get("secret", ""))
-    if security.parse_jwt(token, key) is None:
+    if security.parse_jwt(token, _signing_key(coll, record, kind)) is None:
         return None
     return coll, record
 
