@@ -24,7 +24,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from instance_runtime.activity import ENV_SOCKET, ActivityMiddleware, ActivityReporter
-from instance_runtime.apis import batch, collections, health, record_auth, records, settings
+from instance_runtime.apis import (
+    batch,
+    collections,
+    health,
+    record_auth,
+    record_auth_email,
+    record_auth_oauth2,
+    record_auth_otp,
+    records,
+    settings,
+)
 from instance_runtime.apis.base import error_response
 from instance_runtime.apis.middlewares import AuthLoader, Cors, RequestLogger, SecurityHeaders
 from instance_runtime.core.app import App
@@ -56,6 +66,8 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def create_app(data_dir: Path) -> Starlette:
     """See the module docstring."""
     runtime = App(data_dir)
+    record_auth_otp.bind(runtime)
+    record_auth_oauth2.bind(runtime)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -70,6 +82,9 @@ def create_app(data_dir: Path) -> Starlette:
             *collections.routes,
             *records.routes,
             *record_auth.routes,
+            *record_auth_email.routes,
+            *record_auth_otp.routes,
+            *record_auth_oauth2.routes,
             *batch.routes,
             *settings.routes,
         ],

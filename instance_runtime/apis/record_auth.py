@@ -1,12 +1,32 @@
-"""Record auth: `auth-with-password`, `auth-refresh`, `auth-methods` of auth collections.
+"""Record auth: `auth-with-password`, `auth-refresh`, `auth-methods` of auth collections, and
+`auth_response`, the answer of every successful login (PocketBase's `RecordAuthResponse`).
 
 Contract: answers as PocketBase 0.40: `{"record": ..., "token": ...}` on success; a wrong
-identity or password is 400 "Failed to authenticate."; a non-auth collection 400; refresh
-without a valid token 401, with another collection's token 403.
+identity or password is 400 "Failed to authenticate."; an unknown collection 404 "Missing or
+invalid collection context.", one that is not an auth collection 404 "Missing or invalid auth
+collection context."; password auth off 403; refresh without a valid token 401, with another
+collection's token 403; refresh of a token that is not refreshable (an impersonation) answers
+that same token.
+
+`auth_response(app, coll, record, info, method, token=..., request=...)`, in PocketBase's order:
+a superuser logging in from outside `settings.superuserIPs` is 403; the collection's `authRule`
+must let the request (as it came, before the login) see the record (403 "The request doesn't
+satisfy the collection requirements to authenticate."; a null rule refuses everyone but
+superusers); then `on_record_auth_request` runs, whose final step applies MFA
+(`core.mfa.check`, with `mfaId` from the query or the body; not for `refresh` and
+`impersonate`): a first factor answers `mfa.MfaRequired` (401 `{"mfaId": ...}`), a refused
+second one its 400; otherwise the record (enriched as the new auth sees it) and the token.
+`auth-methods` answers the collection's true state with PocketBase's legacy members
+(`authProviders`, `usernamePassword`, `emailPassword`), picked by `fields` as PocketBase picks
+every JSON answer (the SDK asks for `mfa,otp,password,oauth2`); each OAuth2 provider entry is
+`tools.oauth2.auth_method_info` (a fresh state and PKCE pair per call; a provider it cannot set
+up is left out, as PocketBase does).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import sqlite3
 from typing import Any
 
@@ -16,31 +36,95 @@ from starlette.routing import Route
 
 from instance_runtime.apis.base import (
     check_collection_rate_limit,
+    client_ip,
     get_app,
     json_response,
     read_body,
     request_info,
 )
 from instance_runtime.apis.records import collection_of, enrich
-from instance_runtime.core import auth
+from instance_runtime.core import auth, mfa, otp, records
 from instance_runtime.core.app import App
-from instance_runtime.core.errors import ApiError, FieldError, bad_request, unauthorized
+from instance_runtime.core.errors import ApiError, FieldError, bad_request, forbidden, unauthorized
 from instance_runtime.core.events import RecordAuthRequestEvent
+from instance_runtime.core.expand import pick_fields
 from instance_runtime.core.fields import to_str
-from instance_runtime.core.request_info import RequestInfo
+from instance_runtime.core.models import Collection
+from instance_runtime.core.request_info import SUPERUSERS, RequestInfo
 from instance_runtime.core.schema import Schema
+from instance_runtime.tools import oauth2, security
+from instance_runtime.tools.client_ip import ip_in_list
+
+log = logging.getLogger("instance_runtime")
+
+NO_COLLECTION = "Missing or invalid collection context."
+NOT_AUTH = "Missing or invalid auth collection context."
+# Auth methods that never ask for a second factor (PocketBase passes "" for them).
+_NO_MFA_METHODS = frozenset({"", "refresh", "impersonate"})
 
 
-async def _auth_response(
-    app: App, coll: Any, record: dict[str, Any], info: RequestInfo, method: str
+def auth_collection(app: App, request: Request, *tags: str) -> Collection:
+    """The path's auth collection, after its rate limit `tags` (404s as PocketBase's)."""
+    coll = collection_of(app, request, NO_COLLECTION)
+    if tags:
+        check_collection_rate_limit(request, app, coll, *tags)
+    if not coll.is_auth:
+        raise ApiError(404, NOT_AUTH)
+    return coll
+
+
+def _mfa_id(info: RequestInfo) -> str:
+    return info.query.get("mfaId") or to_str(info.body.get("mfaId"))
+
+
+async def auth_response(
+    app: App,
+    coll: Collection,
+    record: dict[str, Any],
+    info: RequestInfo,
+    method: str,
+    *,
+    token: str = "",
+    request: Request | None = None,
 ) -> dict[str, Any]:
-    """The `{token, record}` answer of a login, through `on_record_auth_request`."""
+    """The `{token, record}` answer of a login (see the module docstring); `token` defaults to
+    a new refreshable auth token of `record`. Raises `ApiError` (`mfa.MfaRequired` included)."""
+    original = dataclasses.replace(info)  # the request as it came, before it is logged in
+    if coll.name == SUPERUSERS and request is not None:
+        settings = app.settings.current
+        allowed = settings.get("superuserIPs") or []
+        if allowed and not ip_in_list(allowed, client_ip(request.scope, settings)):
+            raise forbidden()
+    rule = coll.options.get("authRule", "")
+    rid = str(record["id"])
+
+    def may_authenticate(conn: sqlite3.Connection, schema: Schema) -> bool:
+        return records.check_rule(conn, schema, coll, rule, rid, original)
+
+    if not await app.read(may_authenticate):
+        raise forbidden("The request doesn't satisfy the collection requirements to authenticate.")
     info.auth = {**record, "collectionId": coll.id, "collectionName": coll.name}
     info.auth_collection = coll
-    event = RecordAuthRequestEvent(info, coll, record, method, auth.new_auth_token(coll, record))
+    event = RecordAuthRequestEvent(
+        info, coll, record, method, token or auth.new_auth_token(coll, record)
+    )
     answer: dict[str, Any] = {}
 
     async def respond(e: RecordAuthRequestEvent) -> None:
+        second = "" if e.auth_method in _NO_MFA_METHODS else e.auth_method
+        if second and mfa.options(coll).enabled:
+
+            def check(conn: sqlite3.Connection, schema: Schema) -> mfa.MfaOutcome:
+                return mfa.check(
+                    conn, schema, coll, e.record, second, _mfa_id(original), original, app.hooks
+                )
+
+            outcome = await app.write(check)
+            if outcome.error is not None:
+                raise outcome.error
+            if outcome.mfa_id:
+                raise mfa.MfaRequired(outcome.mfa_id)
+
         def run(conn: sqlite3.Connection, schema: Schema) -> dict[str, Any]:
             return enrich(conn, schema, coll, [e.record], info)[0]
 
@@ -52,14 +136,14 @@ async def _auth_response(
     return answer
 
 
+_auth_response = auth_response  # the name it had first
+
+
 async def auth_with_password(request: Request) -> Response:
     app = get_app(request)
-    coll = collection_of(app, request)
-    if not coll.is_auth:
-        raise ApiError(404, "Missing or invalid auth collection context.")
-    check_collection_rate_limit(request, app, coll, "authWithPassword", "auth")
+    coll = auth_collection(app, request, "authWithPassword", "auth")
     if not (coll.options.get("passwordAuth") or {}).get("enabled", False):
-        raise ApiError(400, "The collection is not configured to allow password authentication.")
+        raise ApiError(403, "The collection is not configured to allow password authentication.")
     body = await read_body(request, message="An error occurred while loading the submitted data.")
     info = await request_info(request, app, body)
     identity, password = to_str(body.get("identity")), to_str(body.get("password"))
@@ -78,12 +162,19 @@ async def auth_with_password(request: Request) -> Response:
     record = await app.read(find)
     if record is None:
         raise ApiError(400, "Failed to authenticate.")
-    return json_response(await _auth_response(app, coll, record, info, "password"))
+    info.context = "password"
+    answer = await auth_response(app, coll, record, info, "password", request=request)
+    return json_response(answer)
+
+
+def _request_token(request: Request) -> str:
+    header = request.headers.get("authorization", "").strip()
+    return header[7:].strip() if header[:7].lower() == "bearer " else header
 
 
 async def auth_refresh(request: Request) -> Response:
     app = get_app(request)
-    coll = collection_of(app, request)
+    coll = collection_of(app, request, NO_COLLECTION)
     check_collection_rate_limit(request, app, coll, "authRefresh")
     info = await request_info(request, app)
     if info.auth is None or info.auth_collection is None:
@@ -91,27 +182,53 @@ async def auth_refresh(request: Request) -> Response:
     if info.auth_collection.id != coll.id:
         raise ApiError(403, "The request requires valid record authorization token.")
     record = {k: v for k, v in info.auth.items() if k not in ("collectionId", "collectionName")}
-    return json_response(await _auth_response(app, coll, record, info, "refresh"))
+    token = _request_token(request)
+    claims = security.parse_unverified(token) or {}
+    if claims.get("refreshable") is True:
+        token = ""  # a new one; a static (impersonation) token is answered as it is
+    answer = await auth_response(app, coll, record, info, "refresh", token=token, request=request)
+    return json_response(answer)
+
+
+def _providers(coll: Collection) -> list[dict[str, str]]:
+    settings = coll.options.get("oauth2") or {}
+    found: list[dict[str, str]] = []
+    for config in settings.get("providers") or []:
+        if not isinstance(config, dict):
+            continue
+        try:
+            found.append(oauth2.auth_method_info(str(config.get("name") or ""), config))
+        except Exception as exc:  # PocketBase skips a provider it cannot set up
+            log.debug("Failed to setup OAuth2 provider %r: %s", config.get("name"), exc)
+    return found
 
 
 async def auth_methods(request: Request) -> Response:
     app = get_app(request)
-    coll = collection_of(app, request)
-    check_collection_rate_limit(request, app, coll, "listAuthMethods")
-    if not coll.is_auth:
-        raise ApiError(400, "The collection is not an auth collection.")
+    coll = auth_collection(app, request, "listAuthMethods")
     password_auth = coll.options.get("passwordAuth") or {}
-    return json_response(
-        {
-            "password": {
-                "enabled": bool(password_auth.get("enabled")),
-                "identityFields": list(password_auth.get("identityFields") or []),
-            },
-            "oauth2": {"enabled": False, "providers": []},
-            "mfa": {"enabled": False, "duration": 0},
-            "otp": {"enabled": False, "duration": 0},
-        }
-    )
+    password_on = bool(password_auth.get("enabled"))
+    identity_fields = list(password_auth.get("identityFields") or []) if password_on else []
+    oauth2_on = bool((coll.options.get("oauth2") or {}).get("enabled"))
+    providers = _providers(coll) if oauth2_on else []
+    mfa_options, otp_options = mfa.options(coll), otp.options(coll)
+    answer = {
+        "password": {"identityFields": identity_fields, "enabled": password_on},
+        "oauth2": {"providers": providers, "enabled": oauth2_on},
+        "mfa": {
+            "enabled": mfa_options.enabled,
+            "duration": mfa_options.duration if mfa_options.enabled else 0,
+        },
+        "otp": {
+            "enabled": otp_options.enabled,
+            "duration": otp_options.duration if otp_options.enabled else 0,
+        },
+        "authProviders": [{**p, "logo": ""} for p in providers],
+        "usernamePassword": password_on and "username" in identity_fields,
+        "emailPassword": password_on and "email" in identity_fields,
+    }
+    # the SDK asks for `fields=mfa,otp,password,oauth2` (PocketBase picks any JSON answer)
+    return json_response(pick_fields(answer, request.query_params.get("fields", "")))
 
 
 routes = [

@@ -15,6 +15,7 @@ from instance_runtime.core.events import (
     LifecycleEvent,
     MailerEvent,
     RecordAuthRequestEvent,
+    RecordAuthWithOAuth2RequestEvent,
     RecordEvent,
     RecordRequestEvent,
     RecordsListRequestEvent,
@@ -45,6 +46,9 @@ class AppHooks:
     on_record_update_request: AsyncHook[RecordRequestEvent] = field(default_factory=AsyncHook)
     on_record_delete_request: AsyncHook[RecordRequestEvent] = field(default_factory=AsyncHook)
     on_record_auth_request: AsyncHook[RecordAuthRequestEvent] = field(default_factory=AsyncHook)
+    on_record_auth_with_oauth2_request: AsyncHook[RecordAuthWithOAuth2RequestEvent] = field(
+        default_factory=AsyncHook
+    )
     # mail, settings, lifecycle
     on_mailer_send: Hook[MailerEvent] = field(default_factory=Hook)
     on_settings_reload: Hook[SettingsReloadEvent] = field(default_factory=Hook)

@@ -150,13 +150,42 @@ def _build(data: dict[str, Any], old: Collection | None) -> Collection:
     if old is None and ctype == "auth":
         for key, value in AUTH_DEFAULTS.items():
             merged.setdefault(key, copy.deepcopy(value))
+    if ctype == "auth":  # option objects are merged into what is there, as Go decodes them
+        base = old.options if old is not None else AUTH_DEFAULTS
+        for key, value in data.items():
+            if isinstance(base.get(key), dict):
+                merged[key] = _merged_option(base[key], value)
     if old is None and not data.get("id"):
         merged.pop("id", None)
     coll = Collection.from_json(merged)
     coll.fields = _fields_from(merged.get("fields"), old)
     if coll.is_auth:
         coll.options = _with_secrets(coll.options, old.options if old else None)
+    if coll.name == "_superusers":
+        _superuser_options(coll.options)
     return coll
+
+
+def _merged_option(base: Any, change: Any) -> Any:
+    """`change` decoded into `base` as Go's `json.Unmarshal` does into a struct: objects merge
+    member by member, null changes nothing, anything else (lists too) replaces."""
+    if change is None:
+        return copy.deepcopy(base)
+    if isinstance(base, dict) and isinstance(change, dict):
+        out = copy.deepcopy(base)
+        for key, value in change.items():
+            out[key] = _merged_option(base.get(key), value)
+        return out
+    return copy.deepcopy(change)
+
+
+def _superuser_options(options: dict[str, Any]) -> None:
+    """What PocketBase forces on `_superusers` whenever it is saved: no OAuth2, password auth
+    on, and OTP only as one factor of MFA."""
+    options["oauth2"] = {**(options.get("oauth2") or {}), "enabled": False, "providers": []}
+    options["passwordAuth"] = {**(options.get("passwordAuth") or {}), "enabled": True}
+    if (options.get("otp") or {}).get("enabled"):
+        options["mfa"] = {**(options.get("mfa") or {}), "enabled": True}
 
 
 def _validate(

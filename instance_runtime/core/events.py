@@ -11,6 +11,9 @@ with their collection's id and name, so `hook.on("posts")` sees only that collec
   operation (`next()` runs it; afterwards `record` / `result` hold what will be answered).
 - `RecordAuthRequestEvent`: a successful authentication, before the token is answered
   (`auth_method` is `password`, `oauth2`, `otp`, `mfa`, `refresh` or `impersonate`).
+- `RecordAuthWithOAuth2RequestEvent`: an `auth-with-oauth2` request once the provider's user is
+  known (`record` is the user found for it, None when one will be created from `create_data`;
+  `next()` creates or links it, then answers).
 - `CollectionSuccessEvent`: a committed change of collections.
 - `MailerEvent`: a message about to be sent (`next()` sends; a handler may change or drop it).
 - `SettingsReloadEvent`: the settings changed (`settings` is the new, unmasked dict).
@@ -26,6 +29,7 @@ from instance_runtime.core.hooks import Event
 from instance_runtime.core.models import Collection
 from instance_runtime.core.request_info import RequestInfo
 from instance_runtime.core.schema import Schema
+from instance_runtime.tools.oauth2 import AuthUser
 
 Record = dict[str, Any]
 Action = Literal["create", "update", "delete"]
@@ -89,6 +93,20 @@ class RecordAuthRequestEvent(Event):
     auth_method: str
     token: str = ""
     meta: dict[str, Any] | None = None
+
+    def tags(self) -> tuple[str, ...]:
+        return _collection_tags(self.collection)
+
+
+@dataclass(eq=False)
+class RecordAuthWithOAuth2RequestEvent(Event):
+    info: RequestInfo
+    collection: Collection
+    provider_name: str
+    oauth2_user: AuthUser
+    record: Record | None
+    is_new_record: bool
+    create_data: dict[str, Any] | None = None
 
     def tags(self) -> tuple[str, ...]:
         return _collection_tags(self.collection)

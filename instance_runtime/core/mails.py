@@ -35,9 +35,12 @@ Contract:
   the hook point of `on_mailer_send`: it returns the message to send (possibly another one) or
   None to drop it; it runs in the worker for `send` (an exception there is logged and the
   message dropped) and in the caller's thread for `send_now` (an exception propagates). It
-  also runs when SMTP is off, before the message is logged. `flush(timeout)` waits until the
-  queue is empty; `close(timeout)` stops accepting mail and drains the queue, giving up (and
-  logging what is dropped) after `timeout`.
+  also runs when SMTP is off, before the message is logged. `send(message, on_sent=...,
+  on_failed=...)` calls, in the worker, `on_sent(delivered_message)` once the message was
+  delivered, or `on_failed()` when it was not (SMTP off, or every attempt failed); neither
+  when `before_send` dropped it (a hook took care of it); an exception there is logged.
+  `flush(timeout)` waits until the queue is empty; `close(timeout)` stops accepting mail and
+  drains the queue, giving up (and logging what is dropped) after `timeout`.
 
 `auth_templates.json` holds the templates and the layout as PocketBase 0.40.6 sends them
 (tests/instance_runtime/core/test_mails.py compares whole messages with the real binary's).
@@ -54,6 +57,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -279,6 +283,15 @@ def render_auth_email(
 
 # ------------------------------------------------------------------------------ the mailer
 BeforeSend = Callable[[Message], Message | None]
+OnSent = Callable[[Message], None]
+OnFailed = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class _Job:
+    message: Message
+    on_sent: OnSent | None = None
+    on_failed: OnFailed | None = None
 
 
 def _describe(message: Message) -> str:
@@ -308,7 +321,7 @@ class Mailer:
         self._timeout = timeout
         self._ssl_context = ssl_context
         self._cond = threading.Condition()
-        self._queue: deque[Message] = deque()
+        self._queue: deque[_Job] = deque()
         self._unfinished = 0  # queued + being sent
         self._closed = False
         self._abandon = threading.Event()  # close() gave up: stop retrying, drop the rest
@@ -321,13 +334,19 @@ class Mailer:
         with self._cond:
             return self._unfinished
 
-    def send(self, message: Message) -> None:
+    def send(
+        self,
+        message: Message,
+        *,
+        on_sent: OnSent | None = None,
+        on_failed: OnFailed | None = None,
+    ) -> None:
         """Queue `message` and return at once; the worker sends it (errors are only logged)."""
         with self._cond:
             if self._closed:
                 log.warning("mailer closed: mail %s dropped", _describe(message))
                 return
-            self._queue.append(message)
+            self._queue.append(_Job(message, on_sent, on_failed))
             self._unfinished += 1
             if self._worker is None:
                 self._worker = threading.Thread(
@@ -368,7 +387,7 @@ class Mailer:
             if not drained:
                 self._abandon.set()
                 while self._queue:
-                    dropped = self._queue.popleft()
+                    dropped = self._queue.popleft().message
                     self._unfinished -= 1
                     log.error("mailer closed before sending mail %s", _describe(dropped))
                 self._cond.notify_all()
@@ -387,35 +406,52 @@ class Mailer:
                 self._cond.wait_for(lambda: bool(self._queue) or self._closed)
                 if not self._queue:
                     return
-                message = self._queue.popleft()
+                job = self._queue.popleft()
             try:
-                self._deliver(message)
+                self._finish(job, self._deliver(job.message))
             except Exception:  # the worker must outlive any one message
-                log.exception("mail %s not sent", _describe(message))
+                log.exception("mail %s not sent", _describe(job.message))
             finally:
                 with self._cond:
                     self._unfinished -= 1
                     self._cond.notify_all()
 
-    def _deliver(self, message: Message) -> None:
+    @staticmethod
+    def _finish(job: _Job, outcome: Message | bool) -> None:
+        """Tell the sender of `job` how it went (`_deliver`'s outcome)."""
+        try:
+            if isinstance(outcome, Message):
+                if job.on_sent is not None:
+                    job.on_sent(outcome)
+            elif not outcome and job.on_failed is not None:
+                job.on_failed()
+        except Exception:
+            log.exception("the after-send handler of mail %s failed", _describe(job.message))
+
+    def _deliver(self, message: Message) -> Message | bool:
+        """The message as delivered, True when `before_send` dropped it, False if not sent."""
         hook = self.before_send
-        prepared = hook(message) if hook is not None else message
+        try:
+            prepared = hook(message) if hook is not None else message
+        except Exception:
+            log.exception("before_send failed: mail %s dropped", _describe(message))
+            return False
         if prepared is None:
             log.info("mail %s dropped by before_send", _describe(message))
-            return
+            return True
         what = _describe(prepared)
         for attempt in range(1, self._attempts + 1):
             smtp = self._settings().get("smtp") or {}
             if not smtp.get("enabled"):
                 log.info("SMTP is disabled: mail %s not sent", what)
-                return
+                return False
             started = time.monotonic()
             try:
                 self._client(smtp).send(prepared)
             except MailerError as exc:
                 if not exc.transient or attempt == self._attempts:
                     log.error("mail %s not sent after %d attempt(s): %s", what, attempt, exc)
-                    return
+                    return False
                 delay = self._backoff * 2 ** (attempt - 1)
                 log.warning(
                     "mail %s: attempt %d of %d failed (%s); retrying in %.1fs",
@@ -423,7 +459,8 @@ class Mailer:
                 )  # fmt: skip
                 if self._abandon.wait(delay):
                     log.error("mailer closed before sending mail %s", what)
-                    return
+                    return False
                 continue
             log.debug("mail sent %s in %.3fs", what, time.monotonic() - started)
-            return
+            return prepared
+        return False

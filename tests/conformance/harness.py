@@ -16,29 +16,41 @@ same time; what each engine answered is a *trace*:
 ``normalise`` masks what legitimately differs between runs and engines; ``difference`` renders
 two normalised traces as a readable report (None when they are equal); ``Conformance`` runs
 scenarios once per set of engines and checks them (see ``Conformance.check``).
+
+Mail: with ``Conformance(..., mail=True)`` every run gets a ``MailRelay``: one real SMTP server
+(tests/support/smtp.py) per engine and a loopback HTTP endpoint through which the scenario, in
+node, reads what its engine sent (``t.mail.settings()`` / ``await t.mail.wait({to, subject})``
+in trace.mjs): the message with its OTP code and PocketBase tokens as read from the real mail.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import re
 import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.conformance.oidc_relay import OidcRelay
 from tests.support.engines import (
     Engine,
     EngineProcess,
     pocketfleet_runtime_available,
     start_engine,
 )
+from tests.support.smtp import ReceivedMail, SmtpServer, TokenAction, otp_code, pocketbase_token
 
 EMAIL = "conformance@example.com"
 PASSWORD = "conformance-pass-1"
@@ -75,19 +87,38 @@ GO_UNKNOWN_FIELD = re.compile(r"(missing or unknown field type in )(\{[^{}]*\})"
 # --- running -------------------------------------------------------------------------------------
 
 
-def node_command(scenario: str, targets: dict[str, str]) -> list[str]:
+def node_command(
+    scenario: str,
+    targets: dict[str, str],
+    mail: dict[str, Any] | None = None,
+    oidc: dict[str, Any] | None = None,
+) -> list[str]:
     node = shutil.which("node")
     if node is None or not (JS_DIR / "node_modules").is_dir():
         raise AssertionError("node or tests/js/node_modules missing: run scripts/install-system.sh")
-    config = {"targets": targets, "email": EMAIL, "password": PASSWORD}
+    config: dict[str, Any] = {"targets": targets, "email": EMAIL, "password": PASSWORD}
+    if mail is not None:
+        config["mail"] = mail
+    if oidc is not None:
+        config["oidc"] = oidc
     return [node, str(RUNNER), scenario, json.dumps(config)]
 
 
-def run_scenario(scenario: str, targets: dict[str, str]) -> dict[str, Trace]:
-    """Run ``scenario`` against every target ``{name: url}`` at once; the trace of each."""
+def run_scenario(
+    scenario: str,
+    targets: dict[str, str],
+    mail: dict[str, Any] | None = None,
+    oidc: dict[str, Any] | None = None,
+) -> dict[str, Trace]:
+    """Run ``scenario`` against every target ``{name: url}`` at once; the trace of each.
+    ``mail`` is ``MailRelay.config()`` (each target's SMTP server and mailbox URL), ``oidc``
+    ``OidcRelay.config()`` (oidc_relay.py: OpenID providers and the browser's part in Python)."""
     try:
         result = subprocess.run(
-            node_command(scenario, targets), capture_output=True, text=True, timeout=NODE_TIMEOUT_S
+            node_command(scenario, targets, mail, oidc),
+            capture_output=True,
+            text=True,
+            timeout=NODE_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired as err:
         raise AssertionError(f"scenario {scenario} timed out after {NODE_TIMEOUT_S}s") from err
@@ -105,6 +136,108 @@ def list_scenarios() -> list[str]:
     )
     names: list[str] = json.loads(result.stdout)
     return names
+
+
+# --- mail ----------------------------------------------------------------------------------------
+
+MAIL_WAIT_MAX_S = 30.0
+TOKEN_ACTIONS: tuple[TokenAction, ...] = (
+    "confirm-verification",
+    "confirm-password-reset",
+    "confirm-email-change",
+)
+
+
+def mail_json(mail: ReceivedMail) -> dict[str, Any]:
+    """What a scenario gets of one received message: its addresses, subject and bodies, the OTP
+    code and the PocketBase tokens (by link action) found in it."""
+    tokens: dict[str, str] = {}
+    for action in TOKEN_ACTIONS:
+        with contextlib.suppress(ValueError):
+            tokens[action] = pocketbase_token(mail, action)
+    try:
+        otp: str | None = otp_code(mail)
+    except ValueError:
+        otp = None
+    return {
+        "from": mail.sender,
+        "fromName": mail.sender_name,
+        "to": list(mail.to),
+        "subject": mail.subject,
+        "html": mail.html,
+        "text": mail.text,
+        "otp": otp,
+        "tokens": tokens,
+        "links": mail.links(),
+    }
+
+
+class MailRelay:
+    """One SMTP server per target and one loopback HTTP server that hands their mail to node.
+
+    ``GET /TARGET/wait?to=ADDRESS&subject=TEXT&timeout=SECONDS`` answers the oldest message of
+    TARGET's server not handed out yet that matches (``SmtpServer.wait_for``) as ``mail_json``,
+    or 408 when none arrives in time (so a scenario can also show that no mail was sent).
+    """
+
+    def __init__(self, targets: list[str]) -> None:
+        self.servers = {target: SmtpServer() for target in targets}
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                target, _, action = url.path.strip("/").partition("/")
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                server = relay.servers.get(target)
+                if server is None or action != "wait":
+                    return self._answer(404, {"error": f"no mailbox {url.path}"})
+                timeout = min(float(query.get("timeout", "10")), MAIL_WAIT_MAX_S)
+                try:
+                    mail = server.wait_for(
+                        to=query.get("to"), subject_contains=query.get("subject"), timeout=timeout
+                    )
+                except TimeoutError as err:
+                    return self._answer(408, {"error": str(err)})
+                self._answer(200, mail_json(mail))
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._http.daemon_threads = True
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+
+    def config(self) -> dict[str, Any]:
+        """Per target: ``{"smtp": {"host", "port"}, "url": its mailbox}`` (for node)."""
+        port = self._http.server_address[1]
+        return {
+            target: {
+                "smtp": {"host": server.host, "port": server.port},
+                "url": f"http://127.0.0.1:{port}/{target}",
+            }
+            for target, server in self.servers.items()
+        }
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, targets: list[str]) -> Iterator[MailRelay]:
+        relay = cls(targets)
+        with contextlib.ExitStack() as stack:
+            for server in relay.servers.values():
+                stack.enter_context(server)
+            relay._thread.start()
+            stack.callback(relay._http.server_close)
+            stack.callback(relay._http.shutdown)
+            yield relay
 
 
 # --- normalising ---------------------------------------------------------------------------------
@@ -300,12 +433,15 @@ class Conformance:
 
     Shared (the default): both engines start on the first scenario and serve every scenario
     until ``stop`` (scenarios keep apart by their collection names). Isolated: every scenario
-    gets engines of its own, stopped as soon as it has run. A failure to start our runtime is
-    reported by its own tests, never by PocketBase's.
+    gets engines of its own, stopped as soon as it has run. With ``mail``, each run gets a
+    ``MailRelay`` (see the module docstring), with ``oidc`` an ``OidcRelay`` (oidc_relay.py).
+    A failure to start our runtime is reported by its own tests, never by PocketBase's.
     """
 
     root: Path
     isolated: bool = False
+    mail: bool = False
+    oidc: bool = False
     engines: dict[str, EngineProcess] = field(default_factory=dict, repr=False)
     start_errors: dict[str, dict[str, BaseException]] = field(default_factory=dict, repr=False)
     traces: dict[str, dict[str, Trace]] = field(default_factory=dict, repr=False)
@@ -341,7 +477,16 @@ class Conformance:
     def _run(self, scenario: str, engines: dict[str, EngineProcess]) -> dict[str, Trace]:
         if REFERENCE not in engines:
             return {}
-        traces = run_scenario(scenario, {name: e.url for name, e in engines.items()})
+        targets = {name: e.url for name, e in engines.items()}
+        with contextlib.ExitStack() as stack:
+            mail = stack.enter_context(MailRelay.running(list(targets))) if self.mail else None
+            oidc = stack.enter_context(OidcRelay.running()) if self.oidc else None
+            traces = run_scenario(
+                scenario,
+                targets,
+                mail.config() if mail is not None else None,
+                oidc.config() if oidc is not None else None,
+            )
         folder = self.root / "traces"
         folder.mkdir(exist_ok=True)
         for name, trace in traces.items():

@@ -82,6 +82,40 @@ SETTINGS = [
     "settings-rate-limits",
 ]
 
+# E-mail auth flows and the test e-mail, with a real SMTP server per engine (mail=True).
+AUTH_EMAIL = [
+    "auth-email-verification",
+    "auth-email-verification-without-password-auth",
+    "auth-email-password-reset",
+    "auth-email-change",
+    "auth-email-expired-tokens",
+    "auth-email-rate-limits",
+    "auth-email-test-email",
+]
+
+# OTP, MFA, impersonation and auth-methods, with a real SMTP server per engine (mail=True),
+# each scenario on engines of its own (the superusers' and the rate limiters' state).
+AUTH_OTP = [
+    "auth-methods-true-state",
+    "auth-otp-request",
+    "auth-otp-login",
+    "auth-otp-rate-limit",
+    "auth-mfa",
+    "auth-mfa-and-otp-expiry",
+    "auth-impersonate",
+    "auth-superuser-otp-mfa",
+]
+
+# OAuth2 (auth-with-oauth2, /api/oauth2-redirect) through PocketBase's generic OIDC provider and
+# real OpenID providers on loopback (oidc=True).
+AUTH_OAUTH2 = [
+    "auth-oauth2-refusals",
+    "auth-oauth2-signup",
+    "auth-oauth2-mapped-fields-and-create-data",
+    "auth-oauth2-unverified-email",
+    "auth-oauth2-link-existing",
+]
+
 # Scenarios that change instance-wide state run on engines of their own.
 ISOLATED = [
     "collections-import-delete-missing",
@@ -97,5 +131,8 @@ ALL = [
     *SUPERUSERS,
     *ERRORS,
     *SETTINGS,
+    *AUTH_EMAIL,
+    *AUTH_OTP,
+    *AUTH_OAUTH2,
     *ISOLATED,
 ]

@@ -2,11 +2,16 @@
 // PocketBase-compatible servers at once, and prints what each answered as a JSON trace.
 //
 //   node tests/js/conformance.mjs SCENARIO '{"targets": {"pocketbase": URL, "pocketfleet": URL},
-//                                           "email": "...", "password": "..."}'
+//                                           "email": "...", "password": "...",
+//                                           "mail"?: {TARGET: {"smtp": {host, port}, "url"}},
+//                                           "oidc"?: {"url", "users": {...}}}'
 //   node tests/js/conformance.mjs --list
 //
 // Prints {"TARGET": {"steps": [...], "surprises": [...], "aborted"?: "..."}, ...} and exits 0;
 // the scenarios live in tests/js/conformance/*.mjs (see trace.mjs for how they record).
+import authEmail from './conformance/auth_email.mjs';
+import authOAuth2 from './conformance/auth_oauth2.mjs';
+import authOtp from './conformance/auth_otp.mjs';
 import batch from './conformance/batch.mjs';
 import collections from './conformance/collections.mjs';
 import errors from './conformance/errors.mjs';
@@ -27,7 +32,7 @@ globalThis.fetch = (url, init = {}) =>
 
 function registry() {
   const all = {};
-  for (const group of [collections, records, batch, filters, rules, settings, superusers, errors]) {
+  for (const group of [collections, records, batch, filters, rules, settings, superusers, errors, authOtp, authEmail, authOAuth2]) {
     for (const [name, scenario] of Object.entries(group)) {
       if (name in all) throw new Error(`scenario defined twice: ${name}`);
       all[name] = scenario;
@@ -61,10 +66,10 @@ async function main(argv) {
   if (!scenario || !config) {
     throw new Error(`usage: conformance.mjs SCENARIO CONFIG_JSON | --list (unknown: ${name})`);
   }
-  const { targets, email, password } = JSON.parse(config);
+  const { targets, email, password, mail, oidc } = JSON.parse(config);
   const names = Object.keys(targets);
   const traces = await Promise.all(
-    names.map((target) => runOne(scenario, { url: targets[target], email, password })),
+    names.map((target) => runOne(scenario, { url: targets[target], email, password, mail: mail?.[target], oidc })),
   );
   return Object.fromEntries(names.map((target, i) => [target, traces[i]]));
 }

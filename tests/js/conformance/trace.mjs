@@ -30,11 +30,41 @@ function errorOf(err) {
   throw err; // a bug in the scenario itself, not an answer of the server
 }
 
+/**
+ * The mail side of a scenario run with `Conformance(..., mail=True)` (harness.py's MailRelay):
+ * `settings()` is the `PATCH /api/settings` body that sends this engine's mail to its own real
+ * SMTP server; `wait({to, subject, timeout})` is the oldest message not handed out yet that
+ * matches, as read from the real mail ({to, subject, html, text, otp, tokens, links}), or null
+ * when none came within `timeout` seconds (default 10).
+ */
+export class Mailbox {
+  constructor({ smtp, url }) {
+    this.smtp = smtp;
+    this.url = url;
+  }
+
+  settings(extra = {}) {
+    return { smtp: { enabled: true, host: this.smtp.host, port: this.smtp.port, tls: false, ...extra } };
+  }
+
+  async wait({ to, subject, timeout = 10 } = {}) {
+    const query = new URLSearchParams({ timeout: String(timeout) });
+    if (to) query.set('to', to);
+    if (subject) query.set('subject', subject);
+    const response = await fetch(`${this.url}/wait?${query}`, { signal: AbortSignal.timeout((timeout + 5) * 1000) });
+    if (response.status === 408) return null;
+    if (!response.ok) throw new Error(`mailbox ${this.url}: HTTP ${response.status}`);
+    return response.json();
+  }
+}
+
 export class Trace {
-  constructor({ url, email, password }) {
+  constructor({ url, email, password, mail, oidc }) {
     this.url = url;
     this.email = email;
     this.password = password;
+    this.mail = mail ? new Mailbox(mail) : null;
+    this.oidc = oidc ?? null; // OidcRelay.config() of harness's oidc_relay.py (auth_oauth2.mjs)
     this.steps = [];
     this.surprises = [];
     this.labels = new Set();
