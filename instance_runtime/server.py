@@ -37,6 +37,7 @@ from instance_runtime.apis import (
 )
 from instance_runtime.apis.base import error_response
 from instance_runtime.apis.middlewares import AuthLoader, Cors, RequestLogger, SecurityHeaders
+from instance_runtime.core import auth_origins
 from instance_runtime.core.app import App
 from instance_runtime.core.errors import ApiError
 from instance_runtime.core.events import LifecycleEvent
@@ -66,6 +67,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def create_app(data_dir: Path) -> Starlette:
     """See the module docstring."""
     runtime = App(data_dir)
+    auth_origins.bind(runtime.hooks)
     record_auth_otp.bind(runtime)
     record_auth_oauth2.bind(runtime)
 

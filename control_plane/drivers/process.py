@@ -546,7 +546,9 @@ class ProcessDriver(Driver):
             return _Proc(psutil.Process(pid), popen, sandboxed)
         except psutil.Error:
             popen.wait()
-            raise StartError(self._failure(spec, f"exited at once ({popen.returncode})")) from None
+            raise StartError(
+                self._failure(spec, f"exited at once with code {popen.returncode}")
+            ) from None
 
     def _prepare(self, spec: InstanceSpec) -> int | None:
         """Create the folder layout (root 0700, parent 0711) and what the engine writes in it

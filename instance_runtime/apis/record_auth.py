@@ -12,10 +12,12 @@ that same token.
 a superuser logging in from outside `settings.superuserIPs` is 403; the collection's `authRule`
 must let the request (as it came, before the login) see the record (403 "The request doesn't
 satisfy the collection requirements to authenticate."; a null rule refuses everyone but
-superusers); then `on_record_auth_request` runs, whose final step applies MFA
+superusers); then `on_record_auth_request` runs (with `meta`), whose final step applies MFA
 (`core.mfa.check`, with `mfaId` from the query or the body; not for `refresh` and
 `impersonate`): a first factor answers `mfa.MfaRequired` (401 `{"mfaId": ...}`), a refused
-second one its 400; otherwise the record (enriched as the new auth sees it) and the token.
+second one its 400; otherwise the record (enriched as the new auth sees it) and the token, and,
+with `authAlert.enabled`, the login's origin is remembered in `_authOrigins` and a login from a
+new place is mailed (`core.auth_origins`; not for `refresh` and `impersonate`).
 `auth-methods` answers the collection's true state with PocketBase's legacy members
 (`authProviders`, `usernamePassword`, `emailPassword`), picked by `fields` as PocketBase picks
 every JSON answer (the SDK asks for `mfa,otp,password,oauth2`); each OAuth2 provider entry is
@@ -43,12 +45,13 @@ from instance_runtime.apis.base import (
     request_info,
 )
 from instance_runtime.apis.records import collection_of, enrich
-from instance_runtime.core import auth, mfa, otp, records
+from instance_runtime.core import auth, auth_origins, mfa, otp, records
 from instance_runtime.core.app import App
 from instance_runtime.core.errors import ApiError, FieldError, bad_request, forbidden, unauthorized
 from instance_runtime.core.events import RecordAuthRequestEvent
 from instance_runtime.core.expand import pick_fields
 from instance_runtime.core.fields import to_str
+from instance_runtime.core.mails import render_auth_email
 from instance_runtime.core.models import Collection
 from instance_runtime.core.request_info import SUPERUSERS, RequestInfo
 from instance_runtime.core.schema import Schema
@@ -86,9 +89,11 @@ async def auth_response(
     *,
     token: str = "",
     request: Request | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The `{token, record}` answer of a login (see the module docstring); `token` defaults to
-    a new refreshable auth token of `record`. Raises `ApiError` (`mfa.MfaRequired` included)."""
+    """The `{token, record[, meta]}` answer of a login (see the module docstring); `token`
+    defaults to a new refreshable auth token of `record`. Raises `ApiError` (`mfa.MfaRequired`
+    included)."""
     original = dataclasses.replace(info)  # the request as it came, before it is logged in
     if coll.name == SUPERUSERS and request is not None:
         settings = app.settings.current
@@ -106,7 +111,7 @@ async def auth_response(
     info.auth = {**record, "collectionId": coll.id, "collectionName": coll.name}
     info.auth_collection = coll
     event = RecordAuthRequestEvent(
-        info, coll, record, method, token or auth.new_auth_token(coll, record)
+        info, coll, record, method, token or auth.new_auth_token(coll, record), meta
     )
     answer: dict[str, Any] = {}
 
@@ -129,6 +134,8 @@ async def auth_response(
             return enrich(conn, schema, coll, [e.record], info)[0]
 
         answer.update({"record": await app.read(run), "token": e.token})
+        if second and request is not None and (coll.options.get("authAlert") or {}).get("enabled"):
+            await _login_alert(app, coll, e.record, request)
         if e.meta:
             answer["meta"] = e.meta
 
@@ -136,7 +143,58 @@ async def auth_response(
     return answer
 
 
-_auth_response = auth_response  # the name it had first
+async def _login_alert(
+    app: App, coll: Collection, record: dict[str, Any], request: Request
+) -> None:
+    """Remember where `record` logged in from; mail the alert for a new place (PocketBase's
+    `authAlert`: never for the first login; a failure is logged, never the login's)."""
+    settings = app.settings.current
+    ip = client_ip(request.scope, settings)
+    agent = request.headers.get("user-agent", "")
+    print_ = auth_origins.fingerprint(ip, agent)
+
+    def remember(conn: sqlite3.Connection, schema: Schema) -> bool:
+        return auth_origins.remember(conn, schema, app.hooks, coll, record, print_)
+
+    try:
+        owed = await app.write(remember)
+    except ApiError:
+        log.warning("failed to remember the login origin of %s", record.get("id"), exc_info=True)
+        return
+    if owed:
+        info = auth_origins.alert_info(ip, agent)
+        app.mailer.send(render_auth_email("authAlert", settings, coll, record, alert_info=info))
+
+
+def _too_long(value: str) -> FieldError | None:
+    if len(value) > 255:
+        return FieldError(
+            "validation_length_out_of_range",
+            "The length must be between {{.min}} and {{.max}}.",
+            {"min": 1, "max": 255},
+        )
+    return None
+
+
+def _password_form_errors(
+    coll: Collection, identity: str, password: str, identity_field: str
+) -> dict[str, FieldError]:
+    """PocketBase's auth-with-password form checks."""
+    errors: dict[str, FieldError] = {}
+    for name, value in (("identity", identity), ("password", password)):
+        error = FieldError("validation_required", "Cannot be blank.") if not value else None
+        if error is None:
+            error = _too_long(value)
+        if error is not None:
+            errors[name] = error
+    if identity_field:
+        allowed = (coll.options.get("passwordAuth") or {}).get("identityFields") or []
+        error = _too_long(identity_field)
+        if error is None and identity_field not in allowed:
+            error = FieldError("validation_in_invalid", "Must be a valid value.")
+        if error is not None:
+            errors["identityField"] = error
+    return errors
 
 
 async def auth_with_password(request: Request) -> Response:
@@ -147,14 +205,10 @@ async def auth_with_password(request: Request) -> Response:
     body = await read_body(request, message="An error occurred while loading the submitted data.")
     info = await request_info(request, app, body)
     identity, password = to_str(body.get("identity")), to_str(body.get("password"))
-    errors = {}
-    if not identity:
-        errors["identity"] = FieldError("validation_required", "Cannot be blank.")
-    if not password:
-        errors["password"] = FieldError("validation_required", "Cannot be blank.")
+    identity_field = to_str(body.get("identityField"))
+    errors = _password_form_errors(coll, identity, password, identity_field)
     if errors:
         raise bad_request("An error occurred while validating the submitted data.", errors)
-    identity_field = to_str(body.get("identityField"))
 
     def find(conn: sqlite3.Connection, schema: Schema) -> dict[str, Any] | None:
         return auth.authenticate_password(conn, coll, identity, password, identity_field)

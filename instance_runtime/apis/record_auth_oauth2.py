@@ -83,9 +83,11 @@ async def auth_with_oauth2(request: Request) -> Response:
     answer: dict[str, Any] = {}
 
     async def respond(login: oauth2_login.OAuth2Login) -> None:
-        meta = login.meta()
-        answer.update(await auth_response(app, coll, login.record, info, "oauth2", request=request))
-        answer["meta"] = meta
+        answer.update(
+            await auth_response(
+                app, coll, login.record, info, "oauth2", request=request, meta=login.meta()
+            )
+        )
 
     await oauth2_login.authenticate(
         app,

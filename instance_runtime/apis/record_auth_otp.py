@@ -124,7 +124,7 @@ async def request_otp(request: Request) -> Response:
     (email,) = form_strings(await read_body(request, message=UNREADABLE), "email")
     error = _length_error(email, 255) or validate(_EMAIL_FIELD, email)
     _refuse_invalid({"email": error} if error else {})
-    record = await app.read(lambda conn, schema: otp.find_auth_record_by_email(conn, coll, email))
+    record = await app.read(lambda conn, schema: auth.find_by_email(conn, coll, email))
     if record is None:  # PocketBase's rudimentary protection against e-mail enumeration
         return json_response({"otpId": security.new_record_id()})
     found: Record = record

@@ -74,11 +74,11 @@ def enrich(
     expand = info.query.get("expand", "")
     expanded = expand_records(conn, schema, coll, items, expand, info)
     fields = info.query.get("fields", "")
+    managed = records.managed_ids(conn, schema, coll, items, info)
     out = []
     for item in items:
-        data = records.serialize(coll, item, info, expanded.get(str(item["id"])))
-        if str(item["id"]) in expanded and "expand" not in data:
-            data["expand"] = {}
+        rid = str(item["id"])
+        data = records.serialize(coll, item, info, expanded.get(rid), show_email=rid in managed)
         out.append(pick_fields(data, fields) if fields else data)
     return out
 

@@ -9,8 +9,16 @@ Contract:
   its tokens. `new_auth_token(coll, record)` is the refreshable auth token of a login.
 - `verify_token(conn, schema, token, kind="auth")` -> (collection, record) of a valid token of
   that kind, else None.
-- `authenticate_password(conn, schema, coll, identity, password, identity_field)` -> the
-  record or None (constant-time-ish: a missing record still costs one bcrypt check).
+- `unique_index_collate(coll, column)`: the collation of the first single-column unique index
+  on `column` ("" for none given), None without such an index.
+- `find_by_field(conn, coll, field, value, nocase)` and `find_by_email(conn, coll, email)`
+  (PocketBase's `FindAuthRecordByEmail`: case-insensitive only when the unique index on
+  `email` is `COLLATE NOCASE`).
+- `authenticate_password(conn, coll, identity, password, identity_field)` -> the record or
+  None, as PocketBase's auth-with-password looks it up: the given identity field, else every
+  identity field with email first (skipped when the identity is not an email), each only with
+  a single-column unique index (`COLLATE NOCASE` from it); a missing record still costs one
+  bcrypt check.
 - `upsert_superuser(conn, schema, email, password)` creates or updates a `_superusers` record.
 """
 
@@ -26,7 +34,7 @@ from instance_runtime.core.records import Record, find, row_to_record, select_co
 from instance_runtime.core.request_info import SUPERUSERS
 from instance_runtime.core.schema import Schema
 from instance_runtime.tools import security
-from instance_runtime.tools.dbutils import quote
+from instance_runtime.tools.dbutils import parse_index, quote
 
 _DUMMY_HASH = security.hash_password("pocketfleet-dummy-password")
 
@@ -88,6 +96,46 @@ def verify_token(
     return coll, record
 
 
+def unique_index_collate(coll: Collection, column: str) -> str | None:
+    """See the module docstring."""
+    for raw in coll.indexes:
+        index = parse_index(raw)
+        if (
+            index.unique
+            and len(index.columns) == 1
+            and index.columns[0].name.casefold() == (column.casefold())
+        ):
+            return index.columns[0].collate
+    return None
+
+
+def find_by_field(
+    conn: sqlite3.Connection, coll: Collection, field: str, value: str, *, nocase: bool
+) -> Record | None:
+    """See the module docstring."""
+    collate = " COLLATE NOCASE" if nocase else ""
+    row = conn.execute(
+        f"SELECT {select_columns(coll)} FROM {quote(coll.name)} "
+        f"WHERE {quote(field)} = ?{collate} LIMIT 1",
+        (value,),
+    ).fetchone()
+    return None if row is None else row_to_record(coll, coll.field_names(), row)
+
+
+def find_by_email(conn: sqlite3.Connection, coll: Collection, email: str) -> Record | None:
+    """See the module docstring."""
+    if not coll.is_auth or coll.field("email") is None:
+        return None
+    nocase = (unique_index_collate(coll, "email") or "").lower() == "nocase"
+    return find_by_field(conn, coll, "email", email, nocase=nocase)
+
+
+def identity_fields(coll: Collection) -> list[str]:
+    """`passwordAuth.identityFields`, email first (PocketBase tries it first)."""
+    names = list((coll.options.get("passwordAuth") or {}).get("identityFields") or [])
+    return sorted(names, key=lambda name: name != "email")
+
+
 def authenticate_password(
     conn: sqlite3.Connection,
     coll: Collection,
@@ -95,24 +143,16 @@ def authenticate_password(
     password: str,
     identity_field: str = "",
 ) -> Record | None:
-    password_auth = coll.options.get("passwordAuth") or {}
-    fields = list(password_auth.get("identityFields") or ["email"])
-    if identity_field:
-        if identity_field not in fields:
-            return None
-        fields = [identity_field]
+    """See the module docstring."""
     record: Record | None = None
-    for name in fields:
-        if coll.field(name) is None:
+    for name in [identity_field] if identity_field else identity_fields(coll):
+        if name == "email" and not fv.is_email(identity):
             continue
-        cur = conn.execute(
-            f"SELECT {select_columns(coll)} FROM {quote(coll.name)} "
-            f"WHERE {quote(name)} = ? LIMIT 1",
-            (identity,),
-        )
-        row = cur.fetchone()
-        if row is not None:
-            record = row_to_record(coll, [f.name for f in coll.fields], row)
+        collate = unique_index_collate(coll, name)
+        if collate is None or coll.field(name) is None:
+            continue
+        record = find_by_field(conn, coll, name, identity, nocase=collate.lower() == "nocase")
+        if record is not None:
             break
     if record is None:
         security.check_password(password, _DUMMY_HASH)

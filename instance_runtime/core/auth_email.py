@@ -53,11 +53,10 @@ from instance_runtime.core.app import App
 from instance_runtime.core.errors import ApiError, FieldError, ValidationErrors, bad_request
 from instance_runtime.core.mails import render_auth_email
 from instance_runtime.core.models import Collection, Field, now_datetime
-from instance_runtime.core.records import Record, row_to_record, select_columns
+from instance_runtime.core.records import Record
 from instance_runtime.core.request_info import SUPERUSERS
 from instance_runtime.core.schema import Schema
 from instance_runtime.tools import security
-from instance_runtime.tools.dbutils import parse_index, quote
 from instance_runtime.tools.mailer import MailerError, Message
 
 log = logging.getLogger("instance_runtime.auth")
@@ -176,23 +175,6 @@ def _password_auth(coll: Collection) -> bool:
 
 
 # ------------------------------------------------------------------------------ records
-def find_by_email(conn: sqlite3.Connection, coll: Collection, email: str) -> Record | None:
-    """PocketBase's `FindAuthRecordByEmail`: case-insensitive only when the collection's unique
-    index on `email` alone says `COLLATE NOCASE`."""
-    nocase = False
-    for raw in coll.indexes:
-        index = parse_index(raw)
-        if index.unique and len(index.columns) == 1 and index.columns[0].name == "email":
-            nocase = index.columns[0].collate.lower() == "nocase"
-            break
-    collate = " COLLATE NOCASE" if nocase else ""
-    row = conn.execute(
-        f'SELECT {select_columns(coll)} FROM {quote(coll.name)} WHERE "email" = ?{collate} LIMIT 1',
-        (email,),
-    ).fetchone()
-    return None if row is None else row_to_record(coll, coll.field_names(), row)
-
-
 def _token_for(
     conn: sqlite3.Connection, schema: Schema, coll: Collection, token: str, kind: auth.TokenKind
 ) -> tuple[Record | None, FieldError | None]:
@@ -257,7 +239,7 @@ async def request_verification(app: App, coll: Collection, email: str) -> None:
     error = email_error(email)
     if error is not None:
         raise bad_request(INVALID_FORM, {"email": error})
-    record = await app.read(lambda conn, schema: find_by_email(conn, coll, email))
+    record = await app.read(lambda conn, schema: auth.find_by_email(conn, coll, email))
     if record is None:
         log.debug("request-verification: no %s record with email %s", coll.name, email)
         return
@@ -328,7 +310,7 @@ async def request_password_reset(app: App, coll: Collection, email: str) -> None
     error = email_error(email)
     if error is not None:
         raise bad_request(INVALID_FORM, {"email": error})
-    record = await app.read(lambda conn, schema: find_by_email(conn, coll, email))
+    record = await app.read(lambda conn, schema: auth.find_by_email(conn, coll, email))
     if record is None:
         log.debug("request-password-reset: no %s record with email %s", coll.name, email)
         return
@@ -418,7 +400,7 @@ async def request_email_change(app: App, coll: Collection, record: Record, new_e
         if error is None and new_email == current:
             error = FieldError("validation_not_in_invalid", "Must not be in list.")
         if error is None:
-            other = find_by_email(conn, coll, new_email)
+            other = auth.find_by_email(conn, coll, new_email)
             if other is not None and other["id"] != record["id"]:
                 error = FieldError("validation_invalid_new_email", "Invalid new email address.")
         _raise_if({"newEmail": error} if error is not None else {})
@@ -454,7 +436,7 @@ def _email_change_target(
     record, error = _token_for(conn, schema, coll, token, "emailChange")
     if error is not None:
         return None, "", error
-    if find_by_email(conn, coll, new_email) is not None:
+    if auth.find_by_email(conn, coll, new_email) is not None:
         taken = FieldError("validation_invalid_token_email", "The new email address is invalid.")
         return None, "", taken
     return record, new_email, None

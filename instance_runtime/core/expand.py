@@ -1,14 +1,26 @@
 """Record enrichment for the API: `expand` (relations, back-relations) and the `fields` picker.
 
-Contract:
+Contract (PocketBase 0.40's `ExpandRecords` with the API's fetch function):
 
 - `expand_records(conn, schema, coll, records, expand, info)` returns, per record id, the
-  `expand` object PocketBase adds: each path `a.b.c` (max 6 levels) follows relation fields,
-  and `COLLECTION_via_FIELD` back-relations; a single relation expands to an object, a multiple
-  one (and a back-relation) to a list. Related records are visible only if their collection's
-  `viewRule` lets the requester see them (context `expand`); unknown paths are ignored.
+  `expand` object PocketBase adds. The comma-separated paths are normalized (spaces removed,
+  outer dots trimmed, a path that prefixes another dropped, duplicates dropped) and expanded
+  one after the other over the whole batch, each path `a.b.c` following relation fields and
+  `COLLECTION_via_FIELD` back-relations (the old `COLLECTION(FIELD)` too) up to 6 levels; a
+  single relation (and a back-relation whose field has a single-column unique index) expands
+  to an object, others to a list, in the order of the relation's ids.
+- Related records are fetched as the caller may view them: superusers see everything, a
+  collection whose `viewRule` is None makes the whole path fail, otherwise the rule (context
+  `expand`) filters the records; an auth record the caller manages (`manageRule`) shows
+  its email.
+- A path that fails anywhere along its length (unknown or non-relation name, superuser-only
+  collection, ...) leaves no trace on the batch. A path that gets as far as a level gives
+  every record of that level an `expand` member (`{}` when none of its relations was found),
+  nested levels included; a record that no path reached has no `expand` (absent from the
+  result). Paths with a common prefix are merged.
 - `pick_fields(data, fields)` applies the `fields` query parameter (`*`, `a,b`,
-  `expand.rel.name`, `text:excerpt(max,withEllipsis)`) to serialized JSON.
+  `expand.rel.name`, `text:excerpt(max,withEllipsis)`) to serialized JSON, as PocketBase's
+  picker: `*` keeps every key of its level that no other name mentions, `expand` included.
 """
 
 from __future__ import annotations
@@ -16,13 +28,16 @@ from __future__ import annotations
 import html
 import re
 import sqlite3
+from dataclasses import dataclass, field
 from typing import Any
 
-from instance_runtime.core.models import Collection, Field
+import orjson
+
+from instance_runtime.core.field_resolver import build_records_query
+from instance_runtime.core.models import Collection
 from instance_runtime.core.records import (
     Record,
-    check_rule,
-    fetch_many,
+    managed_ids,
     row_to_record,
     select_columns,
     serialize,
@@ -30,38 +45,76 @@ from instance_runtime.core.records import (
 from instance_runtime.core.request_info import RequestInfo
 from instance_runtime.core.schema import Schema
 from instance_runtime.tools.dbutils import parse_index, quote
+from instance_runtime.tools.search import Expr, FilterError, quote_column
 
 MAX_EXPAND_DEPTH = 6
-_VIA = re.compile(r"^(\w+)_via_(\w+)$")
+MAX_BACK_RELATIONS = 1000  # PocketBase's arbitrary limit per record and back-relation
+_VIA = re.compile(r"^(\w+)_via_(\w+)$", re.ASCII)
+_VIA_OLD = re.compile(r"^(\w+)\((\w+)\)$", re.ASCII)
+_FETCH_CHUNK = 500
 
 
-def _parse_expand(expand: str) -> dict[str, Any]:
-    """`a.b,a.c,d` -> {"a": {"b": {}, "c": {}}, "d": {}} (depth-limited)."""
-    tree: dict[str, Any] = {}
-    for raw in expand.split(","):
-        path = [p.strip() for p in raw.strip().split(".") if p.strip()][:MAX_EXPAND_DEPTH]
-        node = tree
-        for part in path:
-            node = node.setdefault(part, {})
-    return tree
+class _ExpandFailed(Exception):
+    """A path cannot be expanded (PocketBase logs it and skips the path)."""
 
 
-def _visible(
-    conn: sqlite3.Connection, schema: Schema, coll: Collection, rid: str, info: RequestInfo
-) -> bool:
-    if info.is_superuser:
-        return True
-    return check_rule(conn, schema, coll, coll.viewRule, rid, info)
+@dataclass(eq=False)
+class _Node:
+    """One record during expansion; `expand` None until a path reaches it."""
+
+    coll: Collection
+    record: Record
+    expand: dict[str, _Node | list[_Node]] | None = None
+    back: dict[str, list[str]] = field(default_factory=dict)  # back-relation ids by name
+    managed: bool = False  # the caller passes its `manageRule`: the email is shown
+
+    @property
+    def id(self) -> str:
+        return str(self.record["id"])
+
+    def relation_ids(self, name: str) -> list[str]:
+        value = self.back[name] if name in self.back else self.record.get(name)
+        items = value if isinstance(value, list) else [value]
+        out: list[str] = []
+        for item in items:
+            if isinstance(item, str) and item and item not in out:
+                out.append(item)
+        return out
+
+    def merge_expand(self, incoming: dict[str, _Node | list[_Node]] | None) -> None:
+        """PocketBase's `Record.MergeExpand`: lists are unioned by id, equal ids merged deep."""
+        if not incoming:
+            return
+        if self.expand is None:
+            self.expand = dict(incoming)
+            return
+        for key, new in incoming.items():
+            if key not in self.expand:
+                self.expand[key] = new
+                continue
+            old = self.expand[key]
+            old_list = list(old) if isinstance(old, list) else [old]
+            new_list = new if isinstance(new, list) else [new]
+            indexed = {n.id: n for n in old_list}
+            for node in new_list:
+                if node.id in indexed:
+                    indexed[node.id].merge_expand(node.expand)
+                else:
+                    old_list.append(node)
+            many = isinstance(old, list) or isinstance(new, list) or not old_list
+            self.expand[key] = old_list if many else old_list[0]
 
 
-def _is_unique_single(coll: Collection, f: Field) -> bool:
-    if f.is_multiple:
-        return False
-    for raw in coll.indexes:
-        idx = parse_index(raw)
-        if idx.unique and len(idx.columns) == 1 and idx.columns[0].name.lower() == f.name.lower():
-            return True
-    return False
+def normalize_expands(expand: str) -> list[str]:
+    """PocketBase's `normalizeExpands` over the comma-separated `expand` parameter."""
+    paths = [p.replace(" ", "").strip(".") for p in expand.split(",")]
+    paths = [p for p in paths if p]
+    kept = [
+        p
+        for i, p in enumerate(paths)
+        if not any(j != i and other.startswith(p + ".") for j, other in enumerate(paths))
+    ]
+    return list(dict.fromkeys(kept))
 
 
 def expand_records(
@@ -72,140 +125,149 @@ def expand_records(
     expand: str,
     info: RequestInfo,
 ) -> dict[str, dict[str, Any]]:
-    """See the module docstring. When `expand` names at least one valid path, every record
-    gets an entry (`{}` when nothing was found), as PocketBase sets `expand` then."""
-    if not expand.strip() or not records:
+    """See the module docstring: record id -> serialized `expand` object, for the records
+    that got one."""
+    if not records:
         return {}
-    tree = _parse_expand(expand)
-    result = _expand(conn, schema, coll, records, tree, info.with_context("expand"))
-    if any(_valid_path(schema, coll, name) for name in tree):
-        for record in records:
-            result.setdefault(str(record["id"]), {})
-    return result
-
-
-def _valid_path(schema: Schema, coll: Collection, name: str) -> bool:
-    f = coll.field(name)
-    if f is not None:
-        return f.type == "relation"
-    match = _VIA.match(name)
-    if not match:
-        return False
-    ref = schema.find(match.group(1))
-    via = ref.field(match.group(2)) if ref is not None else None
-    return via is not None and via.type == "relation" and via.collection_id == coll.id
-
-
-def _expand(
-    conn: sqlite3.Connection,
-    schema: Schema,
-    coll: Collection,
-    records: list[Record],
-    tree: dict[str, Any],
-    info: RequestInfo,
-) -> dict[str, dict[str, Any]]:
-    result: dict[str, dict[str, Any]] = {}
-    for name, subtree in tree.items():
-        f = coll.field(name)
-        if f is not None and f.type == "relation":
-            _expand_relation(conn, schema, f, records, name, subtree, info, result)
+    paths = normalize_expands(expand)
+    if not paths:
+        return {}
+    expander = _Expander(conn, schema, info.with_context("expand"))
+    nodes = [_Node(coll, record) for record in records]
+    for path in paths:
+        try:
+            expander.expand(nodes, path, 1)
+        except (_ExpandFailed, FilterError, sqlite3.Error):
             continue
-        match = _VIA.match(name)
+    return {n.id: expander.serialize_expand(n.expand) for n in nodes if n.expand is not None}
+
+
+class _Expander:
+    def __init__(self, conn: sqlite3.Connection, schema: Schema, info: RequestInfo) -> None:
+        self.conn = conn
+        self.schema = schema
+        self.info = info
+
+    def expand(self, nodes: list[_Node], path: str, level: int) -> None:
+        if not path or level > MAX_EXPAND_DEPTH or not nodes:
+            return
+        main = nodes[0].coll
+        name, _, rest = path.partition(".")
+        match = (_VIA_OLD if "(" in name else _VIA).match(name)
         if match:
-            _expand_back(conn, schema, coll, records, name, match, subtree, info, result)
-    return result
+            target, multiple = self._prepare_back(nodes, name, match)
+        else:
+            f = main.field(name)
+            if f is None or f.type != "relation":
+                raise _ExpandFailed(f"no relation field {name!r} in {main.name!r}")
+            found = self.schema.find(f.collection_id)
+            if found is None:
+                raise _ExpandFailed(f"no related collection {f.collection_id!r}")
+            target, multiple = found, f.is_multiple
+        ids: list[str] = []
+        for node in nodes:
+            for rid in node.relation_ids(name):
+                if rid not in ids:
+                    ids.append(rid)
+        fetched = self._fetch(target, ids)
+        managed = managed_ids(self.conn, self.schema, target, fetched, self.info)
+        rels = [_Node(target, r, managed=str(r["id"]) in managed) for r in fetched]
+        if rest:
+            self.expand(rels, rest, level + 1)
+        indexed = {rel.id: rel for rel in rels}
+        for node in nodes:
+            if node.expand is None:
+                node.expand = {}
+            valid = [indexed[rid] for rid in node.relation_ids(name) if rid in indexed]
+            if not valid:
+                continue
+            previous = node.expand.get(name)
+            for old in previous if isinstance(previous, list) else [previous] if previous else []:
+                for rel in valid:
+                    if rel.id == old.id:
+                        rel.merge_expand(old.expand)
+            node.expand[name] = valid if multiple else valid[0]
 
-
-def _expand_relation(
-    conn: sqlite3.Connection,
-    schema: Schema,
-    f: Field,
-    records: list[Record],
-    name: str,
-    subtree: dict[str, Any],
-    info: RequestInfo,
-    result: dict[str, dict[str, Any]],
-) -> None:
-    target = schema.find(f.collection_id)
-    if target is None:
-        return
-    ids: list[str] = []
-    for record in records:
-        value = record.get(name)
-        for rid in value if isinstance(value, list) else ([value] if value else []):
-            if rid not in ids:
-                ids.append(rid)
-    related = fetch_many(conn, target, ids)
-    visible = {
-        rid: rec for rid, rec in related.items() if _visible(conn, schema, target, rid, info)
-    }
-    serialized = _serialize_all(conn, schema, target, list(visible.values()), subtree, info)
-    for record in records:
-        value = record.get(name)
-        if isinstance(value, list):
-            items = [serialized[r] for r in value if r in serialized]
-            if items:
-                result.setdefault(str(record["id"]), {})[name] = items
-        elif value and value in serialized:
-            result.setdefault(str(record["id"]), {})[name] = serialized[value]
-
-
-def _expand_back(
-    conn: sqlite3.Connection,
-    schema: Schema,
-    coll: Collection,
-    records: list[Record],
-    name: str,
-    match: re.Match[str],
-    subtree: dict[str, Any],
-    info: RequestInfo,
-    result: dict[str, dict[str, Any]],
-) -> None:
-    ref = schema.find(match.group(1))
-    if ref is None:
-        return
-    f = ref.field(match.group(2))
-    if f is None or f.type != "relation" or f.collection_id != coll.id:
-        return
-    if not info.is_superuser and ref.listRule is None:
-        return
-    single = _is_unique_single(ref, f)
-    for record in records:
-        rid = str(record["id"])
+    def _prepare_back(
+        self, nodes: list[_Node], name: str, match: re.Match[str]
+    ) -> tuple[Collection, bool]:
+        """Load the ids of a back-relation onto each node; its collection and multiplicity."""
+        main = nodes[0].coll
+        ref = self.schema.find(match.group(1))
+        if ref is None:
+            raise _ExpandFailed(f"no back-related collection {match.group(1)!r}")
+        f = ref.field(match.group(2))
+        if f is None or f.type != "relation" or f.collection_id != main.id:
+            raise _ExpandFailed(f"no back-relation field {match.group(2)!r} in {ref.name!r}")
         table, col = quote(ref.name), quote(f.name)
         if f.is_multiple:
             where = f"EXISTS (SELECT 1 FROM json_each({table}.{col}) je WHERE je.value = ?)"
         else:
             where = f"{table}.{col} = ?"
-        cur = conn.execute(
-            f"SELECT {select_columns(ref)} FROM {table} WHERE {where} LIMIT 1000", (rid,)
-        )
-        names = [x.name for x in ref.fields]
-        found = [row_to_record(ref, names, row) for row in cur]
-        found = [r for r in found if _visible(conn, schema, ref, str(r["id"]), info)]
-        if not found:
-            continue
-        serialized = _serialize_all(conn, schema, ref, found, subtree, info)
-        items = [serialized[str(r["id"])] for r in found]
-        result.setdefault(rid, {})[name] = items[0] if single else items
+        sql = f"SELECT {table}.id FROM {table} WHERE {where} LIMIT {MAX_BACK_RELATIONS}"
+        for node in nodes:
+            ids = [str(row[0]) for row in self.conn.execute(sql, (node.id,))]
+            if ids:
+                node.back[name] = ids
+        return ref, not _has_unique_index(ref, f.name)
+
+    def _fetch(self, coll: Collection, ids: list[str]) -> list[Record]:
+        """The records `ids` of `coll` the caller may view (PocketBase's `expandFetch`)."""
+        superuser = self.info.is_superuser
+        if not superuser and coll.viewRule is None:
+            raise _ExpandFailed(f"only superusers can view collection {coll.name!r} records")
+        rule = None if superuser else coll.viewRule
+        names = [f.name for f in coll.fields]
+        out: list[Record] = []
+        for start in range(0, max(len(ids), 1), _FETCH_CHUNK):
+            chunk = ids[start : start + _FETCH_CHUNK]
+            query = build_records_query(
+                coll, self.schema, self.info, rule=rule, superuser=superuser
+            )
+            if not chunk:
+                return out  # the rule compiled: nothing to fetch
+            marks = {f"__expand_id{i}": rid for i, rid in enumerate(chunk)}
+            in_list = ", ".join(f":{k}" for k in marks)
+            query.and_where(Expr(f"{quote_column(coll.name + '.id')} IN ({in_list})", marks))
+            built = query.build(select_columns(coll, coll.name))
+            out.extend(
+                row_to_record(coll, names, row)
+                for row in self.conn.execute(built.sql, built.params)
+            )
+        return out
+
+    def serialize_expand(self, expand: dict[str, _Node | list[_Node]] | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in (expand or {}).items():
+            if isinstance(value, list):
+                out[key] = [self._serialize(n) for n in value]
+            else:
+                out[key] = self._serialize(value)
+        return out
+
+    def _serialize(self, node: _Node) -> dict[str, Any]:
+        nested = None if node.expand is None else self.serialize_expand(node.expand)
+        return serialize(node.coll, node.record, self.info, nested, show_email=node.managed)
 
 
-def _serialize_all(
-    conn: sqlite3.Connection,
-    schema: Schema,
-    coll: Collection,
-    records: list[Record],
-    subtree: dict[str, Any],
-    info: RequestInfo,
-) -> dict[str, dict[str, Any]]:
-    nested = _expand(conn, schema, coll, records, subtree, info) if subtree else {}
-    return {str(r["id"]): serialize(coll, r, info, nested.get(str(r["id"]))) for r in records}
+def _has_unique_index(coll: Collection, name: str) -> bool:
+    for raw in coll.indexes:
+        idx = parse_index(raw)
+        if idx.unique and len(idx.columns) == 1 and idx.columns[0].name.lower() == name.lower():
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------- fields picker
-_EXCERPT = re.compile(r"^(.+?):excerpt\(\s*(\d+)\s*(?:,\s*(\w+)\s*)?\)$")
+# PocketBase's `tools/picker`: a flat map of dotted names -> modifier; at each level a key is
+# kept when some name equals it or starts with it and a dot, `*` stands for every key of its
+# level that no other name mentions (`expand` included), an exact name keeps the whole value.
+_EXCERPT_MODIFIER = re.compile(r"^excerpt\(\s*(\d+)\s*(?:,\s*(\w+)\s*)?\)$")
 _TAGS = re.compile(r"<[^>]*>")
 _SPACES = re.compile(r"\s+")
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+
+Excerpt = tuple[int, bool]
 
 
 def _excerpt(value: Any, max_len: int, ellipsis: bool) -> Any:
@@ -219,26 +281,17 @@ def _excerpt(value: Any, max_len: int, ellipsis: bool) -> Any:
     return text
 
 
-def _fields_tree(fields: str) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
+def _parse_fields(fields: str) -> dict[str, Excerpt | None]:
+    parsed: dict[str, Excerpt | None] = {}
     for raw in _split_fields(fields):
         item = raw.strip()
-        if not item:
+        name, sep, modifier = item.partition(":")
+        match = _EXCERPT_MODIFIER.match(modifier.strip()) if sep else None
+        if match is None:
+            parsed[item if sep else name] = None
             continue
-        modifier = None
-        match = _EXCERPT.match(item)
-        if match:
-            item = match.group(1)
-            modifier = (int(match.group(2)), (match.group(3) or "").lower() in ("true", "1", "t"))
-        parts = item.split(".")
-        node = tree
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                break
-        else:
-            node[parts[-1]] = {"__excerpt__": modifier} if modifier else node.get(parts[-1], {})
-    return tree
+        parsed[name] = (int(match.group(1)), (match.group(2) or "") in _TRUE)
+    return parsed
 
 
 def _split_fields(text: str) -> list[str]:
@@ -259,36 +312,45 @@ def _split_fields(text: str) -> list[str]:
     return parts
 
 
-def _pick(data: Any, tree: dict[str, Any]) -> Any:
-    if isinstance(data, list):
-        return [_pick(item, tree) for item in data]
-    if not isinstance(data, dict):
-        return data
-    out: dict[str, Any] = {}
-    if "*" in tree:
-        star = tree["*"]
-        for key, value in data.items():
-            if key == "expand" and "expand" not in tree:
-                continue
-            out[key] = _apply(value, star)
-    for key, sub in tree.items():
-        if key == "*" or key not in data:
+def _pick_any(data: Any, fields: dict[str, Excerpt | None]) -> None:
+    if isinstance(data, dict):
+        _pick_map(data, fields)
+    elif isinstance(data, list) and data and isinstance(data[0], dict):
+        for item in data:
+            if isinstance(item, dict):
+                _pick_map(item, fields)
+
+
+def _pick_map(data: dict[str, Any], fields: dict[str, Excerpt | None]) -> None:
+    if not fields:
+        return
+    if "*" in fields:
+        star = fields["*"]
+        for key in list(data):
+            if not any((f + ".").startswith(key + ".") for f in fields):
+                fields[key] = star
+    for key in list(data):
+        prefix = key + "."
+        matching = {f: m for f, m in fields.items() if (f + ".").startswith(prefix)}
+        if not matching:
+            del data[key]
             continue
-        out[key] = _apply(data[key], sub)
-    return out
-
-
-def _apply(value: Any, sub: dict[str, Any]) -> Any:
-    if "__excerpt__" in sub:
-        max_len, ellipsis = sub["__excerpt__"]
-        return _excerpt(value, max_len, ellipsis)
-    if sub:
-        return _pick(value, sub)
-    return value
+        rest: dict[str, Excerpt | None] = {}
+        for f, modifier in matching.items():
+            remains = (f + ".")[len(prefix) :].removesuffix(".")
+            if remains == "":
+                if modifier is not None:
+                    data[key] = _excerpt(data[key], *modifier)
+                break
+            rest[remains] = modifier
+        else:
+            _pick_any(data[key], rest)
 
 
 def pick_fields(data: Any, fields: str) -> Any:
-    """See the module docstring (`fields` "" returns `data` unchanged)."""
+    """See the module docstring (`fields` "" returns `data` unchanged; a picked copy else)."""
     if not fields.strip():
         return data
-    return _pick(data, _fields_tree(fields))
+    picked = orjson.loads(orjson.dumps(data))
+    _pick_any(picked, _parse_fields(fields))
+    return picked

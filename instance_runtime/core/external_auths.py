@@ -23,11 +23,9 @@ import sqlite3
 from typing import Any
 
 from instance_runtime.core import record_write, records
-from instance_runtime.core.app import on_commit
 from instance_runtime.core.app_hooks import AppHooks
-from instance_runtime.core.events import RecordEvent, RecordSuccessEvent
+from instance_runtime.core.events import RecordEvent
 from instance_runtime.core.models import Collection
-from instance_runtime.core.request_info import RequestInfo
 from instance_runtime.core.schema import Schema
 from instance_runtime.tools import security
 from instance_runtime.tools.dbutils import quote
@@ -78,17 +76,8 @@ def delete_link(conn: sqlite3.Connection, schema: Schema, hooks: AppHooks, link_
     """See the module docstring (a missing row is no error)."""
     links = _links(schema)
     row = records.find(conn, links, link_id)
-    if row is None:
-        return
-
-    def remove(e: RecordEvent) -> None:
-        record_write.delete_cascade(conn, schema, links, link_id)
-
-    hooks.on_record_delete.trigger(RecordEvent(conn, schema, links, row, RequestInfo()), remove)
-    success = hooks.on_record_after_delete_success
-    if len(success):
-        event = RecordSuccessEvent(links, row, "delete")
-        on_commit(lambda: success.trigger(event, lambda _e: None))
+    if row is not None:
+        record_write.remove(conn, schema, links, row, hooks=hooks)
 
 
 def delete_links(

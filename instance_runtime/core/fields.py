@@ -367,10 +367,15 @@ def _domain_error(f: Field, domain: str, code: str, message: str) -> FieldError 
     return None
 
 
+def is_email(value: str) -> bool:
+    """Whether `value` has an email's format (ozzo's `is.EmailFormat`)."""
+    return len(value) <= 254 and bool(_EMAIL_RE.match(value))
+
+
 def _validate_email(f: Field, value: str) -> FieldError | None:
     if not value:
         return None
-    if len(value) > 254 or not _EMAIL_RE.match(value):
+    if not is_email(value):
         return FieldError("validation_is_email", "Must be a valid email address.")
     domain = value.rsplit("@", 1)[1]
     return _domain_error(

@@ -48,7 +48,7 @@ from typing import Any
 
 import httpx
 
-from instance_runtime.core import external_auths, record_write, records
+from instance_runtime.core import auth, external_auths, record_write, records
 from instance_runtime.core import fields as fv
 from instance_runtime.core.app import App
 from instance_runtime.core.app_hooks import AppHooks
@@ -60,7 +60,7 @@ from instance_runtime.core.records import Record
 from instance_runtime.core.request_info import SUPERUSERS, RequestInfo
 from instance_runtime.core.schema import Schema
 from instance_runtime.tools import security
-from instance_runtime.tools.dbutils import parse_index, quote
+from instance_runtime.tools.dbutils import quote
 from instance_runtime.tools.oauth2 import (
     AuthUser,
     OAuth2Error,
@@ -296,30 +296,8 @@ def _find(
     if fallback is not None:
         return _Found(fallback, stale_link_id=stale)
     if user.email:
-        return _Found(find_by_email(conn, coll, user.email), stale_link_id=stale)
+        return _Found(auth.find_by_email(conn, coll, user.email), stale_link_id=stale)
     return _Found(None, stale_link_id=stale)
-
-
-def _unique_index_collate(coll: Collection, column: str) -> str | None:
-    """The collation of the first single-column unique index on `column`, None without one."""
-    for raw in coll.indexes:
-        index = parse_index(raw)
-        single = index.unique and len(index.columns) == 1
-        if single and index.columns[0].name.casefold() == column.casefold():
-            return index.columns[0].collate
-    return None
-
-
-def find_by_email(conn: sqlite3.Connection, coll: Collection, email: str) -> Record | None:
-    """PocketBase's `FindAuthRecordByEmail`: case-insensitive only when the email's unique index
-    is `COLLATE NOCASE`."""
-    nocase = (_unique_index_collate(coll, "email") or "").lower() == "nocase"
-    where = "email = ? COLLATE NOCASE" if nocase else "email = ?"
-    row = conn.execute(
-        f"SELECT {records.select_columns(coll)} FROM {quote(coll.name)} WHERE {where} LIMIT 1",
-        (email,),
-    ).fetchone()
-    return None if row is None else records.row_to_record(coll, coll.field_names(), row)
 
 
 # --- creating or linking the record (one write) ------------------------------------------------
@@ -426,7 +404,7 @@ def _can_assign_username(
         return False
     if target.type == "text" and fv.validate(target, username) is not None:
         return False
-    collate = _unique_index_collate(coll, field_name)
+    collate = auth.unique_index_collate(coll, field_name)
     if collate is not None:
         nocase = " COLLATE NOCASE" if collate.lower() == "nocase" else ""
         row = conn.execute(

@@ -4,9 +4,6 @@ Contract (every function that takes a connection runs inside the caller's transa
 
 - `options(coll)` -> `OtpOptions(enabled, duration, length)` of an auth collection (PocketBase's
   defaults 180 s and 8 digits when unset).
-- `find_auth_record_by_email(conn, coll, email)` -> the auth record with that email or None
-  (case-insensitive when the collection's unique email index is `COLLATE NOCASE`, as
-  PocketBase's `FindAuthRecordByEmail`).
 - `new_password(length)`: `length` random digits.
 - `issue(conn, schema, coll, record, password, hooks)` -> `(otp, created)`: PocketBase's
   request-otp: when the record already has more than 9 unexpired OTPs the newest is reused
@@ -40,7 +37,7 @@ from instance_runtime.core.models import Collection, format_datetime
 from instance_runtime.core.records import Record
 from instance_runtime.core.schema import Schema
 from instance_runtime.tools import security
-from instance_runtime.tools.dbutils import parse_index, quote
+from instance_runtime.tools.dbutils import quote
 
 OTPS = "_otps"
 DIGITS = "1234567890"
@@ -72,29 +69,6 @@ def _otps(schema: Schema) -> Collection:
     coll = schema.find(OTPS)
     assert coll is not None, "the _otps collection is missing"
     return coll
-
-
-def _email_is_nocase(coll: Collection) -> bool:
-    for raw in coll.indexes:
-        index = parse_index(raw)
-        if index.unique and len(index.columns) == 1 and index.columns[0].name == "email":
-            return index.columns[0].collate.lower() == "nocase"
-    return False
-
-
-def find_auth_record_by_email(
-    conn: sqlite3.Connection, coll: Collection, email: str
-) -> Record | None:
-    """See the module docstring."""
-    if not coll.is_auth or coll.field("email") is None:
-        return None
-    collate = " COLLATE NOCASE" if _email_is_nocase(coll) else ""
-    row = conn.execute(
-        f"SELECT {records.select_columns(coll)} FROM {quote(coll.name)} "
-        f"WHERE {quote('email')} = ?{collate} LIMIT 1",
-        (email,),
-    ).fetchone()
-    return None if row is None else records.row_to_record(coll, coll.field_names(), row)
 
 
 def new_password(length: int) -> str:

@@ -10,7 +10,7 @@ nothing behind.
 - `update(conn, schema, coll, record_id, data, info)` -> the updated record (404 when missing
   or hidden by `updateRule`).
 - `save(conn, schema, coll, record, hooks=..., original=...)` writes a record as the app itself
-  does (no rules; for the auth flows and system collections).
+  does (no rules; for the auth flows and system collections); `remove(...)` deletes one so.
 - Each runs through the model hooks of `hooks` (`on_record_create` / `update` / `delete`, whose
   `next()` validates through `on_record_validate` and writes; a handler may change the record
   first) and defers the matching `..._success` event until the commit. Cascaded deletes and
@@ -500,6 +500,19 @@ def save(
         success = RecordSuccessEvent(coll, event.record, "update", original=original)
         _after_commit(hooks.on_record_after_update_success, success)
     return event.record
+
+
+def remove(
+    conn: sqlite3.Connection, schema: Schema, coll: Collection, record: Record, *, hooks: AppHooks
+) -> None:
+    """Delete `record` as the app itself does (PocketBase's `app.Delete`): no API rule, through
+    `on_record_delete` (references resolved as `delete` does) and the success event."""
+
+    def drop(e: RecordEvent) -> None:
+        delete_cascade(conn, schema, coll, str(record["id"]))
+
+    hooks.on_record_delete.trigger(RecordEvent(conn, schema, coll, record, RequestInfo()), drop)
+    _after_commit(hooks.on_record_after_delete_success, RecordSuccessEvent(coll, record, "delete"))
 
 
 class _RequiredReferenceError(Exception):

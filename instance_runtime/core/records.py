@@ -5,7 +5,8 @@ Contract:
 - A *record* is a `dict` of field name -> API value (as `fields.from_db` returns it) for every
   field of its collection, hidden ones included. `serialize` turns it into PocketBase's JSON:
   keys sorted, `collectionId`/`collectionName` added, hidden fields dropped, an auth record's
-  `email` dropped unless `emailVisibility`, the owner or a superuser asks.
+  `email` dropped unless `emailVisibility`, the owner or a superuser asks; `expand` is added
+  when it is not None (an empty one too, as PocketBase sends it).
 - `find(conn, coll, id)` returns a record or None; `fetch_many` several by id.
 - `list_records(conn, schema, coll, params, info)` applies the list rule (None: superusers only,
   403), the `filter`, `sort`, `page`, `perPage` (max 1000), `skipTotal` query parameters and
@@ -17,23 +18,28 @@ Contract:
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from instance_runtime.core import rules
 from instance_runtime.core.errors import ApiError, bad_request, superusers_only
+from instance_runtime.core.field_resolver import build_records_query, superuser_only_violation
 from instance_runtime.core.fields import from_db
 from instance_runtime.core.models import Collection, Field
 from instance_runtime.core.request_info import RequestInfo
 from instance_runtime.core.schema import Schema
 from instance_runtime.tools.dbutils import quote
+from instance_runtime.tools.search import Expr
 
 MAX_PER_PAGE = 1000
 DEFAULT_PER_PAGE = 30
 
 Record = dict[str, Any]
+_GO_INT = re.compile(r"[+-]?[0-9]+")
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 
 
 def row_to_record(coll: Collection, names: list[str], row: Iterable[Any]) -> Record:
@@ -91,13 +97,44 @@ def _email_visible(coll: Collection, record: Record, info: RequestInfo) -> bool:
     )
 
 
+def managed_ids(
+    conn: sqlite3.Connection,
+    schema: Schema,
+    coll: Collection,
+    items: list[Record],
+    info: RequestInfo,
+) -> set[str]:
+    """Ids of the auth records among `items` whose `manageRule` the caller satisfies (their
+    email is shown whatever its visibility). PocketBase: only a non-empty rule counts; a rule
+    that cannot run manages nothing."""
+    rule = coll.rule("manageRule") if coll.is_auth else None
+    if not rule or not items or info.is_superuser:
+        return set()
+    ids = [str(item["id"]) for item in items]
+    out: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = {f"__managed{i}": rid for i, rid in enumerate(ids[start : start + 500])}
+        try:
+            query = build_records_query(coll, schema, info, rule=rule)
+            marks = ", ".join(f":{k}" for k in chunk)
+            query.and_where(Expr(f"{quote(coll.name)}.{quote('id')} IN ({marks})", chunk))
+            built = query.build(f"{quote(coll.name)}.{quote('id')}")
+            out.update(str(row[0]) for row in conn.execute(built.sql, built.params))
+        except (ValueError, sqlite3.Error):
+            return set()
+    return out
+
+
 def serialize(
     coll: Collection,
     record: Record,
     info: RequestInfo,
     expand: dict[str, Any] | None = None,
+    *,
+    show_email: bool = False,
 ) -> dict[str, Any]:
-    """PocketBase's JSON for one record (see the module docstring)."""
+    """PocketBase's JSON for one record (see the module docstring); `show_email` keeps an
+    auth record's email whatever its visibility (a record the caller manages)."""
     out: dict[str, Any] = {"collectionId": coll.id, "collectionName": coll.name}
     for f in coll.fields:
         if coll.is_auth and f.name in ("password", "tokenKey"):
@@ -108,41 +145,98 @@ def serialize(
             out[f.name] = ""
             continue
         out[f.name] = record.get(f.name, f.zero_value())
-    if coll.is_auth and "email" in out and not _email_visible(coll, record, info):
+    if (
+        coll.is_auth
+        and "email" in out
+        and not show_email
+        and not _email_visible(coll, record, info)
+    ):
         del out["email"]
-    if expand:
+    if expand is not None:
         out["expand"] = expand
     return dict(sorted(out.items()))
 
 
-@dataclass
 class ListParams:
-    page: int = 1
-    per_page: int = DEFAULT_PER_PAGE
-    sort: str = ""
-    filter: str = ""
-    skip_total: bool = False
+    """`page`, `perPage`, `sort`, `filter`, `skipTotal` of a list request.
+
+    `parse` never raises: a value Go would not parse makes the request a 400 once `page`,
+    `per_page` or `skip_total` is read (or `check()` is called), so that the 403s PocketBase
+    answers first (list rule None, `@request.`/`@collection.` in a guest's filter) come first.
+    """
+
+    def __init__(
+        self,
+        page: int = 1,
+        per_page: int = DEFAULT_PER_PAGE,
+        sort: str = "",
+        filter: str = "",
+        skip_total: bool = False,
+        *,
+        invalid: bool = False,
+    ) -> None:
+        self._page, self._per_page, self._skip_total = page, per_page, skip_total
+        self.sort, self.filter = sort, filter
+        self.invalid = invalid
+
+    def check(self) -> None:
+        """The 400 for a page, perPage or skipTotal PocketBase refuses."""
+        if self.invalid:
+            raise bad_request()
+
+    @property
+    def page(self) -> int:
+        self.check()
+        return self._page
+
+    @property
+    def per_page(self) -> int:
+        self.check()
+        return self._per_page
+
+    @property
+    def skip_total(self) -> bool:
+        self.check()
+        return self._skip_total
+
+    @property
+    def offset(self) -> int:
+        """`perPage * (page - 1)` as Go's int64 computes it (a wrapped, negative one is 0)."""
+        wrapped = (self.per_page * (self.page - 1) + 2**63) % 2**64 - 2**63
+        return max(wrapped, 0)
 
     @classmethod
     def parse(cls, query: dict[str, str]) -> ListParams:
-        """The list parameters of a query string; a non-numeric page/perPage is a 400."""
+        """The list parameters of a query string, parsed as PocketBase's search provider does
+        (Go's `strconv.Atoi` and `strconv.ParseBool`)."""
+        invalid = False
 
         def _int(name: str, default: int) -> int:
+            nonlocal invalid
             raw = query.get(name, "")
             if raw == "":
                 return default
-            try:
-                return int(raw)
-            except ValueError:
-                raise bad_request() from None
+            if not _GO_INT.fullmatch(raw) or not -(2**63) <= int(raw) < 2**63:
+                invalid = True
+                return default
+            return int(raw)
 
+        raw_skip = query.get("skipTotal", "")
+        if raw_skip and raw_skip not in _GO_TRUE and raw_skip not in _GO_FALSE:
+            invalid = True
         page = max(_int("page", 1), 1)
         per_page = _int("perPage", DEFAULT_PER_PAGE)
         if per_page <= 0:
             per_page = DEFAULT_PER_PAGE
         per_page = min(per_page, MAX_PER_PAGE)
-        skip = query.get("skipTotal", "").lower() in ("1", "true", "t")
-        return cls(page, per_page, query.get("sort", ""), query.get("filter", ""), skip)
+        return cls(
+            page,
+            per_page,
+            query.get("sort", ""),
+            query.get("filter", ""),
+            raw_skip in _GO_TRUE,
+            invalid=invalid,
+        )
 
 
 def list_records(
@@ -152,48 +246,38 @@ def list_records(
     params: ListParams,
     info: RequestInfo,
 ) -> dict[str, Any]:
-    """See the module docstring; `items` holds records (not serialized)."""
+    """See the module docstring; `items` holds records (not serialized). As PocketBase: the
+    list rule, the filter and the sort are compiled with one resolver (they share joins), in
+    PocketBase's order of refusals (403s first, then the paging, then the expressions)."""
     if coll.listRule is None and not info.is_superuser:
         raise superusers_only()
-    table = quote(coll.name)
-    parts: list[rules.SqlFragment] = []
-    if not info.is_superuser and coll.listRule:
-        parts.append(rules.build_filter(schema, coll, coll.listRule, info, allow_hidden=True))
-    if params.filter and not params.filter.strip():
-        raise bad_request()
-    if params.filter:
-        parts.append(
-            rules.build_filter(schema, coll, params.filter, info, allow_hidden=info.is_superuser)
-        )
-    order = rules.build_sort(schema, coll, params.sort, info, allow_hidden=info.is_superuser)
-    joins = "".join(p.joins for p in [*parts, order])
-    where = " AND ".join(f"({p.sql})" for p in parts) or "1=1"
-    where_params: dict[str, Any] = {}
-    for p in [*parts, order]:
-        where_params.update(p.params)
-    distinct = any(p.distinct for p in [*parts, order])
-    base_from = f"FROM {table} {joins} WHERE {where}"
-    cols = select_columns(coll, coll.name)
-    sql = f"SELECT {'DISTINCT ' if distinct else ''}{cols} {base_from}"
-    if order.sql:
-        sql += f" ORDER BY {order.sql}"
-    sql += " LIMIT :_limit OFFSET :_offset"
-    values = dict(where_params)
-    values["_limit"] = params.per_page
-    values["_offset"] = (params.page - 1) * params.per_page
+    if not info.is_superuser:
+        message = superuser_only_violation(params.filter, params.sort)
+        if message is not None:
+            raise ApiError(403, message)
+    params.check()
     try:
-        cur = conn.execute(sql, values)
+        query = build_records_query(
+            coll,
+            schema,
+            info,
+            rule=coll.listRule,
+            filter=params.filter,
+            sort=params.sort,
+            superuser=info.is_superuser,
+        )
+    except ApiError:
+        raise
+    except Exception as exc:
+        raise bad_request() from exc
+    page = query.build(select_columns(coll, coll.name), limit=params.per_page, offset=params.offset)
+    try:
         names = [f.name for f in coll.fields]
-        items = [row_to_record(coll, names, row) for row in cur]
+        items = [row_to_record(coll, names, row) for row in conn.execute(page.sql, page.params)]
         total = -1
         if not params.skip_total:
-            count_col = f"{table}.id" if coll.is_view else f"{table}._rowid_"
-            count_sql = (
-                f"SELECT COUNT(DISTINCT {count_col}) {base_from}"
-                if distinct
-                else f"SELECT COUNT(*) {base_from}"
-            )
-            total = int(conn.execute(count_sql, where_params).fetchone()[0])
+            count = query.build_count("id" if coll.is_view else "_rowid_")
+            total = int(conn.execute(count.sql, count.params).fetchone()[0])
     except sqlite3.Error as exc:
         raise bad_request() from exc
     return {

@@ -64,6 +64,12 @@ RULES = [
     "rules-auth-user",
 ]
 
+# Auth records through the records API (manageRule, email/verified/password changes).
+AUTH_RECORDS = [
+    "auth-records-manage-rule",
+    "auth-records-password-login",
+]
+
 SUPERUSERS = [
     "superusers-auth",
     "superusers-password-change",
@@ -91,6 +97,7 @@ AUTH_EMAIL = [
     "auth-email-expired-tokens",
     "auth-email-rate-limits",
     "auth-email-test-email",
+    "auth-email-login-alert",
 ]
 
 # OTP, MFA, impersonation and auth-methods, with a real SMTP server per engine (mail=True),
@@ -129,6 +136,7 @@ ALL = [
     *FILTERS,
     *RULES,
     *SUPERUSERS,
+    *AUTH_RECORDS,
     *ERRORS,
     *SETTINGS,
     *AUTH_EMAIL,

@@ -12,6 +12,7 @@
 import authEmail from './conformance/auth_email.mjs';
 import authOAuth2 from './conformance/auth_oauth2.mjs';
 import authOtp from './conformance/auth_otp.mjs';
+import authRecords from './conformance/auth_records.mjs';
 import batch from './conformance/batch.mjs';
 import collections from './conformance/collections.mjs';
 import errors from './conformance/errors.mjs';
@@ -32,7 +33,7 @@ globalThis.fetch = (url, init = {}) =>
 
 function registry() {
   const all = {};
-  for (const group of [collections, records, batch, filters, rules, settings, superusers, errors, authOtp, authEmail, authOAuth2]) {
+  for (const group of [collections, records, authRecords, batch, filters, rules, settings, superusers, errors, authOtp, authEmail, authOAuth2]) {
     for (const [name, scenario] of Object.entries(group)) {
       if (name in all) throw new Error(`scenario defined twice: ${name}`);
       all[name] = scenario;

@@ -1,7 +1,10 @@
 """A small dataset that exercises the filter language: relations (single, multiple, to a
 superuser-only collection), back-relations (with and without a unique index), select, json,
 geoPoint, date, bool, number, a hidden field, the auth collection `users`, and awkward values
-(empty, NULL JSON, `%`, `_`, quotes, backslashes, non-ASCII).
+(empty, NULL JSON, `%`, `_`, quotes, backslashes, non-ASCII). View rules differ from the list
+rules so that `expand` chains are cut in different places for a guest, the verified user
+`a@example.com` and the unverified `b@example.com` (the `users` rules are PocketBase's default:
+each user sees only itself).
 
 `load(client)` creates it through the PocketBase API (superuser client) with fixed ids, so the
 same data can be put in PocketBase and in our runtime and queried on both.
@@ -30,7 +33,7 @@ COLLECTIONS: list[dict[str, Any]] = [
         "name": "tags",
         "type": "base",
         "listRule": "",
-        "viewRule": "",
+        "viewRule": "weight >= 2 || @request.auth.id != ''",
         "fields": [
             {"name": "name", "type": "text"},
             {"name": "weight", "type": "number"},
@@ -42,6 +45,7 @@ COLLECTIONS: list[dict[str, Any]] = [
         "name": "vault",
         "type": "base",
         "listRule": None,
+        "viewRule": "@request.auth.id != ''",
         "fields": [{"name": "code", "type": "text"}],
     },
     {
@@ -76,7 +80,7 @@ COLLECTIONS: list[dict[str, Any]] = [
         "name": "comments",
         "type": "base",
         "listRule": "",
-        "viewRule": "",
+        "viewRule": "post.published = true || @request.auth.verified = true",
         "fields": [
             {"name": "post", "type": "relation", "collectionId": "col_posts000001", "maxSelect": 1},
             {"name": "body", "type": "text"},
@@ -91,7 +95,7 @@ COLLECTIONS: list[dict[str, Any]] = [
         "name": "profiles",
         "type": "base",
         "listRule": "",
-        "viewRule": "",
+        "viewRule": "bio != '' || @request.context = 'expand'",
         "fields": [
             {"name": "user", "type": "relation", "collectionId": USERS_ID, "maxSelect": 1},
             {"name": "bio", "type": "text"},

@@ -238,9 +238,9 @@ async def test_emails_are_found_case_insensitively_only_with_a_nocase_index(app:
     nocase = dataclasses.replace(
         exact, indexes=["CREATE UNIQUE INDEX `idx_e` ON `users` (`email` COLLATE NOCASE)"]
     )
-    missing = await app.read(lambda c, s: auth_email.find_by_email(c, exact, "kim@example.com"))
+    missing = await app.read(lambda c, s: auth.find_by_email(c, exact, "kim@example.com"))
     assert missing is None
-    found = await app.read(lambda c, s: auth_email.find_by_email(c, nocase, "kim@example.com"))
+    found = await app.read(lambda c, s: auth.find_by_email(c, nocase, "kim@example.com"))
     assert found is not None and found["email"] == "Kim@Example.com"
 
 

@@ -474,4 +474,49 @@ export default {
     });
     await t.ok('SMTP back', () => t.pb.settings.update(t.mail.settings()), { pick: (s) => s.smtp.enabled });
   },
+
+  async 'auth-email-login-alert'(t) {
+    await mailSetup(t);
+    await authCollection(t, 'ae_alerts');
+    await user(t, 'ae_alerts', 'alert@example.com');
+    /** Signs in with the given User-Agent (the fingerprint is the address plus the agent). */
+    const from = async (agent, label) => {
+      const client = t.client();
+      client.beforeSend = (url, options) => {
+        options.headers = { ...options.headers, 'User-Agent': agent };
+        return { url, options };
+      };
+      await t.ok(label, () => client.collection('ae_alerts').authWithPassword('alert@example.com', PASSWORD), {
+        pick: (r) => r.record.email,
+      });
+      return client;
+    };
+    const noAlert = async (label) => {
+      const found = await t.mail.wait({ to: 'alert@example.com', timeout: 1.5 });
+      t.check(label, found === null ? true : `a mail arrived: ${found.subject}`);
+    };
+    await from('agent-one', 'a first login');
+    await noAlert('the first login is never alerted');
+    await from('agent-one', 'again from the same place');
+    await noAlert('a known place is not alerted');
+    const known = await from('agent-two', 'a login from a new place');
+    const mail = await t.mail.wait({ to: 'alert@example.com', subject: 'Login from a new location' });
+    t.note('the alert', mail && {
+      subject: mail.subject,
+      namesTheAgent: mail.html.includes('agent-two'),
+      namesTheAddress: /127\.0\.0\.1|::1/.test(mail.html),
+    });
+    await t.ok('the places remembered', () => t.pb.collection('_authOrigins').getFullList(), {
+      pick: (items) => items.length,
+    });
+    await t.ok('a refresh is no login', () => known.collection('ae_alerts').authRefresh(), {
+      pick: (r) => r.record.email,
+    });
+    await noAlert('no alert for a refresh');
+    await t.ok('turn the alert off', () =>
+      t.pb.collections.update('ae_alerts', { authAlert: { enabled: false } }), { pick: (c) => c.authAlert.enabled },
+    );
+    await from('agent-three', 'a new place with the alert off');
+    await noAlert('nothing is sent with the alert off');
+  },
 };
