@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from instance_runtime.core import rules
+from instance_runtime.core import auth_options_validation, rules
 from instance_runtime.core import schema as ddl
 from instance_runtime.core.errors import ApiError, FieldError, ValidationErrors, bad_request
 from instance_runtime.core.models import (
@@ -161,14 +161,48 @@ def _build(data: dict[str, Any], old: Collection | None) -> Collection:
     coll.fields = _fields_from(merged.get("fields"), old)
     if coll.is_auth:
         coll.options = _with_secrets(coll.options, old.options if old else None)
+        _shape_providers(coll.options)
     if coll.name == "_superusers":
         _superuser_options(coll.options)
     return coll
 
 
+# An OAuth2 provider's members as PocketBase's `OAuth2ProviderConfig` has them (its zero values).
+_PROVIDER_MEMBERS: dict[str, Any] = {
+    "pkce": None,
+    "name": "",
+    "clientId": "",
+    "clientSecret": "",
+    "authURL": "",
+    "tokenURL": "",
+    "userInfoURL": "",
+    "displayName": "",
+    "extra": {},
+}
+
+
+def _shape_providers(options: dict[str, Any]) -> None:
+    """Every `oauth2.providers` item with exactly PocketBase's members (unknown ones dropped)."""
+    oauth2 = options.get("oauth2")
+    if not isinstance(oauth2, dict):
+        return
+    shaped = []
+    for item in oauth2.get("providers") or []:
+        given = item if isinstance(item, dict) else {}
+        provider = {
+            key: copy.deepcopy(given.get(key, zero)) for key, zero in _PROVIDER_MEMBERS.items()
+        }
+        if provider["extra"] is None:
+            provider["extra"] = {}
+        shaped.append(provider)
+    oauth2["providers"] = shaped
+
+
 def _merged_option(base: Any, change: Any) -> Any:
     """`change` decoded into `base` as Go's `json.Unmarshal` does into a struct: objects merge
-    member by member, null changes nothing, anything else (lists too) replaces."""
+    member by member, null changes nothing, a list replaces the old one but each of its objects
+    is decoded into the old item at its position (so an OAuth2 provider sent back without its
+    `clientSecret`, which is never shown, keeps it), anything else replaces."""
     if change is None:
         return copy.deepcopy(base)
     if isinstance(base, dict) and isinstance(change, dict):
@@ -176,6 +210,13 @@ def _merged_option(base: Any, change: Any) -> Any:
         for key, value in change.items():
             out[key] = _merged_option(base.get(key), value)
         return out
+    if isinstance(base, list) and isinstance(change, list):
+        return [
+            _merged_option(base[i], item)
+            if i < len(base) and isinstance(base[i], dict) and isinstance(item, dict)
+            else copy.deepcopy(item)
+            for i, item in enumerate(change)
+        ]
     return copy.deepcopy(change)
 
 
@@ -246,6 +287,9 @@ def _validate(
                 errors[rule] = FieldError(
                     "validation_invalid_rule", "Invalid rule. Raw error: " + problem
                 )
+    if new.is_auth:
+        for key, problem in auth_options_validation.validate(schema, new).items():
+            errors.setdefault(key, problem)
     if new.is_view:
         if not new.view_query.strip():
             errors["viewQuery"] = FieldError("validation_required", "Cannot be blank.")

@@ -328,6 +328,10 @@ class Collection:
                 value = copy.deepcopy(self.options[key])
                 if isinstance(value, dict):
                     value.pop("secret", None)  # token secrets never leave the database
+                    providers = value.get("providers") if key == "oauth2" else None
+                    for provider in providers or []:
+                        if isinstance(provider, dict):
+                            provider.pop("clientSecret", None)  # nor do OAuth2 client secrets
                 out[key] = value
         return out
 

@@ -68,6 +68,8 @@ RULES = [
 AUTH_RECORDS = [
     "auth-records-manage-rule",
     "auth-records-password-login",
+    "auth-records-oauth2-secrets",
+    "auth-records-options-validation",
 ]
 
 SUPERUSERS = [

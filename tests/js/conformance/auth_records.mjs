@@ -125,4 +125,69 @@ export default {
     );
     await t.fails('password auth off', 403, () => users().authWithPassword('dana', PASS));
   },
+
+  async 'auth-records-oauth2-secrets'(t) {
+    await t.login();
+    const name = 'ar_oauth2';
+    const provider = {
+      name: 'oidc',
+      clientId: 'client-1',
+      clientSecret: 'secret-1',
+      authURL: 'https://idp.example.test/auth',
+      tokenURL: 'https://idp.example.test/token',
+      userInfoURL: 'https://idp.example.test/userinfo',
+    };
+    const oauth2 = (c) => c.oauth2;
+    await t.ok('an auth collection with an OAuth2 provider', () =>
+      t.pb.collections.create({ name, type: 'auth', oauth2: { enabled: true, providers: [provider] } }), { pick: oauth2 },
+    );
+    await t.ok('the client secret is never shown', () => t.pb.collections.getOne(name), { pick: oauth2 });
+    await t.ok('sent back without it, it is kept', () =>
+      t.pb.collections.update(name, { oauth2: { enabled: true, providers: [{ ...provider, clientSecret: undefined, clientId: 'client-2' }] } }),
+      { pick: oauth2 },
+    );
+    await t.fails('a new provider needs its secret', 400, () =>
+      t.pb.collections.update(name, {
+        oauth2: { enabled: true, providers: [{ name: 'oidc', clientId: 'client-2' }, { ...provider, name: 'oidc2', clientSecret: undefined }] },
+      }),
+    );
+    await t.ok('auth-methods lists the provider', () => t.anon.collection(name).listAuthMethods(), {
+      pick: (m) => m.oauth2.providers.map((p) => [p.name, p.authURL.split('?')[0]]),
+    });
+  },
+
+  async 'auth-records-options-validation'(t) {
+    await t.login();
+    const provider = { name: 'oidc', clientId: 'c', clientSecret: 's', authURL: 'https://idp.example.test/a' };
+    const refused = (label, options) =>
+      t.fails(label, 400, () => t.pb.collections.create({ name: 'ar_refused', type: 'auth', ...options }));
+    await refused('an OTP too short and too brief', { otp: { enabled: true, duration: 5, length: 2 } });
+    await refused('an OTP lasting more than a day', { otp: { enabled: true, duration: 90000, length: 6 } });
+    await refused('MFA with one auth method', { mfa: { enabled: true, duration: 600 } });
+    await refused('MFA with a bad rule', {
+      mfa: { enabled: true, duration: 600, rule: 'nope = 1' },
+      otp: { enabled: true, duration: 180, length: 8 },
+    });
+    await refused('an MFA duration out of range', { mfa: { enabled: true, duration: 1 } });
+    await refused('an empty manage rule', { manageRule: '' });
+    await refused('an identity field without a unique index', {
+      fields: [{ name: 'handle', type: 'text' }],
+      passwordAuth: { enabled: true, identityFields: ['handle'] },
+    });
+    await refused('an identity field that does not exist', { passwordAuth: { enabled: true, identityFields: ['ghost'] } });
+    await refused('password auth without identity fields', { passwordAuth: { enabled: true, identityFields: [] } });
+    await refused('an unknown provider', { oauth2: { enabled: true, providers: [{ ...provider, name: 'nope' }] } });
+    await refused('a provider twice', { oauth2: { enabled: true, providers: [provider, provider] } });
+    await refused('a provider without its client', {
+      oauth2: { enabled: true, providers: [{ name: 'github', authURL: 'not a url' }] },
+    });
+    await refused('a token lasting 5 seconds', { authToken: { duration: 5 } });
+    await refused('a token lasting a century', { fileToken: { duration: 3155760000 } });
+    await refused('a template without a subject', { verificationTemplate: { subject: '', body: 'x' } });
+    await refused('an alert template without a body', { authAlert: { enabled: true, emailTemplate: { subject: 's', body: '' } } });
+    await t.ok('unchecked while OAuth2 is off', () =>
+      t.pb.collections.create({ name: 'ar_accepted', type: 'auth', oauth2: { enabled: false, providers: [{ name: 'nope' }] } }),
+      { pick: (c) => c.oauth2 },
+    );
+  },
 };
