@@ -5,7 +5,8 @@ Outermost first, as `server.create_app` installs them:
 1. `Cors`: PocketBase's default CORS (any origin, `Vary: Origin`); an `OPTIONS` preflight is
    answered 204 here, before anything counts it.
 2. `RequestLogger`: times every request and adds PocketBase's log entry to `app.request_log`
-   (when `settings.logs.maxDays` is not 0), with the client address only when `logs.logIP`.
+   (when `settings.logs.maxDays` is not 0), with the client address only when `logs.logIP`;
+   a successful `/api/oauth2-redirect` is never logged (its URL carries the code).
 3. `SecurityHeaders`: `X-XSS-Protection`, `X-Content-Type-Options`, `X-Frame-Options`.
 4. `AuthLoader`: verifies the `Authorization` token once (an invalid one is a guest), refuses a
    superuser from outside `settings.superuserIPs` (403), then applies the global rate limit
@@ -41,6 +42,7 @@ from instance_runtime.tools.client_ip import ip_in_list
 from instance_runtime.tools.rate_limit import find_rule
 
 _ALLOW_METHODS = b"GET,HEAD,PUT,PATCH,POST,DELETE"
+_SKIP_SUCCESS_LOG = frozenset({"/api/oauth2-redirect"})  # PocketBase's SkipSuccessActivityLog
 _SECURITY_HEADERS = [
     (b"x-xss-protection", b"1; mode=block"),
     (b"x-content-type-options", b"nosniff"),
@@ -126,8 +128,10 @@ class RequestLogger:
         try:
             await self.app(scope, receive, sender)
         finally:
-            if int(self.runtime.settings.current["logs"].get("maxDays") or 0) != 0:
-                self._log(scope, status or 500, (time.perf_counter() - started) * 1000)
+            status = status or 500
+            skipped = status < 400 and scope["path"] in _SKIP_SUCCESS_LOG
+            if not skipped and int(self.runtime.settings.current["logs"].get("maxDays") or 0):
+                self._log(scope, status, (time.perf_counter() - started) * 1000)
 
     def _log(self, scope: Scope, status: int, elapsed_ms: float) -> None:
         settings = self.runtime.settings.current

@@ -192,3 +192,29 @@ def test_auth_and_settings_events(tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _no_leftover_loop() -> AsyncIterator[None] | None:
     return None
+
+
+def test_the_request_log_keeps_pocketbase_entries_and_skips_what_it_skips(tmp_path: Path) -> None:
+    async def scenario(client: httpx.AsyncClient, app: App) -> None:
+        await client.get("/api/collections/notes/records?perPage=1", headers={"Referer": "r"})
+        await client.get("/api/collections/missing/records")
+        await client.get("/api/oauth2-redirect?code=secret-code&state=nobody")
+        failed, listed = app.request_log.recent(2)  # newest first; the redirect is not there
+        assert "secret-code" not in str(app.request_log.recent(100)), "a redirect is not logged"
+        assert listed["message"] == "GET /api/collections/notes/records?perPage=1"
+        assert listed["level"] == 0 and failed["level"] == 8 and failed["data"]["status"] == 404
+        data = listed["data"]
+        assert (data["type"], data["method"], data["status"], data["referer"]) == (
+            "request", "GET", 200, "r",
+        )  # fmt: skip
+        assert data["auth"] == "_superusers" and "authId" not in data and "userIP" in data
+        await client.patch("/api/settings", json={"logs": {"logIP": False, "logAuthId": True}})
+        await client.get("/api/health")
+        data = app.request_log.recent(1)[0]["data"]
+        assert "userIP" not in data and data["authId"]
+        await client.patch("/api/settings", json={"logs": {"maxDays": 0}})
+        before = len(app.request_log.recent(1000))
+        await client.get("/api/health")
+        assert len(app.request_log.recent(1000)) == before, "maxDays 0 logs nothing"
+
+    run(tmp_path, scenario)
