@@ -89,13 +89,14 @@ _BAD_DATA = "Failed to load the submitted data due to invalid formatting."
 
 async def create_collection(request: Request) -> Response:
     await require_superuser(request)
+    app = get_app(request)
     body = await read_body(request, message=_BAD_COLLECTION)
 
     def run(conn: sqlite3.Connection, schema: Schema) -> SchemaChange[Collection]:
-        coll = service.create(conn, schema, body)
+        coll = service.create(conn, schema, body, hooks=app.hooks)
         return SchemaChange(coll, Schema.load(conn))
 
-    coll = await get_app(request).write_schema(run)
+    coll = await app.write_schema(run)
     return json_response(pick_fields(coll.to_json(), request.query_params.get("fields", "")))
 
 
@@ -109,7 +110,7 @@ async def update_collection(request: Request) -> Response:
         current = schema.find(old.id)
         if current is None:
             raise not_found()
-        coll = service.update(conn, schema, current, body)
+        coll = service.update(conn, schema, current, body, hooks=app.hooks)
         return SchemaChange(coll, Schema.load(conn))
 
     coll = await app.write_schema(run)
@@ -122,7 +123,7 @@ async def delete_collection(request: Request) -> Response:
     coll = _find(app.schema, request)
 
     def run(conn: sqlite3.Connection, schema: Schema) -> SchemaChange[None]:
-        service.delete(conn, schema, coll)
+        service.delete(conn, schema, coll, hooks=app.hooks)
         return SchemaChange(None, Schema.load(conn))
 
     await app.write_schema(run)
@@ -147,12 +148,13 @@ async def import_collections(request: Request) -> Response:
             {"collections": FieldError("validation_required", "Cannot be blank.")},
         )
     delete_missing = bool(body.get("deleteMissing"))
+    app = get_app(request)
 
     def run(conn: sqlite3.Connection, schema: Schema) -> SchemaChange[None]:
-        service.import_collections(conn, schema, items, delete_missing)
+        service.import_collections(conn, schema, items, delete_missing, hooks=app.hooks)
         return SchemaChange(None, Schema.load(conn))
 
-    await get_app(request).write_schema(run)
+    await app.write_schema(run)
     return Response(status_code=204)
 
 

@@ -10,6 +10,8 @@ commit the caller reloads its `Schema`.
   into the current collection (absent keys keep their value); fields are matched by id, then by
   name; system fields, system collections' names, types, rules and flags cannot change.
 - `delete` refuses system collections and collections still referenced by a relation field.
+- Each change defers `hooks.on_collection_after_{create,update,delete}_success` until the
+  commit (`core.app.on_commit`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ import orjson
 
 from instance_runtime.core import auth_options_validation, rules
 from instance_runtime.core import schema as ddl
+from instance_runtime.core.app import on_commit
+from instance_runtime.core.app_hooks import AppHooks
 from instance_runtime.core.errors import ApiError, FieldError, ValidationErrors, bad_request
+from instance_runtime.core.events import Action, CollectionSuccessEvent
 from instance_runtime.core.models import (
     COLLECTION_TYPES,
     FIELD_TYPES,
@@ -435,7 +440,20 @@ def _validate_indexes(coll: Collection) -> ValidationErrors:
     return errs
 
 
-def create(conn: sqlite3.Connection, schema: Schema, data: dict[str, Any]) -> Collection:
+def _announce(hooks: AppHooks, coll: Collection, action: Action) -> None:
+    hook = {
+        "create": hooks.on_collection_after_create_success,
+        "update": hooks.on_collection_after_update_success,
+        "delete": hooks.on_collection_after_delete_success,
+    }[action]
+    if len(hook):
+        event = CollectionSuccessEvent(coll, action)
+        on_commit(lambda: hook.trigger(event, lambda _e: None))
+
+
+def create(
+    conn: sqlite3.Connection, schema: Schema, data: dict[str, Any], *, hooks: AppHooks
+) -> Collection:
     """See the module docstring."""
     coll = _build(data, None)
     coll.system = False
@@ -452,11 +470,17 @@ def create(conn: sqlite3.Connection, schema: Schema, data: dict[str, Any]) -> Co
         ddl.sync_view(conn, coll, None)
     ddl.insert_collection_row(conn, coll)
     _sync(conn, coll, None, "Failed to create collection.")
+    _announce(hooks, coll, "create")
     return coll
 
 
 def update(
-    conn: sqlite3.Connection, schema: Schema, old: Collection, data: dict[str, Any]
+    conn: sqlite3.Connection,
+    schema: Schema,
+    old: Collection,
+    data: dict[str, Any],
+    *,
+    hooks: AppHooks,
 ) -> Collection:
     """See the module docstring."""
     coll = _build(data, old)
@@ -473,6 +497,7 @@ def update(
         ddl.sync_view(conn, coll, old)
     ddl.update_collection_row(conn, coll)
     _sync(conn, coll, old, "Failed to update collection.")
+    _announce(hooks, coll, "update")
     return coll
 
 
@@ -503,7 +528,7 @@ def _index_error(position: int, name: str, exc: sqlite3.Error) -> None:
     )
 
 
-def delete(conn: sqlite3.Connection, schema: Schema, coll: Collection) -> None:
+def delete(conn: sqlite3.Connection, schema: Schema, coll: Collection, *, hooks: AppHooks) -> None:
     """See the module docstring."""
     refs = sorted({ref.name for ref, _f in schema.referencing(coll.id) if ref.id != coll.id})
     if coll.system or refs:
@@ -519,6 +544,7 @@ def delete(conn: sqlite3.Connection, schema: Schema, coll: Collection) -> None:
                 conn.execute(f"SELECT * FROM {quote(other.name)} LIMIT 0")
             except sqlite3.Error as exc:
                 raise bad_request("Failed to delete collection.") from exc
+    _announce(hooks, coll, "delete")
 
 
 def truncate(conn: sqlite3.Connection, schema: Schema, coll: Collection) -> None:
@@ -546,7 +572,12 @@ def truncate(conn: sqlite3.Connection, schema: Schema, coll: Collection) -> None
 
 
 def import_collections(
-    conn: sqlite3.Connection, schema: Schema, items: list[Any], delete_missing: bool
+    conn: sqlite3.Connection,
+    schema: Schema,
+    items: list[Any],
+    delete_missing: bool,
+    *,
+    hooks: AppHooks,
 ) -> None:
     """`PUT /api/collections/import`: create or update each, optionally delete the others."""
     current = schema
@@ -556,9 +587,9 @@ def import_collections(
         old = current.find(str(item.get("id") or "")) or current.find(str(item.get("name") or ""))
         try:
             if old is None:
-                create(conn, current, item)
+                create(conn, current, item, hooks=hooks)
             else:
-                update(conn, current, old, item)
+                update(conn, current, old, item, hooks=hooks)
         except ApiError as exc:
             raw_error = exc.raw_error if isinstance(exc, UnknownFieldTypeError) else exc.message
             raise bad_request(
@@ -578,5 +609,5 @@ def import_collections(
         for coll in current.all():
             if coll.system or coll.id in keep or coll.name in keep:
                 continue
-            delete(conn, current, coll)
+            delete(conn, current, coll, hooks=hooks)
             current = Schema.load(conn)

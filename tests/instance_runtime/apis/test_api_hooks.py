@@ -16,6 +16,7 @@ from instance_runtime.core.app import App
 from instance_runtime.core.auth import upsert_superuser
 from instance_runtime.core.errors import ApiError
 from instance_runtime.core.events import (
+    CollectionSuccessEvent,
     RecordAuthRequestEvent,
     RecordEvent,
     RecordRequestEvent,
@@ -216,5 +217,29 @@ def test_the_request_log_keeps_pocketbase_entries_and_skips_what_it_skips(tmp_pa
         before = len(app.request_log.recent(1000))
         await client.get("/api/health")
         assert len(app.request_log.recent(1000)) == before, "maxDays 0 logs nothing"
+
+    run(tmp_path, scenario)
+
+
+def test_collection_changes_are_announced_after_their_commit(tmp_path: Path) -> None:
+    async def scenario(client: httpx.AsyncClient, app: App) -> None:
+        seen: list[tuple[str, str]] = []
+
+        def note(e: CollectionSuccessEvent) -> Any:
+            seen.append((e.action, e.collection.name))
+            return e.next()
+
+        for hook in (
+            app.hooks.on_collection_after_create_success,
+            app.hooks.on_collection_after_update_success,
+            app.hooks.on_collection_after_delete_success,
+        ):
+            hook.bind(note)
+        await client.post("/api/collections", json={"name": "tags", "type": "base"})
+        await client.patch("/api/collections/tags", json={"listRule": ""})
+        refused = await client.post("/api/collections", json={"name": "tags", "type": "base"})
+        assert refused.status_code == 400
+        await client.delete("/api/collections/tags")
+        assert seen == [("create", "tags"), ("update", "tags"), ("delete", "tags")]
 
     run(tmp_path, scenario)
