@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from instance_runtime.core.hooks import Event
 from instance_runtime.core.models import Collection
 from instance_runtime.core.request_info import RequestInfo
 from instance_runtime.core.schema import Schema
-from instance_runtime.tools.oauth2 import AuthUser
+
+if TYPE_CHECKING:
+    from instance_runtime.tools.oauth2 import AuthUser
 
 Record = dict[str, Any]
 Action = Literal["create", "update", "delete"]

@@ -44,9 +44,7 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from instance_runtime.core import auth, external_auths, record_write, records
 from instance_runtime.core import fields as fv
@@ -59,16 +57,18 @@ from instance_runtime.core.oauth2_redirect import pop_apple_name
 from instance_runtime.core.records import Record
 from instance_runtime.core.request_info import SUPERUSERS, RequestInfo
 from instance_runtime.core.schema import Schema
-from instance_runtime.tools import security
+from instance_runtime.tools import oauth2, security
 from instance_runtime.tools.dbutils import quote
 from instance_runtime.tools.oauth2 import (
     AuthUser,
     OAuth2Error,
     TokenExchangeError,
     UserInfoError,
-    fetch_auth_user,
     resolve_provider,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("instance_runtime")
 
@@ -216,7 +216,7 @@ async def fetch_user(
     except OAuth2Error as exc:
         raise ApiError(500, f"Failed to init provider {form.provider}") from exc
     try:
-        return await fetch_auth_user(
+        return await oauth2.fetch_auth_user(
             form.provider, config, form.code, form.code_verifier, form.redirect_url, http=http
         )
     except TokenExchangeError as exc:

@@ -2,11 +2,8 @@
 (random tokens, the S256 PKCE challenge, token-endpoint client authentication) with httpx, and
 byte-compatible on the wire with what PocketBase 0.40.6 sends through golang.org/x/oauth2.
 
-- `new_pkce()`: PocketBase's verifier (43 random ``[A-Za-z0-9]``) and its S256 challenge.
-- `build_auth_url(...)`: x/oauth2's ``AuthCodeURL`` (parameters sorted by name, Go's query
-  escaping) plus PocketBase's trailing ``&redirect_uri=`` (the client appends its URL; a
-  ``redirect_url`` given here is appended escaped).
-- `auth_method_info(...)`: one ``oauth2.providers`` entry of ``GET .../auth-methods``.
+(The authorization URL, PKCE and auth-methods entries are in authorize.py, which needs no
+network library.)
 - `exchange_code(...)`: the token request. As x/oauth2 does for a provider whose auth style it
   has not learnt (PocketBase builds a new config per login, so always), the client id and
   secret go first in an HTTP Basic header (form-escaped, RFC 6749 §2.3.1) and, when that
@@ -33,13 +30,12 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, quote_plus, urlencode
+from urllib.parse import parse_qs, parse_qsl, quote_plus
 
 import httpx
-from authlib.common.security import generate_token
 from authlib.oauth2.auth import ClientAuth
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
+from .authorize import go_encode
 from .fields import FieldTypeError
 from .models import (
     AuthUser,
@@ -53,8 +49,6 @@ from .models import (
 from .providers import map_user, resolve_provider
 from .quirks import QUIRKS, RAW_SOURCES, Context
 
-STATE_LENGTH = 30
-VERIFIER_LENGTH = 43
 DEFAULT_TIMEOUT = 30.0
 MAX_TOKEN_BODY = 1 << 20  # x/oauth2 reads at most 1 MiB of a token answer
 INT32_MAX = 2**31 - 1
@@ -62,72 +56,6 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 JSON_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
 GO_ATOI = re.compile(r"[+-]?[0-9]+")
 MAX_REDIRECTS = 10  # Go's http.Client
-
-
-def new_pkce() -> tuple[str, str]:
-    """(code_verifier, code_challenge) as PocketBase's auth-methods makes them."""
-    verifier = str(generate_token(VERIFIER_LENGTH))
-    return verifier, str(create_s256_code_challenge(verifier))
-
-
-def new_state() -> str:
-    return str(generate_token(STATE_LENGTH))
-
-
-def _go_encode(values: Mapping[str, str]) -> str:
-    """Go's ``url.Values.Encode``: sorted by key, QueryEscape'd (space as '+')."""
-    return urlencode(sorted(values.items()))
-
-
-def build_auth_url(
-    provider: ProviderSpec | str,
-    config: ProviderConfig | Mapping[str, Any],
-    redirect_url: str = "",
-    state: str = "",
-    code_challenge: str = "",
-) -> str:
-    """The provider's consent page URL as auth-methods builds it; the code challenge (S256)
-    is sent when the provider uses PKCE and one is given."""
-    resolved = resolve_provider(provider, config)
-    values = {"client_id": resolved.client_id, "response_type": "code"}
-    if resolved.scopes:
-        values["scope"] = " ".join(resolved.scopes)
-    if state:
-        values["state"] = state
-    values.update(resolved.spec.auth_params)
-    if resolved.pkce and code_challenge:
-        values["code_challenge"] = code_challenge
-        values["code_challenge_method"] = "S256"
-    separator = "&" if "?" in resolved.auth_url else "?"
-    return (
-        f"{resolved.auth_url}{separator}{_go_encode(values)}"
-        f"&redirect_uri={quote_plus(redirect_url)}"
-    )
-
-
-def auth_method_info(
-    provider: ProviderSpec | str, config: ProviderConfig | Mapping[str, Any]
-) -> dict[str, str]:
-    """One entry of auth-methods' ``oauth2.providers`` (with the legacy ``authUrl``), with a
-    fresh state and, when the provider uses PKCE, a fresh verifier/challenge (else "")."""
-    resolved = resolve_provider(provider, config)
-    state = new_state()
-    verifier = challenge = method = ""
-    if resolved.pkce:
-        verifier, challenge = new_pkce()
-        method = "S256"
-    url = build_auth_url(resolved.spec, config, "", state, challenge)
-    return {
-        "name": resolved.name,
-        "displayName": resolved.display_name or resolved.name,
-        "logo": resolved.spec.logo,
-        "state": state,
-        "authURL": url,
-        "authUrl": url,
-        "codeVerifier": verifier,
-        "codeChallenge": challenge,
-        "codeChallengeMethod": method,
-    }
 
 
 # --- the token request ------------------------------------------------------------------------
@@ -152,7 +80,7 @@ def _client_secret_post(
         values["client_id"] = client.client_id
     if client.client_secret:
         values["client_secret"] = client.client_secret
-    return uri, headers, _go_encode(values)
+    return uri, headers, go_encode(values)
 
 
 def _parse_expires_in(value: Any) -> int:
@@ -243,7 +171,7 @@ async def _token_round_trip(
 ) -> Token:
     auth = ClientAuth(provider.client_id, provider.client_secret, style)
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
-    url, headers, body = auth.prepare("POST", provider.token_url, headers, _go_encode(values))
+    url, headers, body = auth.prepare("POST", provider.token_url, headers, go_encode(values))
     try:
         async with http.stream("POST", url, headers=headers, content=body) as response:
             received = b""

@@ -16,10 +16,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import jwt
+
+if TYPE_CHECKING:
+    import httpx
 
 from .fields import FieldTypeError, decode_json, decode_object
 from .models import UserInfoError
@@ -119,7 +121,7 @@ async def verify_signature(token: str, jwks_url: str, http: httpx.AsyncClient) -
         raise UserInfoError("missing kid header value")
     try:
         response = await http.get(jwks_url)
-    except httpx.HTTPError as error:
+    except _http_error() as error:
         raise UserInfoError(f"failed to fetch JSON Web Key Set from {jwks_url}: {error}") from error
     if response.status_code >= 400:
         raise UserInfoError(
@@ -153,3 +155,10 @@ async def verify_signature(token: str, jwks_url: str, http: httpx.AsyncClient) -
         )
     except (jwt.PyJWTError, ValueError, TypeError) as error:
         raise UserInfoError(f"id_token validation failed: {error}") from error
+
+
+def _http_error() -> type[Exception]:
+    """httpx's base error, imported only when a request was made (httpx is loaded by then)."""
+    import httpx
+
+    return httpx.HTTPError

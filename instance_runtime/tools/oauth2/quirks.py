@@ -24,9 +24,10 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 from . import idtoken
 from .fields import FieldTypeError, cast_bool, cast_string, decode_json, decode_object, go_sprint
@@ -56,7 +57,7 @@ async def authorized_request(
     sent = {**(headers or {}), "Authorization": token.authorization()}
     try:
         return await http.request(method, url, headers=sent, content=content)
-    except httpx.HTTPError as error:
+    except _http_error() as error:
         raise UserInfoError(f"{method} {url}: {error}") from error
 
 
@@ -74,7 +75,7 @@ class Context:
         return await authorized_request(self.http, self.token, "GET", url)
 
 
-RawSource = Callable[[ResolvedProvider, Token, httpx.AsyncClient], Awaitable[dict[str, Any]]]
+RawSource = Callable[[ResolvedProvider, Token, "httpx.AsyncClient"], Awaitable[dict[str, Any]]]
 Quirk = Callable[[Context], Awaitable[None]]
 
 
@@ -461,3 +462,10 @@ def microsoft_openid_scope(provider: ResolvedProvider) -> ResolvedProvider:
 CONFIGURE: dict[str, Callable[[ResolvedProvider], ResolvedProvider]] = {
     "microsoft_openid_scope": microsoft_openid_scope,
 }
+
+
+def _http_error() -> type[Exception]:
+    """httpx's base error, imported only when a request was made (httpx is loaded by then)."""
+    import httpx
+
+    return httpx.HTTPError
