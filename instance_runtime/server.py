@@ -36,7 +36,7 @@ from instance_runtime.apis import (
     settings,
 )
 from instance_runtime.apis.base import error_response
-from instance_runtime.apis.middlewares import AuthLoader, Cors, RequestLogger, SecurityHeaders
+from instance_runtime.apis.middlewares import RequestPipeline
 from instance_runtime.core import auth_origins
 from instance_runtime.core.app import App
 from instance_runtime.core.errors import ApiError
@@ -90,12 +90,7 @@ def create_app(data_dir: Path) -> Starlette:
             *batch.routes,
             *settings.routes,
         ],
-        middleware=[
-            Middleware(Cors),
-            Middleware(RequestLogger, runtime=runtime),
-            Middleware(SecurityHeaders),
-            Middleware(AuthLoader, runtime=runtime),
-        ],
+        middleware=[Middleware(RequestPipeline, runtime=runtime)],
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,

@@ -1,14 +1,13 @@
-"""The request pipeline: pure ASGI middlewares in PocketBase's order (`apis/middlewares*.go`).
+"""The request pipeline: PocketBase's default middlewares (`apis/middlewares*.go`) in its order,
+as one pure ASGI middleware (`RequestPipeline`, installed by `server.create_app`):
 
-Outermost first, as `server.create_app` installs them:
-
-1. `Cors`: PocketBase's default CORS (any origin, `Vary: Origin`); an `OPTIONS` preflight is
+1. CORS: PocketBase's default CORS (any origin, `Vary: Origin`); an `OPTIONS` preflight is
    answered 204 here, before anything counts it.
-2. `RequestLogger`: times every request and adds PocketBase's log entry to `app.request_log`
+2. request log: times every request and adds PocketBase's log entry to `app.request_log`
    (when `settings.logs.maxDays` is not 0), with the client address only when `logs.logIP`;
    a successful `/api/oauth2-redirect` is never logged (its URL carries the code).
-3. `SecurityHeaders`: `X-XSS-Protection`, `X-Content-Type-Options`, `X-Frame-Options`.
-4. `AuthLoader`: verifies the `Authorization` token once (an invalid one is a guest), refuses a
+3. security headers: `X-XSS-Protection`, `X-Content-Type-Options`, `X-Frame-Options`.
+4. auth: verifies the `Authorization` token once (an invalid one is a guest), refuses a
    superuser from outside `settings.superuserIPs` (403), then applies the global rate limit
    (`METHOD path` and `path` labels; 429). Handlers read the result with `base.request_auth`.
 
@@ -21,7 +20,6 @@ import time
 from typing import Any
 from urllib.parse import unquote
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from instance_runtime.apis.base import (
@@ -50,63 +48,31 @@ _SECURITY_HEADERS = [
 ]
 
 
-class Cors:
-    """See the module docstring."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        origin = headers.get("origin", "")
-        if scope["method"] == "OPTIONS":
-            answer = [(b"vary", b"Origin")]
-            if origin:
-                answer += [
-                    (b"access-control-allow-origin", b"*"),
-                    (b"vary", b"Access-Control-Request-Method"),
-                    (b"vary", b"Access-Control-Request-Headers"),
-                    (b"access-control-allow-methods", _ALLOW_METHODS),
-                ]
-                wanted = headers.get("access-control-request-headers", "")
-                if wanted:
-                    answer.append((b"access-control-allow-headers", wanted.encode("latin-1")))
-            await send({"type": "http.response.start", "status": 204, "headers": answer})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        extra = [(b"vary", b"Origin")]
-        if origin:
-            extra.append((b"access-control-allow-origin", b"*"))
-        await self.app(scope, receive, _adding_headers(send, extra))
+def _header(scope: Scope, name: bytes) -> str:
+    """The first value of header `name` (lower-case), read off the raw scope."""
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
 
 
-class SecurityHeaders:
-    """See the module docstring."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        await self.app(scope, receive, _adding_headers(send, _SECURITY_HEADERS))
-
-
-def _adding_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
-    async def sender(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", []), *extra]
-        await send(message)
-
-    return sender
+def _preflight(origin: str, scope: Scope) -> list[tuple[bytes, bytes]]:
+    headers = [(b"vary", b"Origin")]
+    if origin:
+        headers += [
+            (b"access-control-allow-origin", b"*"),
+            (b"vary", b"Access-Control-Request-Method"),
+            (b"vary", b"Access-Control-Request-Headers"),
+            (b"access-control-allow-methods", _ALLOW_METHODS),
+        ]
+        wanted = _header(scope, b"access-control-request-headers")
+        if wanted:
+            headers.append((b"access-control-allow-headers", wanted.encode("latin-1")))
+    return headers
 
 
-class RequestLogger:
-    """See the module docstring."""
+class RequestPipeline:
+    """See the module docstring: the four steps in one ASGI layer (one wrapper of `send`)."""
 
     def __init__(self, app: ASGIApp, runtime: App) -> None:
         self.app = app
@@ -116,6 +82,16 @@ class RequestLogger:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        origin = _header(scope, b"origin")
+        if scope["method"] == "OPTIONS":  # 1. CORS preflight, before anything counts it
+            await send(
+                {"type": "http.response.start", "status": 204, "headers": _preflight(origin, scope)}
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        extra = [*_SECURITY_HEADERS, (b"vary", b"Origin")]  # 1. and 3.
+        if origin:
+            extra.append((b"access-control-allow-origin", b"*"))
         started = time.perf_counter()
         status = 0
 
@@ -123,61 +99,23 @@ class RequestLogger:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         try:
-            await self.app(scope, receive, sender)
-        finally:
+            refusal = await self._load_auth(scope)  # 4.
+            if refusal is not None:
+                await error_response(refusal)(scope, receive, sender)
+            else:
+                await self.app(scope, receive, sender)
+        finally:  # 2.
             status = status or 500
             skipped = status < 400 and scope["path"] in _SKIP_SUCCESS_LOG
             if not skipped and int(self.runtime.settings.current["logs"].get("maxDays") or 0):
                 self._log(scope, status, (time.perf_counter() - started) * 1000)
 
-    def _log(self, scope: Scope, status: int, elapsed_ms: float) -> None:
-        settings = self.runtime.settings.current
-        logs = settings["logs"]
-        headers = Headers(scope=scope)
-        query = scope.get("query_string", b"").decode("latin-1")
-        url = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
-        url = (url + ("?" + query if query else ""))[:3000]
-        method = str(scope["method"]).upper()[:50]
-        data: dict[str, Any] = {
-            "type": "request",
-            "execTime": elapsed_ms,
-            "url": url,
-            "method": method,
-            "status": status,
-            "referer": headers.get("referer", "")[:2000],
-            "userAgent": headers.get("user-agent", "")[:2000],
-        }
-        found = scope.get(AUTH_SCOPE_KEY)
-        data["auth"] = found[0].name if found else ""
-        if found and logs.get("logAuthId"):
-            data["authId"] = str(found[1].get("id", ""))
-        if logs.get("logIP"):
-            data["userIP"] = client_ip(scope, settings)
-            data["remoteIP"] = remote_ip(scope)
-        self.runtime.request_log.add(
-            {
-                "message": f"{method} {unquote(url)}",
-                "level": ERROR if status >= 400 else INFO,
-                "data": data,
-            }
-        )
-
-
-class AuthLoader:
-    """See the module docstring."""
-
-    def __init__(self, app: ASGIApp, runtime: App) -> None:
-        self.app = app
-        self.runtime = runtime
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        found = await authenticate(Headers(scope=scope).get("authorization", ""), self.runtime)
+    async def _load_auth(self, scope: Scope) -> ApiError | None:
+        found = await authenticate(_header(scope, b"authorization"), self.runtime)
         scope[AUTH_SCOPE_KEY] = found
         settings = self.runtime.settings.current
         try:
@@ -198,6 +136,33 @@ class AuthLoader:
                     limiter_id = f"{rule['label']}{rule.get('audience', '')}"
                     rate_limit(self.runtime, scope, limiter_id, rule)
         except ApiError as exc:
-            await error_response(exc)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+            return exc
+        return None
+
+    def _log(self, scope: Scope, status: int, elapsed_ms: float) -> None:
+        settings = self.runtime.settings.current
+        logs = settings["logs"]
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+        url = (url + ("?" + query if query else ""))[:3000]
+        method = str(scope["method"]).upper()[:50]
+        data: dict[str, Any] = {
+            "type": "request",
+            "execTime": elapsed_ms,
+            "url": url,
+            "method": method,
+            "status": status,
+            "referer": _header(scope, b"referer")[:2000],
+            "userAgent": _header(scope, b"user-agent")[:2000],
+        }
+        found = scope.get(AUTH_SCOPE_KEY)
+        data["auth"] = found[0].name if found else ""
+        if found and logs.get("logAuthId"):
+            data["authId"] = str(found[1].get("id", ""))
+        if logs.get("logIP"):
+            data["userIP"] = client_ip(scope, settings)
+            data["remoteIP"] = remote_ip(scope)
+        message = f"{method} {unquote(url) if '%' in url else url}"
+        self.runtime.request_log.add(
+            {"message": message, "level": ERROR if status >= 400 else INFO, "data": data}
+        )

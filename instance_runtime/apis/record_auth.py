@@ -106,7 +106,9 @@ async def auth_response(
     def may_authenticate(conn: sqlite3.Connection, schema: Schema) -> bool:
         return records.check_rule(conn, schema, coll, rule, rid, original)
 
-    if not await app.read(may_authenticate):
+    # an empty rule lets every existing record in: the record was just read, so no query
+    allowed = rule == "" or original.is_superuser or await app.read(may_authenticate)
+    if not allowed:
         raise forbidden("The request doesn't satisfy the collection requirements to authenticate.")
     info.auth = {**record, "collectionId": coll.id, "collectionName": coll.name}
     info.auth_collection = coll

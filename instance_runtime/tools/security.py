@@ -9,6 +9,7 @@ checking the signature (to find which record's key verifies it).
 
 from __future__ import annotations
 
+import base64
 import secrets
 import string
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 import bcrypt
 import jwt
+import orjson
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
 ALNUM = string.ascii_letters + string.digits
@@ -52,13 +54,18 @@ def new_jwt(claims: dict[str, Any], signing_key: str, duration: int) -> str:
 
 
 def parse_unverified(token: str) -> dict[str, Any] | None:
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            token, options={"verify_signature": False, "verify_exp": False}
-        )
-    except jwt.PyJWTError:
+    """The claims of a well-formed three-part JWT (its payload a JSON object), unchecked.
+    Decoded directly: PyJWT's unverified decode costs ten times more, on every request."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[1]:
         return None
-    return claims
+    payload = parts[1]
+    try:
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        claims = orjson.loads(raw)
+    except (ValueError, orjson.JSONDecodeError):
+        return None
+    return claims if isinstance(claims, dict) else None
 
 
 def parse_jwt(token: str, signing_key: str) -> dict[str, Any] | None:
