@@ -160,7 +160,10 @@ class App:
         """Every message passes `on_mailer_send`; a handler may change it or drop it."""
         if not len(self.hooks.on_mailer_send):
             return message
-        event = MailerEvent(message)
+        about = message.context
+        event = MailerEvent(
+            message, str(about.get("kind", "")), about.get("collection"), about.get("record")
+        )
         sent: list[Message] = []
         self.hooks.on_mailer_send.trigger(event, lambda e: sent.append(e.message))
         return sent[0] if sent else None

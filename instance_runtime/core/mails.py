@@ -278,6 +278,7 @@ def render_auth_email(
         to=[(to, "")],
         subject=subject,
         html=wrap_in_layout(body),
+        context={"kind": kind, "collection": collection, "record": record},
     )
 
 

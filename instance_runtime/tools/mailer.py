@@ -77,6 +77,8 @@ class Message:
     html: str = ""
     text: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    # what the message is about, for hooks (e.g. the auth mail's kind and record); never sent
+    context: dict[str, Any] = field(default_factory=dict)
 
     def recipients(self) -> list[str]:
         """The envelope recipients: every address of `to`, `cc` and `bcc`, in that order."""

@@ -17,6 +17,7 @@ from instance_runtime.core.auth import upsert_superuser
 from instance_runtime.core.errors import ApiError
 from instance_runtime.core.events import (
     CollectionSuccessEvent,
+    MailerEvent,
     RecordAuthRequestEvent,
     RecordEvent,
     RecordRequestEvent,
@@ -241,5 +242,27 @@ def test_collection_changes_are_announced_after_their_commit(tmp_path: Path) -> 
         assert refused.status_code == 400
         await client.delete("/api/collections/tags")
         assert seen == [("create", "tags"), ("update", "tags"), ("delete", "tags")]
+
+    run(tmp_path, scenario)
+
+
+def test_mail_passes_on_mailer_send_with_what_it_is_about(tmp_path: Path) -> None:
+    async def scenario(client: httpx.AsyncClient, app: App) -> None:
+        seen: list[tuple[str, str, str, str]] = []
+
+        def drop(e: MailerEvent) -> Any:
+            assert e.collection is not None and e.record is not None
+            seen.append((e.kind, e.collection.name, e.record["email"], e.message.subject))
+            return None  # not calling next(): the message is dropped
+
+        app.hooks.on_mailer_send.bind(drop)
+        user = {"email": "m@example.com", "password": PASSWORD, "passwordConfirm": PASSWORD}
+        assert (await client.post("/api/collections/users/records", json=user)).status_code == 200
+        asked = await client.post(
+            "/api/collections/users/request-verification", json={"email": "m@example.com"}
+        )
+        assert asked.status_code == 204
+        assert await asyncio.to_thread(app.mailer.flush, 10.0)
+        assert seen == [("verification", "users", "m@example.com", "Verify your Acme email")]
 
     run(tmp_path, scenario)
