@@ -8,6 +8,10 @@ collection context."; password auth off 403; refresh without a valid token 401, 
 collection's token 403; refresh of a token that is not refreshable (an impersonation) answers
 that same token.
 
+auth-with-password runs through `on_record_auth_with_password_request` (the record its identity
+names, or None; `next()` checks the password and answers), auth-refresh through
+`on_record_auth_refresh_request`.
+
 `auth_response(app, coll, record, info, method, token=..., request=...)`, in PocketBase's order:
 a superuser logging in from outside `settings.superuserIPs` is 403; the collection's `authRule`
 must let the request (as it came, before the login) see the record (403 "The request doesn't
@@ -27,6 +31,7 @@ up is left out, as PocketBase does).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import sqlite3
@@ -48,7 +53,11 @@ from instance_runtime.apis.records import collection_of, enrich
 from instance_runtime.core import auth, auth_origins, mfa, otp, records
 from instance_runtime.core.app import App
 from instance_runtime.core.errors import ApiError, FieldError, bad_request, forbidden, unauthorized
-from instance_runtime.core.events import RecordAuthRequestEvent
+from instance_runtime.core.events import (
+    RecordAuthRefreshRequestEvent,
+    RecordAuthRequestEvent,
+    RecordAuthWithPasswordRequestEvent,
+)
 from instance_runtime.core.expand import pick_fields
 from instance_runtime.core.fields import to_str
 from instance_runtime.core.mails import render_auth_email
@@ -213,14 +222,22 @@ async def auth_with_password(request: Request) -> Response:
         raise bad_request("An error occurred while validating the submitted data.", errors)
 
     def find(conn: sqlite3.Connection, schema: Schema) -> dict[str, Any] | None:
-        return auth.authenticate_password(conn, coll, identity, password, identity_field)
+        return auth.find_for_password(conn, coll, identity, identity_field)
 
-    record = await app.read(find)
-    if record is None:
-        raise ApiError(400, "Failed to authenticate.")
     info.context = "password"
-    answer = await auth_response(app, coll, record, info, "password", request=request)
-    return json_response(answer)
+    found = await app.read(find)
+    event = RecordAuthWithPasswordRequestEvent(
+        info, coll, found, identity, password, identity_field
+    )
+
+    async def login(e: RecordAuthWithPasswordRequestEvent) -> None:
+        matches = await asyncio.to_thread(auth.password_matches, e.record, e.password)
+        if e.record is None or not matches:
+            raise ApiError(400, "Failed to authenticate.")
+        e.answer = await auth_response(app, coll, e.record, info, "password", request=request)
+
+    await app.hooks.on_record_auth_with_password_request.trigger(event, login)
+    return json_response(event.answer)
 
 
 def _request_token(request: Request) -> str:
@@ -242,8 +259,15 @@ async def auth_refresh(request: Request) -> Response:
     claims = security.parse_unverified(token) or {}
     if claims.get("refreshable") is True:
         token = ""  # a new one; a static (impersonation) token is answered as it is
-    answer = await auth_response(app, coll, record, info, "refresh", token=token, request=request)
-    return json_response(answer)
+
+    async def refresh(e: RecordAuthRefreshRequestEvent) -> None:
+        e.answer = await auth_response(
+            app, coll, e.record, info, "refresh", token=token, request=request
+        )
+
+    event = RecordAuthRefreshRequestEvent(info, coll, record)
+    await app.hooks.on_record_auth_refresh_request.trigger(event, refresh)
+    return json_response(event.answer)
 
 
 def _providers(coll: Collection) -> list[dict[str, str]]:

@@ -14,8 +14,10 @@ from instance_runtime.core.events import (
     CollectionSuccessEvent,
     LifecycleEvent,
     MailerEvent,
+    RecordAuthRefreshRequestEvent,
     RecordAuthRequestEvent,
     RecordAuthWithOAuth2RequestEvent,
+    RecordAuthWithPasswordRequestEvent,
     RecordEvent,
     RecordRequestEvent,
     RecordsListRequestEvent,
@@ -46,6 +48,12 @@ class AppHooks:
     on_record_update_request: AsyncHook[RecordRequestEvent] = field(default_factory=AsyncHook)
     on_record_delete_request: AsyncHook[RecordRequestEvent] = field(default_factory=AsyncHook)
     on_record_auth_request: AsyncHook[RecordAuthRequestEvent] = field(default_factory=AsyncHook)
+    on_record_auth_with_password_request: AsyncHook[RecordAuthWithPasswordRequestEvent] = field(
+        default_factory=AsyncHook
+    )
+    on_record_auth_refresh_request: AsyncHook[RecordAuthRefreshRequestEvent] = field(
+        default_factory=AsyncHook
+    )
     on_record_auth_with_oauth2_request: AsyncHook[RecordAuthWithOAuth2RequestEvent] = field(
         default_factory=AsyncHook
     )

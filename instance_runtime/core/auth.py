@@ -14,11 +14,11 @@ Contract:
 - `find_by_field(conn, coll, field, value, nocase)` and `find_by_email(conn, coll, email)`
   (PocketBase's `FindAuthRecordByEmail`: case-insensitive only when the unique index on
   `email` is `COLLATE NOCASE`).
-- `authenticate_password(conn, coll, identity, password, identity_field)` -> the record or
-  None, as PocketBase's auth-with-password looks it up: the given identity field, else every
-  identity field with email first (skipped when the identity is not an email), each only with
-  a single-column unique index (`COLLATE NOCASE` from it); a missing record still costs one
-  bcrypt check.
+- `find_for_password(conn, coll, identity, identity_field)` -> the record or None, as
+  PocketBase's auth-with-password looks it up: the given identity field, else every identity
+  field with email first (skipped when the identity is not an email), each only with a
+  single-column unique index (`COLLATE NOCASE` from it); `password_matches(record, password)`
+  checks it (a missing record still costs one bcrypt check).
 - `upsert_superuser(conn, schema, email, password)` creates or updates a `_superusers` record.
 """
 
@@ -136,15 +136,10 @@ def identity_fields(coll: Collection) -> list[str]:
     return sorted(names, key=lambda name: name != "email")
 
 
-def authenticate_password(
-    conn: sqlite3.Connection,
-    coll: Collection,
-    identity: str,
-    password: str,
-    identity_field: str = "",
+def find_for_password(
+    conn: sqlite3.Connection, coll: Collection, identity: str, identity_field: str = ""
 ) -> Record | None:
-    """See the module docstring."""
-    record: Record | None = None
+    """The record `identity` names, looked up as auth-with-password does (module docstring)."""
     for name in [identity_field] if identity_field else identity_fields(coll):
         if name == "email" and not fv.is_email(identity):
             continue
@@ -153,13 +148,17 @@ def authenticate_password(
             continue
         record = find_by_field(conn, coll, name, identity, nocase=collate.lower() == "nocase")
         if record is not None:
-            break
+            return record
+    return None
+
+
+def password_matches(record: Record | None, password: str) -> bool:
+    """Whether `password` is `record`'s; without a record one bcrypt check is still made, so
+    that an unknown identity takes as long as a wrong password."""
     if record is None:
         security.check_password(password, _DUMMY_HASH)
-        return None
-    if not security.check_password(password, str(record.get("password", ""))):
-        return None
-    return record
+        return False
+    return security.check_password(password, str(record.get("password", "")))
 
 
 def upsert_superuser(conn: sqlite3.Connection, schema: Schema, email: str, password: str) -> str:

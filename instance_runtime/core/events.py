@@ -14,6 +14,9 @@ with their collection's id and name, so `hook.on("posts")` sees only that collec
 - `RecordAuthWithOAuth2RequestEvent`: an `auth-with-oauth2` request once the provider's user is
   known (`record` is the user found for it, None when one will be created from `create_data`;
   `next()` creates or links it, then answers).
+- `RecordAuthWithPasswordRequestEvent`: an auth-with-password request once its identity was
+  looked up (`record` None when nothing matched); `next()` checks the password and answers.
+- `RecordAuthRefreshRequestEvent`: an auth-refresh request; `next()` answers.
 - `CollectionSuccessEvent`: a committed change of collections.
 - `MailerEvent`: a message about to be sent (`next()` sends; a handler may change or drop it).
 - `SettingsReloadEvent`: the settings changed (`settings` is the new, unmasked dict).
@@ -109,6 +112,31 @@ class RecordAuthWithOAuth2RequestEvent(Event):
     record: Record | None
     is_new_record: bool
     create_data: dict[str, Any] | None = None
+
+    def tags(self) -> tuple[str, ...]:
+        return _collection_tags(self.collection)
+
+
+@dataclass(eq=False)
+class RecordAuthWithPasswordRequestEvent(Event):
+    info: RequestInfo
+    collection: Collection
+    record: Record | None
+    identity: str
+    password: str
+    identity_field: str = ""
+    answer: dict[str, Any] | None = None
+
+    def tags(self) -> tuple[str, ...]:
+        return _collection_tags(self.collection)
+
+
+@dataclass(eq=False)
+class RecordAuthRefreshRequestEvent(Event):
+    info: RequestInfo
+    collection: Collection
+    record: Record
+    answer: dict[str, Any] | None = None
 
     def tags(self) -> tuple[str, ...]:
         return _collection_tags(self.collection)

@@ -18,7 +18,9 @@ from instance_runtime.core.errors import ApiError
 from instance_runtime.core.events import (
     CollectionSuccessEvent,
     MailerEvent,
+    RecordAuthRefreshRequestEvent,
     RecordAuthRequestEvent,
+    RecordAuthWithPasswordRequestEvent,
     RecordEvent,
     RecordRequestEvent,
     RecordsListRequestEvent,
@@ -264,5 +266,49 @@ def test_mail_passes_on_mailer_send_with_what_it_is_about(tmp_path: Path) -> Non
         assert asked.status_code == 204
         assert await asyncio.to_thread(app.mailer.flush, 10.0)
         assert seen == [("verification", "users", "m@example.com", "Verify your Acme email")]
+
+    run(tmp_path, scenario)
+
+
+def test_auth_with_password_and_refresh_have_their_own_hooks(tmp_path: Path) -> None:
+    async def scenario(client: httpx.AsyncClient, app: App) -> None:
+        seen: list[tuple[str, bool]] = []
+
+        async def only_known(e: RecordAuthWithPasswordRequestEvent) -> Any:
+            seen.append((e.identity, e.record is not None))
+            if e.identity.startswith("blocked"):
+                raise ApiError(403, "Blocked by a hook.")
+            return await e.next()
+
+        async def count(e: RecordAuthRefreshRequestEvent) -> Any:
+            await e.next()
+            assert e.answer is not None
+            e.answer["refreshedByHook"] = True
+
+        app.hooks.on_record_auth_with_password_request.on("users").bind(only_known)
+        app.hooks.on_record_auth_refresh_request.bind(count)
+        for email in ("ok@example.com", "blocked@example.com"):
+            made = {"email": email, "password": PASSWORD, "passwordConfirm": PASSWORD}
+            await client.post("/api/collections/users/records", json=made)
+
+        async def login(identity: str) -> httpx.Response:
+            body = {"identity": identity, "password": PASSWORD}
+            return await client.post("/api/collections/users/auth-with-password", json=body)
+
+        ok, blocked, unknown = [
+            await login(i) for i in ("ok@example.com", "blocked@example.com", "no@example.com")
+        ]
+        assert ok.status_code == 200 and blocked.status_code == 403
+        assert unknown.status_code == 400
+        assert seen == [
+            ("ok@example.com", True),
+            ("blocked@example.com", True),
+            ("no@example.com", False),
+        ]
+        refreshed = await client.post(
+            "/api/collections/users/auth-refresh",
+            headers={"Authorization": ok.json()["token"]},
+        )
+        assert refreshed.json()["refreshedByHook"] is True
 
     run(tmp_path, scenario)
