@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ from instance_runtime.apis import (
     batch,
     collections,
     health,
+    realtime,
     record_auth,
     record_auth_email,
     record_auth_oauth2,
@@ -70,6 +72,7 @@ def create_app(data_dir: Path) -> Starlette:
     auth_origins.bind(runtime.hooks)
     record_auth_otp.bind(runtime)
     record_auth_oauth2.bind(runtime)
+    realtime.bind(runtime)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -89,6 +92,7 @@ def create_app(data_dir: Path) -> Starlette:
             *record_auth_oauth2.routes,
             *batch.routes,
             *settings.routes,
+            *realtime.routes,
         ],
         middleware=[Middleware(RequestPipeline, runtime=runtime)],
         exception_handlers={
@@ -120,9 +124,16 @@ def serve(data_dir: Path, host: str, port: int) -> None:
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
+    runtime: App = app.state.runtime
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            realtime.realtime_of(runtime).close()  # open event streams would hold up the stop
+            await super().shutdown(sockets)
+
     log.info("Server started at http://%s:%s", host, port)
     try:
-        uvicorn.Server(config).run()
+        Server(config).run()
     finally:
         if reporter is not None:
             reporter.close()

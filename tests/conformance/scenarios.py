@@ -125,6 +125,12 @@ AUTH_OAUTH2 = [
     "auth-oauth2-link-existing",
 ]
 
+# Realtime over SSE through the SDK's RealtimeService (rules, expand and fields per subscriber).
+REALTIME = [
+    "realtime-rules-expand-fields",
+    "realtime-subscription-refusals",
+]
+
 # Scenarios that change instance-wide state run on engines of their own.
 ISOLATED = [
     "collections-import-delete-missing",
@@ -144,5 +150,6 @@ ALL = [
     *AUTH_EMAIL,
     *AUTH_OTP,
     *AUTH_OAUTH2,
+    *REALTIME,
     *ISOLATED,
 ]

@@ -17,11 +17,16 @@ import batch from './conformance/batch.mjs';
 import collections from './conformance/collections.mjs';
 import errors from './conformance/errors.mjs';
 import filters from './conformance/filters.mjs';
+import realtime from './conformance/realtime.mjs';
 import records from './conformance/records.mjs';
 import rules from './conformance/rules.mjs';
 import settings from './conformance/settings.mjs';
 import superusers from './conformance/superusers.mjs';
 import { Trace } from './conformance/trace.mjs';
+import { EventSource } from 'undici';
+
+// The SDK's realtime service needs a global EventSource, which node 20 lacks: undici's.
+globalThis.EventSource ??= EventSource;
 
 const SCENARIO_TIMEOUT_MS = 60_000;
 const REQUEST_TIMEOUT_MS = 20_000;
@@ -33,7 +38,7 @@ globalThis.fetch = (url, init = {}) =>
 
 function registry() {
   const all = {};
-  for (const group of [collections, records, authRecords, batch, filters, rules, settings, superusers, errors, authOtp, authEmail, authOAuth2]) {
+  for (const group of [collections, records, authRecords, batch, filters, rules, settings, superusers, errors, authOtp, authEmail, authOAuth2, realtime]) {
     for (const [name, scenario] of Object.entries(group)) {
       if (name in all) throw new Error(`scenario defined twice: ${name}`);
       all[name] = scenario;
