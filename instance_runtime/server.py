@@ -28,6 +28,7 @@ from instance_runtime.activity import ENV_SOCKET, ActivityMiddleware, ActivityRe
 from instance_runtime.apis import (
     batch,
     collections,
+    files,
     health,
     realtime,
     record_auth,
@@ -93,6 +94,7 @@ def create_app(data_dir: Path) -> Starlette:
             *batch.routes,
             *settings.routes,
             *realtime.routes,
+            *files.routes,
         ],
         middleware=[Middleware(RequestPipeline, runtime=runtime)],
         exception_handlers={

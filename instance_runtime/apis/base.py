@@ -5,7 +5,9 @@ Contract:
 - `json_response(data, status)` serializes with orjson (PocketBase's key order is the dicts').
 - `read_body(request, limit)` returns the submitted object from JSON, multipart/form-data
   (`@jsonPayload` merged, repeated keys as lists) or urlencoded bodies; a body over `limit`
-  bytes is a 413, malformed JSON a 400 (PocketBase's messages).
+  bytes is a 413, malformed JSON a 400 (PocketBase's messages). The file parts of a multipart
+  body (spooled to temporary files by starlette's parser past 1 MiB) are kept aside:
+  `uploaded_files(request)` returns them by form key, still open until the response is sent.
 - `authenticate(header, app)` verifies an `Authorization` header (the raw token as the SDK
   sends it, or `Bearer TOKEN`): (collection, record), or None for a guest (an invalid token is
   a guest, as PocketBase has it). The `AuthLoader` middleware does it once per request and
@@ -22,6 +24,7 @@ import time
 from typing import Any
 
 import orjson
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
@@ -36,6 +39,7 @@ from instance_runtime.tools.client_ip import ip_in_list, real_ip
 from instance_runtime.tools.rate_limit import Rule, find_rule
 
 AUTH_SCOPE_KEY = "pocketfleet.auth"
+UPLOADS_SCOPE_KEY = "pocketfleet.uploads"
 
 DEFAULT_MAX_BODY = 32 << 20
 _TOKEN_CACHE_TTL = 30.0
@@ -106,8 +110,14 @@ async def read_body(
         except Exception as exc:  # malformed multipart
             raise ApiError(400, message) from exc
         data: dict[str, Any] = {}
+        uploads: dict[str, list[UploadFile]] = {}
+        request.scope[UPLOADS_SCOPE_KEY] = uploads
         for key in form:
-            values = [v for v in form.getlist(key) if isinstance(v, str)]
+            parts = form.getlist(key)
+            files = [v for v in parts if isinstance(v, UploadFile) and (v.filename or v.size)]
+            if files:
+                uploads[key] = files
+            values = [v for v in parts if isinstance(v, str)]
             if not values:
                 continue
             if key == "@jsonPayload":
@@ -133,6 +143,12 @@ async def read_body(
     if not isinstance(parsed, dict):
         raise ApiError(400, message)
     return parsed
+
+
+def uploaded_files(request: Request) -> dict[str, list[UploadFile]]:
+    """The file parts of the multipart body `read_body` parsed, by form key."""
+    found: dict[str, list[UploadFile]] = request.scope.get(UPLOADS_SCOPE_KEY) or {}
+    return found
 
 
 def _token(header: str) -> str:

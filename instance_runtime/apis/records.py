@@ -7,6 +7,7 @@ leaves the answer in the event) after PocketBase's per-collection rate limit (`l
 "Missing collection context.", rules as in core, `expand` and `fields` applied to every
 returned record, create/update answer the record (200), delete 204.
 The body limit is PocketBase's: 32 MiB plus each json/editor/file field's maximum size.
+Create and update take multipart file uploads for `file` fields (see `core.files`).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from instance_runtime.apis.base import (
     read_body,
     request_info,
 )
-from instance_runtime.core import record_write, records
+from instance_runtime.apis.files import stage_uploads
+from instance_runtime.core import files, record_write, records
 from instance_runtime.core.app import App
-from instance_runtime.core.errors import ApiError
+from instance_runtime.core.errors import ApiError, ValidationErrors
 from instance_runtime.core.events import RecordRequestEvent, RecordsListRequestEvent
 from instance_runtime.core.expand import expand_records, pick_fields
 from instance_runtime.core.models import Collection
+from instance_runtime.core.records import Record
 from instance_runtime.core.request_info import RequestInfo
 from instance_runtime.core.schema import Schema
 
@@ -128,16 +131,25 @@ async def create_record(request: Request) -> Response:
     check_collection_rate_limit(request, app, coll, "create")
     body = await read_body(request, body_limit(coll))
     info = await request_info(request, app, body)
+    staged = await stage_uploads(request)
 
     async def answer(e: RecordRequestEvent) -> None:
         def run(conn: sqlite3.Connection, schema: Schema) -> dict[str, Any]:
-            record = record_write.create(conn, schema, coll, e.body, info, hooks=app.hooks)
+            def write(data: dict[str, Any], errors: ValidationErrors) -> Record:
+                return record_write.create(
+                    conn, schema, coll, data, info, hooks=app.hooks, file_errors=errors
+                )
+
+            record = files.write_record(conn, coll, None, e.body, staged, write)
             return enrich(conn, schema, coll, [record], info)[0]
 
         e.record = await app.write(run)
 
     event = RecordRequestEvent(info, coll, body=body)
-    await app.hooks.on_record_create_request.trigger(event, answer)
+    try:
+        await app.hooks.on_record_create_request.trigger(event, answer)
+    finally:
+        files.discard(staged)
     return json_response(event.record)
 
 
@@ -148,16 +160,26 @@ async def update_record(request: Request) -> Response:
     body = await read_body(request, body_limit(coll))
     info = await request_info(request, app, body)
     rid = request.path_params["id"]
+    staged = await stage_uploads(request)
 
     async def answer(e: RecordRequestEvent) -> None:
         def run(conn: sqlite3.Connection, schema: Schema) -> dict[str, Any]:
-            record = record_write.update(conn, schema, coll, rid, e.body, info, hooks=app.hooks)
+            def write(data: dict[str, Any], errors: ValidationErrors) -> Record:
+                return record_write.update(
+                    conn, schema, coll, rid, data, info, hooks=app.hooks, file_errors=errors
+                )
+
+            old = records.find(conn, coll, rid)
+            record = files.write_record(conn, coll, old, e.body, staged, write)
             return enrich(conn, schema, coll, [record], info)[0]
 
         e.record = await app.write(run)
 
     event = RecordRequestEvent(info, coll, body=body, record_id=rid)
-    await app.hooks.on_record_update_request.trigger(event, answer)
+    try:
+        await app.hooks.on_record_update_request.trigger(event, answer)
+    finally:
+        files.discard(staged)
     return json_response(event.record)
 
 

@@ -17,7 +17,8 @@ nothing behind.
   unlinks do not trigger hooks.
 - `delete(conn, schema, coll, record_id, info)` cascades as PocketBase: references with
   `cascadeDelete` are deleted (when no other id remains), others lose the id, and a required
-  relation left empty refuses the delete (400).
+  relation left empty refuses the delete (400). A deleted record's files go after the commit.
+- `create`/`update` take `file_errors` (from `core.files.prepare`) refused with the others.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import sqlite3
 from typing import Any
 
 from instance_runtime.core import fields as fv
+from instance_runtime.core import files
 from instance_runtime.core.app import on_commit
 from instance_runtime.core.app_hooks import AppHooks
 from instance_runtime.core.errors import (
@@ -369,6 +371,7 @@ def create(
     info: RequestInfo,
     *,
     hooks: AppHooks,
+    file_errors: ValidationErrors | None = None,
 ) -> Record:
     """See the module docstring."""
     if coll.is_view:
@@ -379,6 +382,7 @@ def create(
     data = apply_modifiers(coll, blank, _strip_hidden(coll, data, info))
     manager = info.is_superuser
     record, errors = _prepare_record(coll, blank, data, is_new=True, manager=manager)
+    errors.update(file_errors or {})
     event = RecordEvent(conn, schema, coll, record, info)
     message = "Failed to create record."
 
@@ -405,6 +409,7 @@ def update(
     info: RequestInfo,
     *,
     hooks: AppHooks,
+    file_errors: ValidationErrors | None = None,
 ) -> Record:
     """See the module docstring."""
     if coll.is_view:
@@ -417,6 +422,7 @@ def update(
     data = apply_modifiers(coll, old, _strip_hidden(coll, data, info))
     manager = has_manage_access(conn, schema, coll, record_id, info)
     record, errors = _prepare_record(coll, old, data, is_new=False, manager=manager)
+    errors.update(file_errors or {})
     event = RecordEvent(conn, schema, coll, record, info, original=old)
     hooks.on_record_update.trigger(
         event,
@@ -522,6 +528,7 @@ class _RequiredReferenceError(Exception):
 def delete_cascade(conn: sqlite3.Connection, schema: Schema, coll: Collection, rid: str) -> None:
     """Delete record `rid` of `coll` and resolve every reference to it (see module docstring)."""
     conn.execute(f"DELETE FROM {quote(coll.name)} WHERE id = ?", (rid,))
+    files.forget_record(conn, coll, rid)
     refs = sorted(schema.referencing(coll.id), key=lambda cf: cf[0].name)
     for ref_coll, f in refs:
         if ref_coll.is_view:

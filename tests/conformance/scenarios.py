@@ -131,6 +131,10 @@ REALTIME = [
     "realtime-subscription-refusals",
 ]
 
+FILES = [
+    "files-upload-download",
+]
+
 # Scenarios that change instance-wide state run on engines of their own.
 ISOLATED = [
     "collections-import-delete-missing",
@@ -151,5 +155,6 @@ ALL = [
     *AUTH_OTP,
     *AUTH_OAUTH2,
     *REALTIME,
+    *FILES,
     *ISOLATED,
 ]

@@ -16,6 +16,7 @@ import authRecords from './conformance/auth_records.mjs';
 import batch from './conformance/batch.mjs';
 import collections from './conformance/collections.mjs';
 import errors from './conformance/errors.mjs';
+import files from './conformance/files.mjs';
 import filters from './conformance/filters.mjs';
 import realtime from './conformance/realtime.mjs';
 import records from './conformance/records.mjs';
@@ -38,7 +39,7 @@ globalThis.fetch = (url, init = {}) =>
 
 function registry() {
   const all = {};
-  for (const group of [collections, records, authRecords, batch, filters, rules, settings, superusers, errors, authOtp, authEmail, authOAuth2, realtime]) {
+  for (const group of [collections, records, authRecords, batch, filters, rules, settings, superusers, errors, authOtp, authEmail, authOAuth2, realtime, files]) {
     for (const [name, scenario] of Object.entries(group)) {
       if (name in all) throw new Error(`scenario defined twice: ${name}`);
       all[name] = scenario;
