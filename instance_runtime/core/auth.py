@@ -39,11 +39,6 @@ from instance_runtime.tools.dbutils import parse_index, quote
 _DUMMY_HASH = security.hash_password("pocketfleet-dummy-password")
 
 
-def _token_option(coll: Collection, key: str) -> dict[str, Any]:
-    value = coll.options.get(key) or {}
-    return value if isinstance(value, dict) else {}
-
-
 TokenKind = Literal["auth", "file", "verification", "passwordReset", "emailChange"]
 _DEFAULT_DURATIONS = {
     "auth": 604800,
@@ -55,7 +50,7 @@ _DEFAULT_DURATIONS = {
 
 
 def _signing_key(coll: Collection, record: Record, kind: TokenKind) -> str:
-    secret = _token_option(coll, f"{kind}Token").get("secret", "")
+    secret = coll.option_object(f"{kind}Token").get("secret", "")
     return str(record.get("tokenKey", "")) + str(secret)
 
 
@@ -69,7 +64,7 @@ def new_token(
     """See the module docstring."""
     payload = {"collectionId": coll.id, "id": record["id"], "type": kind, **(claims or {})}
     if not duration:
-        option = _token_option(coll, f"{kind}Token")
+        option = coll.option_object(f"{kind}Token")
         duration = int(option.get("duration") or _DEFAULT_DURATIONS[kind])
     return security.new_jwt(payload, _signing_key(coll, record, kind), duration)
 

@@ -50,8 +50,7 @@ class MfaOptions:
 
 
 def options(coll: Collection) -> MfaOptions:
-    raw = coll.options.get("mfa")
-    raw = raw if isinstance(raw, dict) else {}
+    raw = coll.option_object("mfa")
     return MfaOptions(
         enabled=bool(raw.get("enabled")),
         duration=int(raw.get("duration") or DEFAULT_DURATION),

@@ -288,6 +288,11 @@ class Collection:
         raw = self.options.get(name)
         return None if raw is None else str(raw)
 
+    def option_object(self, name: str) -> dict[str, Any]:
+        """An object-valued collection option (`mfa`, `otp`, `authToken`...), `{}` if unset."""
+        value = self.options.get(name)
+        return value if isinstance(value, dict) else {}
+
     @property
     def is_auth(self) -> bool:
         return self.type == "auth"

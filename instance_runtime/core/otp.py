@@ -56,8 +56,7 @@ class OtpOptions:
 
 
 def options(coll: Collection) -> OtpOptions:
-    raw = coll.options.get("otp")
-    raw = raw if isinstance(raw, dict) else {}
+    raw = coll.option_object("otp")
     return OtpOptions(
         enabled=bool(raw.get("enabled")),
         duration=int(raw.get("duration") or DEFAULT_DURATION),
@@ -160,8 +159,7 @@ def verify_by_otp(
     if record.get("verified") or not sent_to or record.get("email") != sent_to:
         return record
     change: dict[str, Any] = {"verified": True}
-    mfa = coll.options.get("mfa")
-    if not (isinstance(mfa, dict) and mfa.get("enabled")):
+    if not coll.option_object("mfa").get("enabled"):
         password_field = coll.field("password")
         cost = int(password_field.opt("cost") or 0) if password_field is not None else 0
         change["password"] = security.hash_password(security.random_string(30), cost)
