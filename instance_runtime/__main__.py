@@ -1,7 +1,10 @@
 """`python -m instance_runtime serve|superuser upsert ...` without loading the CLI framework.
 
-    python -m instance_runtime serve --dir DIR --http HOST:PORT
+    python -m instance_runtime serve --dir DIR --http HOST:PORT [--hooksDir H] [--hooksWatch=false]
     python -m instance_runtime superuser upsert EMAIL [PASSWORD] --dir DIR
+
+The Python hooks are loaded from `--hooksDir` (default `DIR/../pb_hooks`, as PocketBase's) and
+reloaded when they change unless `--hooksWatch=false`.
 
 Without PASSWORD, `superuser upsert` reads it from the variable `PF_SUPERUSER_PASSWORD`, so
 that it need not appear on a command line (which other processes can read).
@@ -27,11 +30,25 @@ def parse_http(value: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
-def serve(data_dir: str, http: str) -> None:
+def parse_go_bool(value: str) -> bool:
+    """A boolean flag's value as Go's `strconv.ParseBool` reads it."""
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise ValueError(f"invalid boolean value {value!r}")
+
+
+def hooks_dir_of(data_dir: str, hooks_dir: str) -> Path:
+    """`--hooksDir`, or PocketBase's default: `pb_hooks` beside the data folder."""
+    return Path(hooks_dir) if hooks_dir else Path(data_dir).absolute().parent / "pb_hooks"
+
+
+def serve(data_dir: str, http: str, hooks_dir: str = "", hooks_watch: bool = True) -> None:
     from instance_runtime.server import serve as run
 
     host, port = parse_http(http)
-    run(Path(data_dir), host, port)
+    run(Path(data_dir), host, port, hooks_dir_of(data_dir, hooks_dir), hooks_watch=hooks_watch)
 
 
 def superuser_upsert(email: str, password: str, data_dir: str) -> str:
@@ -52,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p_serve = sub.add_parser("serve")
     p_serve.add_argument("--dir", required=True)
     p_serve.add_argument("--http", default="127.0.0.1:8090")
+    p_serve.add_argument("--hooksDir", default="", help="default: DIR/../pb_hooks")
+    p_serve.add_argument("--hooksWatch", nargs="?", const=True, default=True, type=parse_go_bool)
     p_su = sub.add_parser("superuser")
     p_su.add_argument("action", choices=["upsert"])
     p_su.add_argument("email")
@@ -59,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p_su.add_argument("--dir", required=True)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        serve(args.dir, args.http)
+        serve(args.dir, args.http, args.hooksDir, args.hooksWatch)
         return 0
     from instance_runtime.core.errors import ApiError
 

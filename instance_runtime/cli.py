@@ -22,16 +22,22 @@ app.add_typer(superuser_app, name="superuser")
 def serve(
     dir: Path = typer.Option(Path("pb_data"), "--dir", help="The data folder (data.db)."),
     http: str = typer.Option("127.0.0.1:8090", "--http", help="HOST:PORT to listen on."),
+    hooks_dir: str = typer.Option(
+        "", "--hooksDir", help="The Python hooks folder (default: DIR/../pb_hooks)."
+    ),
+    hooks_watch: bool = typer.Option(
+        True, "--hooksWatch/--no-hooksWatch", help="Reload the hooks when they change."
+    ),
 ) -> None:
     """Serve one instance from DIR on HOST:PORT until SIGTERM/Ctrl-C."""
-    from instance_runtime.__main__ import parse_http
+    from instance_runtime.__main__ import hooks_dir_of, parse_http
     from instance_runtime.server import serve as run
 
     try:
         host, port = parse_http(http)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--http") from err
-    run(dir, host, port)
+    run(dir, host, port, hooks_dir_of(str(dir), hooks_dir), hooks_watch=hooks_watch)
 
 
 @superuser_app.command("upsert")

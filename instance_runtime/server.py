@@ -4,9 +4,11 @@ Contract: `create_app(data_dir)` returns a Starlette app serving the APIs of `ap
 `App` of `data_dir`, behind the request pipeline of `apis.middlewares`; every error is
 PocketBase's JSON (`ApiError` as is, an unknown route 404, anything unexpected 500 "Something
 went wrong while processing your request.").
-`serve(data_dir, host, port)` runs it with uvicorn until SIGTERM/SIGINT, then drains writes and
-checkpoints the database; with `PF_ACTIVITY_SOCKET` in the environment it also reports its
-activity to the control plane (`instance_runtime.activity`).
+With `hooks_dir`, the Python hooks of that folder are loaded (and, with `hooks_watch`,
+reloaded when they change; `instance_runtime.hooks.loader`), their routes after the APIs'.
+`serve(data_dir, host, port, hooks_dir)` runs it with uvicorn until SIGTERM/SIGINT, then drains
+writes and checkpoints the database; with `PF_ACTIVITY_SOCKET` in the environment it also
+reports its activity to the control plane (`instance_runtime.activity`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from instance_runtime.activity import ENV_SOCKET, ActivityMiddleware, ActivityRe
 from instance_runtime.apis import (
     batch,
     collections,
+    crons,
     files,
     health,
+    logs,
     realtime,
     record_auth,
     record_auth_email,
@@ -40,10 +44,12 @@ from instance_runtime.apis import (
 )
 from instance_runtime.apis.base import error_response
 from instance_runtime.apis.middlewares import RequestPipeline
-from instance_runtime.core import auth_origins
+from instance_runtime.core import auth_origins, file_storage
+from instance_runtime.core import crons as app_crons
 from instance_runtime.core.app import App
 from instance_runtime.core.errors import ApiError
 from instance_runtime.core.events import LifecycleEvent
+from instance_runtime.hooks import loader as python_hooks
 
 log = logging.getLogger("instance_runtime")
 
@@ -57,8 +63,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         return error_response(ApiError(404, "File not found."))
-    if exc.status_code == 405:
-        return error_response(ApiError(404, "The requested resource wasn't found."))
+    if exc.status_code == 405:  # PocketBase: a GET falls through to its static files route
+        found = "File not found." if request.method in ("GET", "HEAD") else None
+        return error_response(ApiError(404, found or "The requested resource wasn't found."))
     return error_response(ApiError(exc.status_code, str(exc.detail)))
 
 
@@ -67,13 +74,18 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return error_response(ApiError(500, "Something went wrong while processing your request."))
 
 
-def create_app(data_dir: Path) -> Starlette:
+def create_app(
+    data_dir: Path, hooks_dir: Path | None = None, *, hooks_watch: bool = True
+) -> Starlette:
     """See the module docstring."""
     runtime = App(data_dir)
     auth_origins.bind(runtime.hooks)
     record_auth_otp.bind(runtime)
     record_auth_oauth2.bind(runtime)
     realtime.bind(runtime)
+    file_storage.bind(runtime)
+    app_crons.bind(runtime)
+    hook_routes = python_hooks.install(runtime, hooks_dir, watch=hooks_watch)  # last
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -93,8 +105,11 @@ def create_app(data_dir: Path) -> Starlette:
             *record_auth_oauth2.routes,
             *batch.routes,
             *settings.routes,
+            *logs.routes,
+            *crons.routes,
             *realtime.routes,
             *files.routes,
+            hook_routes,
         ],
         middleware=[Middleware(RequestPipeline, runtime=runtime)],
         exception_handlers={
@@ -108,12 +123,19 @@ def create_app(data_dir: Path) -> Starlette:
     return app
 
 
-def serve(data_dir: Path, host: str, port: int) -> None:
+def serve(
+    data_dir: Path,
+    host: str,
+    port: int,
+    hooks_dir: Path | None = None,
+    *,
+    hooks_watch: bool = True,
+) -> None:
     """See the module docstring."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    app = create_app(data_dir)
+    app = create_app(data_dir, hooks_dir, hooks_watch=hooks_watch)
     reporter_path = os.environ.get(ENV_SOCKET)
     reporter = ActivityReporter(reporter_path) if reporter_path else None
     config = uvicorn.Config(

@@ -1,8 +1,10 @@
 """The `pocketfleet` engine: our own runtime (`instance_runtime`), always installed.
 
 Its only version is the installed pocketfleet distribution's; it runs as
-`sys.executable -m instance_runtime serve --dir PB_DATA --http 127.0.0.1:PORT` (the runtime
-imports nothing of the control plane) and answers health on `/api/health`.
+`sys.executable -m instance_runtime serve --dir PB_DATA --http 127.0.0.1:PORT --hooksDir PB_HOOKS`
+(the runtime imports nothing of the control plane; its Python hooks are the instance's
+`pb_hooks/*.py`, inside the instance folder its sandbox shows) and answers health on
+`/api/health`.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class PocketfleetEngine(Engine):
             str(layout.data_dir.absolute()),
             "--http",
             f"127.0.0.1:{port}",
+            "--hooksDir",
+            str(layout.hooks_dir.absolute()),
         ]
 
     def runtime_paths(self, version: str) -> list[Path]:

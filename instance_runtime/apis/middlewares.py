@@ -4,8 +4,11 @@ as one pure ASGI middleware (`RequestPipeline`, installed by `server.create_app`
 1. CORS: PocketBase's default CORS (any origin, `Vary: Origin`); an `OPTIONS` preflight is
    answered 204 here, before anything counts it.
 2. request log: times every request and adds PocketBase's log entry to `app.request_log`
-   (when `settings.logs.maxDays` is not 0), with the client address only when `logs.logIP`;
-   a successful `/api/oauth2-redirect` is never logged (its URL carries the code).
+   (`core.logs`: written in batches by its own thread, never waited for) when the log keeps
+   its level (`settings.logs.maxDays` not 0, `minLevel`): INFO, or ERROR for a status >= 400
+   with the answer's `message` as `error` and its `data` as `details`; the client address only
+   with `logs.logIP`, the auth record's id only with `logs.logAuthId`. A successful
+   `/api/oauth2-redirect` (its URL carries the code) or `/api/logs...` is never logged.
 3. security headers: `X-XSS-Protection`, `X-Content-Type-Options`, `X-Frame-Options`.
 4. auth: verifies the `Authorization` token once (an invalid one is a guest), refuses a
    superuser from outside `settings.superuserIPs` (403), then applies the global rate limit
@@ -20,6 +23,7 @@ import time
 from typing import Any
 from urllib.parse import unquote
 
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from instance_runtime.apis.base import (
@@ -40,7 +44,9 @@ from instance_runtime.tools.client_ip import ip_in_list
 from instance_runtime.tools.rate_limit import find_rule
 
 _ALLOW_METHODS = b"GET,HEAD,PUT,PATCH,POST,DELETE"
-_SKIP_SUCCESS_LOG = frozenset({"/api/oauth2-redirect"})  # PocketBase's SkipSuccessActivityLog
+_SKIP_SUCCESS_LOG = frozenset({"/api/oauth2-redirect", "/api/logs"})  # SkipSuccessActivityLog
+_SKIP_SUCCESS_PREFIX = "/api/logs/"
+_MAX_ERROR_BODY = 64 << 10  # of an error answer kept for its log entry
 _SECURITY_HEADERS = [
     (b"x-xss-protection", b"1; mode=block"),
     (b"x-content-type-options", b"nosniff"),
@@ -54,6 +60,34 @@ def _header(scope: Scope, name: bytes) -> str:
         if key == name:
             return str(value.decode("latin-1"))
     return ""
+
+
+def _cut(text: str, limit: int) -> str:
+    """PocketBase's `cutStr`: at most `limit` characters, then `...`."""
+    return text[:limit] + "..." if len(text) > limit else text
+
+
+def _details(data: Any) -> Any:
+    """An error answer's `data` as PocketBase logs it (`ApiError.RawData()`): None when empty,
+    a validation error as its plain message (`cannot be blank`)."""
+    if not data:
+        return None
+    if not isinstance(data, dict):
+        return data
+    if isinstance(data.get("code"), str) and isinstance(data.get("message"), str):
+        text = str(data["message"]).removesuffix(".")
+        return text[:1].lower() + text[1:]
+    return {key: _details(value) for key, value in data.items()}
+
+
+def _error_of(body: bytes) -> tuple[str, Any] | None:
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(answer, dict) or not isinstance(answer.get("message"), str):
+        return None
+    return str(answer["message"]), _details(answer.get("data"))
 
 
 def _preflight(origin: str, scope: Scope) -> list[tuple[bytes, bytes]]:
@@ -94,12 +128,15 @@ class RequestPipeline:
             extra.append((b"access-control-allow-origin", b"*"))
         started = time.perf_counter()
         status = 0
+        error_body = b""
 
         async def sender(message: Message) -> None:
-            nonlocal status
+            nonlocal status, error_body
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 message["headers"] = [*message.get("headers", []), *extra]
+            elif status >= 400 and len(error_body) < _MAX_ERROR_BODY:
+                error_body += message.get("body", b"")
             await send(message)
 
         try:
@@ -110,9 +147,14 @@ class RequestPipeline:
                 await self.app(scope, receive, sender)
         finally:  # 2.
             status = status or 500
-            skipped = status < 400 and scope["path"] in _SKIP_SUCCESS_LOG
-            if not skipped and int(self.runtime.settings.current["logs"].get("maxDays") or 0):
-                self._log(scope, status, (time.perf_counter() - started) * 1000)
+            path = scope["path"]
+            skipped = status < 400 and (
+                path in _SKIP_SUCCESS_LOG or path.startswith(_SKIP_SUCCESS_PREFIX)
+            )
+            level = ERROR if status >= 400 else INFO
+            if not skipped and self.runtime.request_log.enabled(level):
+                elapsed = (time.perf_counter() - started) * 1000
+                self._log(scope, status, level, elapsed, error_body)
 
     async def _load_auth(self, scope: Scope) -> ApiError | None:
         found = await authenticate(_header(scope, b"authorization"), self.runtime)
@@ -139,22 +181,26 @@ class RequestPipeline:
             return exc
         return None
 
-    def _log(self, scope: Scope, status: int, elapsed_ms: float) -> None:
+    def _log(self, scope: Scope, status: int, level: int, elapsed_ms: float, body: bytes) -> None:
         settings = self.runtime.settings.current
         logs = settings["logs"]
         query = scope.get("query_string", b"").decode("latin-1")
         url = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
-        url = (url + ("?" + query if query else ""))[:3000]
-        method = str(scope["method"]).upper()[:50]
+        url = _cut(url + ("?" + query if query else ""), 3000)
+        method = _cut(str(scope["method"]).upper(), 50)
         data: dict[str, Any] = {
             "type": "request",
             "execTime": elapsed_ms,
             "url": url,
             "method": method,
             "status": status,
-            "referer": _header(scope, b"referer")[:2000],
-            "userAgent": _header(scope, b"user-agent")[:2000],
+            "referer": _cut(_header(scope, b"referer"), 2000),
+            "userAgent": _cut(_header(scope, b"user-agent"), 2000),
         }
+        if status >= 400:
+            error = _error_of(body)
+            if error is not None:
+                data["error"], data["details"] = error
         found = scope.get(AUTH_SCOPE_KEY)
         data["auth"] = found[0].name if found else ""
         if found and logs.get("logAuthId"):
@@ -163,6 +209,4 @@ class RequestPipeline:
             data["userIP"] = client_ip(scope, settings)
             data["remoteIP"] = remote_ip(scope)
         message = f"{method} {unquote(url) if '%' in url else url}"
-        self.runtime.request_log.add(
-            {"message": message, "level": ERROR if status >= 400 else INFO, "data": data}
-        )
+        self.runtime.request_log.add(level, message, data)

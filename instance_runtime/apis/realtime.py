@@ -13,15 +13,25 @@ Contract:
   PocketBase's refusals: validation 400, unknown client 404 "Missing or invalid client id.",
   another address than the stream's 400 "Invalid realtime client.", a change of auth other than
   guest -> auth 403. The auth of that request becomes the client's.
-- Record events: a create or update is evaluated after the commit, a delete inside its
-  transaction before the row goes (as PocketBase's "dry cache") and sent once committed; one
-  worker sends them in commit order. For each client and each topic it holds (`COLL/ID` ->
-  `viewRule`, `COLL/*` and the deprecated `COLL` -> `listRule`, by name or id), the rule and
-  the topic's `filter` are evaluated with a `RequestInfo` (context `realtime`) of the client's
-  auth and the topic's options; a record that passes is sent as `{record, action}` with the
-  topic's `expand` and `fields` applied (`apis.records.enrich`) under the topic's name.
-- The client's auth follows its record: updated with it, cleared when its `tokenKey` changes
-  or the record is deleted.
+- Record events (who gets what: `apis.realtime_broadcast`): a create or update concerns the
+  client topics (and their auth) of the moment its success event runs, and is judged on a
+  reader right after; a delete (a cascaded one too: `core.record_write` deletes those through
+  `on_record_delete`) is judged inside its transaction just before its row goes, as
+  PocketBase's "dry cache", and sent once committed. As PocketBase, a delete's rules and filters
+  are judged against the committed state (a reader), so that a cascaded record whose rule goes
+  through the record that caused the cascade (already gone inside the transaction) is judged as
+  it was; a record the committed state does not hold yet (created in the same transaction) is
+  judged inside the transaction. One worker sends the events in commit order.
+- The client's auth follows its record (PocketBase's `bindRealtimeEvents`): updated with it,
+  cleared when its `tokenKey` changes (a new password or email) or when the record is deleted
+  (cascades included), when its collection's `authToken.secret` changes, or when its
+  collection is deleted. The client stays connected and may authenticate again with its next
+  `POST /api/realtime`.
+- Hooks (`core.app_hooks`): `on_realtime_connect_request` wraps a stream's whole life (a
+  handler may change its timeouts; raising an `ApiError` before `next()` answers it instead),
+  `on_realtime_subscribe_request` wraps the change of topics (after the refusals), and
+  `on_realtime_message_send` sees every message written to a stream, `PB_CONNECT` included
+  (not calling `next()` drops it; raising ends the stream).
 - `Realtime.close()` ends every stream (`server.serve` calls it as the server stops, so that
   open streams do not hold the stop up; the SDK reconnects to the next process).
 """
@@ -33,7 +43,7 @@ import contextlib
 import logging
 import sqlite3
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,30 +56,42 @@ from starlette.types import Receive, Scope, Send
 from instance_runtime.apis.base import (
     Auth,
     client_ip,
+    error_response,
     get_app,
     read_body,
     request_auth,
+    request_info,
 )
-from instance_runtime.apis.records import enrich
-from instance_runtime.core import oauth2_redirect, rules
+from instance_runtime.apis.realtime_broadcast import (
+    AUTH_KEY,
+    Candidate,
+    Outgoing,
+    accessible,
+    candidates,
+    payloads,
+)
+from instance_runtime.core import oauth2_redirect
 from instance_runtime.core.app import App, on_commit
+from instance_runtime.core.db import DatabaseClosedError
 from instance_runtime.core.errors import ApiError, FieldError, bad_request, forbidden, required
-from instance_runtime.core.events import RecordEvent, RecordSuccessEvent
-from instance_runtime.core.field_resolver import superuser_only_violation
+from instance_runtime.core.events import (
+    CollectionSuccessEvent,
+    RealtimeConnectRequestEvent,
+    RealtimeMessageEvent,
+    RealtimeSubscribeRequestEvent,
+    RecordEvent,
+    RecordSuccessEvent,
+)
 from instance_runtime.core.models import Collection
-from instance_runtime.core.realtime import Broker, Client, Message, SubscriptionOptions
-from instance_runtime.core.records import Record, check_rule
+from instance_runtime.core.realtime import Broker, Message
+from instance_runtime.core.records import Record, find
 from instance_runtime.core.request_info import RequestInfo
 from instance_runtime.core.schema import Schema
-from instance_runtime.tools.dbutils import quote
 
 log = logging.getLogger("instance_runtime")
 
-AUTH_KEY = "auth"
 IP_KEY = "pbRealtimeClientIP"
 OAUTH2_TOPIC = "@oauth2"
-
-Outgoing = list[tuple[Client, Message]]
 
 
 @dataclass
@@ -77,6 +99,16 @@ class Timeouts:
     idle_timeout_s: float = 300.0
     max_age_s: float = 1800.0
     keepalive_s: float = 30.0
+
+
+@dataclass
+class _Saved:
+    """A committed create or update, and the client topics it concerns."""
+
+    collection: Collection
+    record: Record
+    action: str
+    found: list[Candidate]
 
 
 class Realtime:
@@ -87,7 +119,7 @@ class Realtime:
         self.broker = Broker()
         self.timeouts = Timeouts()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[tuple[Collection, Record, str] | Outgoing] | None = None
+        self._queue: asyncio.Queue[_Saved | Outgoing] | None = None
         self._worker: asyncio.Task[None] | None = None
 
     def close(self) -> None:
@@ -105,7 +137,7 @@ class Realtime:
         self._queue = asyncio.Queue()
         self._worker = self._loop.create_task(self._work())
 
-    def _enqueue(self, item: tuple[Collection, Record, str] | Outgoing) -> None:
+    def _enqueue(self, item: _Saved | Outgoing) -> None:
         loop, queue = self._loop, self._queue
         if loop is None or queue is None or loop.is_closed():
             return
@@ -123,48 +155,92 @@ class Realtime:
         while True:
             item = await self._queue.get()
             try:
-                if isinstance(item, list):
-                    outgoing = item
-                else:
-                    outgoing = await self._evaluate(*item)
+                outgoing = item if isinstance(item, list) else await self._evaluate(item)
                 for client, message in outgoing:
                     client.send(message)
             except Exception:
                 log.exception("realtime: failed to broadcast a record event")
 
-    async def _evaluate(self, coll: Collection, record: Record, action: str) -> Outgoing:
-        clients = self.broker.clients()
-        return await self.app.read(
-            lambda conn, schema: messages(conn, schema, coll, record, action, clients)
-        )
+    async def _evaluate(self, saved: _Saved) -> Outgoing:
+        coll, record = saved.collection, saved.record
+        rid = str(record.get("id", ""))
 
-    # --- hooks ------------------------------------------------------------------------------
+        def judge(conn: sqlite3.Connection, schema: Schema) -> Outgoing:
+            passed = accessible(conn, schema, coll, rid, saved.found)
+            return payloads(conn, schema, coll, record, saved.action, passed)
+
+        return await self.app.read(judge)
+
+    # --- hooks ---------------------------------------------------------------------------
 
     def on_saved(self, event: RecordSuccessEvent) -> None:
         if event.action == "update" and event.collection.is_auth:
             self._refresh_auth(event.collection, event.record)
         if len(self.broker):
-            self._enqueue((event.collection, dict(event.record), event.action))
+            # who may receive it is known now (their auth as it is at this moment, as
+            # PocketBase), what they receive is worked out by the worker, on a reader
+            coll, record = event.collection, dict(event.record)
+            found = candidates(coll, str(record.get("id", "")), self.broker.clients())
+            if found:
+                self._enqueue(_Saved(coll, record, event.action, found))
         event.next()
 
     def on_delete(self, event: RecordEvent) -> Any:
-        clients = self.broker.clients()
-        outgoing: Outgoing = []
-        if clients:
-            outgoing = messages(
-                event.conn, event.schema, event.collection, event.record, "delete", clients
-            )
+        outgoing = self._dry_cache(event) if len(self.broker) else []
         result = event.next()
         if outgoing:
             on_commit(lambda: self._enqueue(outgoing))
         return result
 
+    def _dry_cache(self, event: RecordEvent) -> Outgoing:
+        """The messages of a delete, judged before its row goes (see the module docstring)."""
+        coll, record, schema = event.collection, event.record, event.schema
+        rid = str(record.get("id", ""))
+        found = candidates(coll, rid, self.broker.clients())
+        if not found:
+            return []
+
+        def judge(conn: sqlite3.Connection) -> list[Candidate] | None:
+            if find(conn, coll, rid) is None:
+                return None
+            return accessible(conn, schema, coll, rid, found)
+
+        passed: list[Candidate] | None = None
+        try:
+            passed = self.app.db.read_sync(judge)
+        except (DatabaseClosedError, RuntimeError, sqlite3.Error):
+            passed = None  # stopping, or a table the committed state lacks
+        if passed is None:
+            passed = accessible(event.conn, schema, coll, rid, found)
+        return payloads(event.conn, schema, coll, record, "delete", passed)
+
     def on_deleted(self, event: RecordSuccessEvent) -> None:
         if event.collection.is_auth:
-            for client in self.broker.clients():
-                if _same_auth(client.store.get(AUTH_KEY), event.collection, event.record):
-                    client.store.pop(AUTH_KEY, None)
+            self._unset_auth(
+                lambda found: _same_auth(found, event.collection, event.record),
+            )
         event.next()
+
+    def on_collection_updated(self, event: CollectionSuccessEvent) -> None:
+        coll = event.collection
+        if coll.is_auth:
+            secret = _token_secret(coll)
+            self._unset_auth(
+                lambda found: found[0].id == coll.id and _token_secret(found[0]) != secret
+            )
+        event.next()
+
+    def on_collection_deleted(self, event: CollectionSuccessEvent) -> None:
+        coll = event.collection
+        if coll.is_auth:
+            self._unset_auth(lambda found: found[0].id == coll.id)
+        event.next()
+
+    def _unset_auth(self, matches: Callable[[Auth], bool]) -> None:
+        for client in self.broker.clients():
+            found: Auth | None = client.store.get(AUTH_KEY)
+            if found is not None and matches(found):
+                client.store.pop(AUTH_KEY, None)
 
     def _refresh_auth(self, coll: Collection, record: Record) -> None:
         for client in self.broker.clients():
@@ -196,96 +272,8 @@ def _same_auth(found: Auth | None, coll: Collection, record: Record) -> bool:
     return found is not None and found[0].id == coll.id and found[1].get("id") == record.get("id")
 
 
-def request_info_for(auth: Auth | None, options: SubscriptionOptions) -> RequestInfo:
-    """What rules and `enrich` see of a client's topic: its auth, the topic's options."""
-    info = RequestInfo(
-        method="GET", context="realtime", query=dict(options.query), headers=dict(options.headers)
-    )
-    if auth is not None:
-        coll, record = auth
-        info.auth = {**record, "collectionId": coll.id, "collectionName": coll.name}
-        info.auth_collection = coll
-    return info
-
-
-def can_access(
-    conn: sqlite3.Connection,
-    schema: Schema,
-    coll: Collection,
-    rule: str | None,
-    record_id: str,
-    info: RequestInfo,
-) -> bool:
-    """The rule, then the topic's `filter` (PocketBase's `realtimeCanAccessRecord`)."""
-    try:
-        if not check_rule(conn, schema, coll, rule, record_id, info):
-            return False
-        flt = info.query.get("filter", "")
-        if not flt:
-            return True
-        if not info.is_superuser and superuser_only_violation(flt) is not None:
-            return False
-        frag = rules.build_filter(schema, coll, flt, info, allow_hidden=False)
-        table = quote(coll.name)
-        sql = f"SELECT 1 FROM {table} {frag.joins} WHERE {table}.id = :_id AND ({frag.sql}) LIMIT 1"
-        return conn.execute(sql, {**frag.params, "_id": record_id}).fetchone() is not None
-    except (ApiError, sqlite3.Error, ValueError):
-        return False
-
-
-def _payload(
-    conn: sqlite3.Connection, schema: Schema, coll: Collection, record: Record, info: RequestInfo
-) -> dict[str, Any] | None:
-    try:
-        return enrich(conn, schema, coll, [record], info)[0]
-    except (ApiError, sqlite3.Error, ValueError):
-        pass
-    # PocketBase sends the record without what it could not expand or pick
-    info.query.pop("expand", None)
-    try:
-        return enrich(conn, schema, coll, [record], info)[0]
-    except (ApiError, sqlite3.Error, ValueError):
-        info.query.pop("fields", None)
-    try:
-        return enrich(conn, schema, coll, [record], info)[0]
-    except (ApiError, sqlite3.Error, ValueError):
-        return None
-
-
-def messages(
-    conn: sqlite3.Connection,
-    schema: Schema,
-    coll: Collection,
-    record: Record,
-    action: str,
-    clients: list[Client],
-) -> Outgoing:
-    """What each client gets of one record event (see the module docstring)."""
-    rid = str(record.get("id", ""))
-    by_prefix = (
-        (f"{coll.name}/{rid}?", coll.viewRule),
-        (f"{coll.id}/{rid}?", coll.viewRule),
-        (f"{coll.name}/*?", coll.listRule),
-        (f"{coll.id}/*?", coll.listRule),
-        (f"{coll.name}?", coll.listRule),
-        (f"{coll.id}?", coll.listRule),
-    )
-    out: Outgoing = []
-    for client in clients:
-        if client.discarded:
-            continue
-        auth: Auth | None = client.store.get(AUTH_KEY)
-        for prefix, rule in by_prefix:
-            for topic, options in client.subscriptions_with(prefix).items():
-                info = request_info_for(auth, options)
-                if not can_access(conn, schema, coll, rule, rid, info):
-                    continue
-                data = _payload(conn, schema, coll, record, info)
-                if data is None:
-                    continue
-                body = orjson.dumps({"record": data, "action": action})
-                out.append((client, Message(topic, body)))
-    return out
+def _token_secret(coll: Collection) -> Any:
+    return coll.option_object("authToken").get("secret")
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -302,6 +290,8 @@ def bind(app: App) -> Realtime:
     hooks.on_record_after_update_success.bind(realtime.on_saved, priority=-99)
     hooks.on_record_delete.bind(realtime.on_delete, priority=99)
     hooks.on_record_after_delete_success.bind(realtime.on_deleted, priority=-99)
+    hooks.on_collection_after_update_success.bind(realtime.on_collection_updated, priority=-99)
+    hooks.on_collection_after_delete_success.bind(realtime.on_collection_deleted, priority=-99)
     oauth2_redirect.set_redirect_receiver(app, realtime)
     return realtime
 
@@ -313,19 +303,66 @@ def realtime_of(app: App) -> Realtime:
     return found
 
 
+_SSE_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [
+        (b"content-type", b"text/event-stream"),
+        (b"cache-control", b"no-store"),
+        (b"x-accel-buffering", b"no"),
+    ],
+}
+_SSE_END = {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+def _chunk(data: bytes) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": data, "more_body": True}
+
+
 class _EventStream(Response):
     """The SSE response of one client, for as long as the stream lives."""
 
-    def __init__(self, realtime: Realtime, ip: str) -> None:
+    def __init__(self, realtime: Realtime, ip: str, info: RequestInfo) -> None:
         super().__init__(status_code=200)
         self.realtime = realtime
         self.ip = ip
+        self.info = info
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         realtime = self.realtime
         realtime.start()
         client = realtime.broker.new_client()
         client.store[IP_KEY] = self.ip
+        timeouts = realtime.timeouts
+        event = RealtimeConnectRequestEvent(
+            self.info, client, timeouts.idle_timeout_s, timeouts.max_age_s
+        )
+        started = False
+
+        async def serve(e: RealtimeConnectRequestEvent) -> None:
+            nonlocal started
+            if not started:
+                started = True
+                await send(_SSE_START)
+            await self._serve(e, receive, send)
+
+        try:
+            await realtime.app.hooks.on_realtime_connect_request.trigger(event, serve)
+        except ApiError as exc:
+            if not started:
+                await error_response(exc)(scope, receive, send)
+                return
+            log.debug("realtime: a connect handler failed after the stream started: %s", exc)
+        if not started:  # a handler did not call next(): an empty answer, as PocketBase
+            await send(_SSE_START)
+        with contextlib.suppress(Exception):
+            await send(_SSE_END)
+
+    async def _serve(
+        self, event: RealtimeConnectRequestEvent, receive: Receive, send: Send
+    ) -> None:
+        realtime = self.realtime
+        client = event.client
         realtime.broker.register(client)
 
         async def watch() -> None:
@@ -335,71 +372,59 @@ class _EventStream(Response):
 
         watcher = asyncio.create_task(watch())
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"text/event-stream"),
-                        (b"cache-control", b"no-store"),
-                        (b"x-accel-buffering", b"no"),
-                    ],
-                }
-            )
             connect = Message("PB_CONNECT", orjson.dumps({"clientId": client.id}))
-            await send(
-                {"type": "http.response.body", "body": connect.sse(client.id), "more_body": True}
-            )
-            await self._pump(client, send)
+            if await self._write(event, connect, send):
+                await self._pump(event, send)
         finally:
             watcher.cancel()
             realtime.broker.unregister(client.id)
-            with contextlib.suppress(Exception):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _pump(self, client: Client, send: Send) -> None:
-        timeouts = self.realtime.timeouts
-        loop = asyncio.get_running_loop()
-        max_deadline = loop.time() + timeouts.max_age_s
-        idle_deadline = loop.time() + timeouts.idle_timeout_s
-        pending: asyncio.Task[Message | None] | None = None
+    async def _write(
+        self, event: RealtimeConnectRequestEvent, message: Message, send: Send
+    ) -> bool:
+        """Write one message through `on_realtime_message_send`; False: end the stream."""
+        hook = self.realtime.app.hooks.on_realtime_message_send
+        if not len(hook):
+            await send(_chunk(message.sse(event.client.id)))
+            return True
+
+        async def write(e: RealtimeMessageEvent) -> None:
+            await send(_chunk(e.message.sse(e.client.id)))
+
         try:
-            while True:
-                deadline = min(max_deadline, idle_deadline)
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return
-                if pending is None:
-                    pending = asyncio.ensure_future(client.next())
-                done, _ = await asyncio.wait(
-                    {pending}, timeout=min(remaining, timeouts.keepalive_s)
-                )
-                if not done:
-                    if loop.time() < min(max_deadline, idle_deadline):
-                        await send(
-                            {"type": "http.response.body", "body": b":\n\n", "more_body": True}
-                        )
-                    continue
-                message = pending.result()
-                pending = None
-                if message is None:
-                    return
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": message.sse(client.id),
-                        "more_body": True,
-                    }
-                )
-                idle_deadline = loop.time() + timeouts.idle_timeout_s
-        finally:
-            if pending is not None:
-                pending.cancel()
+            await hook.trigger(RealtimeMessageEvent(event.info, event.client, message), write)
+        except Exception as exc:
+            log.debug("realtime: a message was not delivered, the stream ends: %s", exc)
+            return False
+        return True
+
+    async def _pump(self, event: RealtimeConnectRequestEvent, send: Send) -> None:
+        client = event.client
+        keepalive_s = self.realtime.timeouts.keepalive_s
+        loop = asyncio.get_running_loop()
+        max_deadline = loop.time() + event.max_age_s
+        idle_deadline = loop.time() + event.idle_timeout_s
+        while True:
+            remaining = min(max_deadline, idle_deadline) - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                # no task or future per message: the queue's get is safe to time out
+                async with asyncio.timeout(min(remaining, keepalive_s)):
+                    message = await client.next()
+            except TimeoutError:
+                if loop.time() < min(max_deadline, idle_deadline):
+                    await send(_chunk(b":\n\n"))
+                continue
+            if message is None or not await self._write(event, message, send):
+                return
+            idle_deadline = loop.time() + event.idle_timeout_s
 
 
 async def connect(request: Request) -> Response:
     app = get_app(request)
-    return _EventStream(realtime_of(app), client_ip(request.scope, app.settings.current))
+    ip = client_ip(request.scope, app.settings.current)
+    return _EventStream(realtime_of(app), ip, await request_info(request, app))
 
 
 _MAX_CLIENT_ID = 255
@@ -460,13 +485,26 @@ async def set_subscriptions(request: Request) -> Response:
     current: Auth | None = client.store.get(AUTH_KEY)
     if current is not None and (found is None or not _same_auth(current, found[0], found[1])):
         raise forbidden("The current and the previous request authorization don't match.")
-    if found is None:
-        client.store.pop(AUTH_KEY, None)
+    applied = False
+
+    async def apply(e: RealtimeSubscribeRequestEvent) -> None:
+        nonlocal applied
+        applied = True
+        if found is None:
+            e.client.store.pop(AUTH_KEY, None)
+        else:
+            e.client.store[AUTH_KEY] = found
+        e.client.unsubscribe()
+        e.client.subscribe(*e.subscriptions)
+
+    hook = app.hooks.on_realtime_subscribe_request
+    if not len(hook):
+        await apply(RealtimeSubscribeRequestEvent(RequestInfo(), client, topics))
     else:
-        client.store[AUTH_KEY] = found
-    client.unsubscribe()
-    client.subscribe(*topics)
-    return Response(status_code=204)
+        info = await request_info(request, app)
+        await hook.trigger(RealtimeSubscribeRequestEvent(info, client, topics), apply)
+    # a handler that did not call next() leaves an empty 200, as PocketBase
+    return Response(status_code=204 if applied else 200)
 
 
 routes = [

@@ -1,6 +1,6 @@
 """One-time passwords and impersonation of auth records: `request-otp`, `auth-with-otp`,
 `impersonate/{id}` (thin handlers over `core.otp`, `core.mfa` and `record_auth.auth_response`),
-and `bind(app)`, which installs their model hooks and the clean-up of expired `_otps`/`_mfas`.
+and `bind(app)`, which installs their model hooks.
 
 Contract (as PocketBase 0.40, `apis/record_auth_otp_request.go`, `record_auth_with_otp.go`,
 `record_auth_impersonate.go`):
@@ -27,9 +27,9 @@ Contract (as PocketBase 0.40, `apis/record_auth_otp_request.go`, `record_auth_wi
   the auth collection (404 "The requested resource wasn't found."); `duration` an integer of
   seconds >= 0 (0: the collection's auth token duration); answers `auth_response` with a
   non-refreshable token (method `impersonate`: no MFA).
-- `bind(app)`: `core.otp.bind` and `core.mfa.bind` on `app.hooks`, and a task started by
-  `on_serve` that deletes expired `_otps` and `_mfas` at start and then every
-  `CLEANUP_INTERVAL` seconds (PocketBase: an hourly cron), stopped by `on_terminate`.
+- `bind(app)`: `core.otp.bind` and `core.mfa.bind` on `app.hooks`. The expired `_otps` and
+  `_mfas` are deleted by the cron jobs `__pbOTPCleanup__` / `__pbMFACleanup__` (`core.crons`);
+  `delete_expired(conn, schema)` does both at once.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ from instance_runtime.apis.record_auth_email import UNREADABLE, form_strings
 from instance_runtime.core import auth, mfa, otp, records
 from instance_runtime.core.app import App
 from instance_runtime.core.errors import ApiError, FieldError, ValidationErrors, bad_request
-from instance_runtime.core.events import LifecycleEvent
 from instance_runtime.core.fields import validate
 from instance_runtime.core.mails import render_auth_email
 from instance_runtime.core.models import Collection, Field
@@ -73,7 +72,6 @@ INVALID_FORM = "An error occurred while validating the submitted data."
 OTP_TOO_MANY = "Too many attempts, please try again later with a new OTP."
 OTP_DISABLED = "The collection is not configured to allow OTP authentication."
 OTP_LIMIT = {"label": "@pb_otp_", "maxRequests": 5, "duration": 180, "audience": ""}
-CLEANUP_INTERVAL = 3600.0
 _EMAIL_FIELD = Field(name="email", type="email")
 
 
@@ -255,35 +253,10 @@ def delete_expired(conn: sqlite3.Connection, schema: Schema) -> int:
     return otp.delete_expired(conn, schema) + mfa.delete_expired(conn, schema)
 
 
-async def _clean_up(app: App, interval: float) -> None:
-    while True:
-        try:
-            deleted = await app.write(delete_expired)
-            if deleted:
-                log.info("deleted %d expired OTP/MFA sessions", deleted)
-        except Exception:
-            log.warning("Failed to delete expired OTP/MFA sessions", exc_info=True)
-        await asyncio.sleep(interval)
-
-
-def bind(app: App, interval: float = CLEANUP_INTERVAL) -> None:
+def bind(app: App) -> None:
     """See the module docstring."""
     otp.bind(app.hooks)
     mfa.bind(app.hooks)
-    tasks: list[asyncio.Task[None]] = []
-
-    def start(e: LifecycleEvent) -> Any:
-        tasks.append(asyncio.get_running_loop().create_task(_clean_up(app, interval)))
-        return e.next()
-
-    def stop(e: LifecycleEvent) -> Any:
-        for task in tasks:
-            task.cancel()
-        tasks.clear()
-        return e.next()
-
-    app.hooks.on_serve.bind(start, id="pfOtpMfaCleanup")
-    app.hooks.on_terminate.bind(stop, id="pfOtpMfaCleanupStop")
 
 
 routes = [

@@ -11,11 +11,14 @@ Contract:
   transaction, which the app installs once it has committed. `await app.read(fn)` runs
   `fn(conn, schema)` on a reader.
 - `app.hooks` holds every event hook (`core.app_hooks`); `app.settings` the in-memory settings
-  (`core.settings`), loaded at start; `app.rate_limiters` and `app.request_log` serve the
-  request pipeline (`apis.middlewares`); `app.mailer` sends mail in the background with the
-  current SMTP settings, every message through `on_mailer_send`.
-- `await app.save_settings(values)` stores new settings, then installs them and triggers
-  `on_settings_reload`.
+  (`core.settings`), loaded at start; `app.rate_limiters` and `app.request_log` (the log in
+  `data_dir/auxiliary.db`, `core.logs`) serve the request pipeline (`apis.middlewares`);
+  `app.mailer` sends mail in the background with the current SMTP settings, every message
+  through `on_mailer_send`. `app.cron` is the app's scheduler (`tools.cron`; its system jobs,
+  start and stop: `core.crons`).
+- `await app.save_settings(values)` stores new settings, then installs them, has the request
+  log drop what they no longer keep and triggers `on_settings_reload`.
+- At start the staged uploads a crashed process left are removed (`core.staging_sweep`).
 - Inside a write, `on_commit(fn)` defers `fn()` until the transaction has committed (it runs in
   the caller's thread after `write` returns; a write that fails drops its deferred calls). The
   `..._success` events are sent this way.
@@ -26,6 +29,7 @@ Contract:
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import os
@@ -36,12 +40,14 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from instance_runtime.core import settings as settings_store
+from instance_runtime.core import staging_sweep
 from instance_runtime.core.app_hooks import AppHooks
 from instance_runtime.core.db import Database
 from instance_runtime.core.events import MailerEvent, SettingsReloadEvent
 from instance_runtime.core.logs import RequestLog
 from instance_runtime.core.mails import Mailer
 from instance_runtime.core.schema import Schema, bootstrap
+from instance_runtime.tools.cron import Cron
 from instance_runtime.tools.mailer import Message
 from instance_runtime.tools.rate_limit import RateLimiters
 
@@ -89,6 +95,7 @@ class App:
     ) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        self._staging = staging_sweep.claim(data_dir)  # crashed uploads removed
         if external_checkpoints is None:
             external_checkpoints = os.environ.get(CHECKPOINTS_ENV) == "external"
         self.db = Database(
@@ -99,7 +106,12 @@ class App:
         self.settings = settings_store.Settings(self.db.read_sync(settings_store.load))
         self.hooks = AppHooks()
         self.rate_limiters = RateLimiters()
-        self.request_log = RequestLog()
+        self.cron = Cron()
+        self.request_log = RequestLog(
+            data_dir / "auxiliary.db",
+            lambda: self.settings.current["logs"],
+            external_checkpoints=external_checkpoints,
+        )
         self.mailer = Mailer(lambda: self.settings.current, before_send=self._before_send)
         # Bumped after every committed write that may change an auth record (token cache key).
         self.auth_generation = 0
@@ -154,6 +166,7 @@ class App:
         await self.db.write(lambda conn: settings_store.store(conn, values))
         self.settings.replace(values)
         self.rate_limiters.clear()
+        await asyncio.wrap_future(self.request_log.settings_reloaded())
         self.hooks.on_settings_reload.trigger(SettingsReloadEvent(values), lambda e: None)
 
     def _before_send(self, message: Message) -> Message | None:
@@ -170,4 +183,6 @@ class App:
 
     def close(self) -> None:
         self.mailer.close(timeout=5.0)
+        self.request_log.close()
         self.db.close()
+        self._staging.close()

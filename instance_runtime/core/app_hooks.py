@@ -14,6 +14,9 @@ from instance_runtime.core.events import (
     CollectionSuccessEvent,
     LifecycleEvent,
     MailerEvent,
+    RealtimeConnectRequestEvent,
+    RealtimeMessageEvent,
+    RealtimeSubscribeRequestEvent,
     RecordAuthRefreshRequestEvent,
     RecordAuthRequestEvent,
     RecordAuthWithOAuth2RequestEvent,
@@ -57,6 +60,14 @@ class AppHooks:
     on_record_auth_with_oauth2_request: AsyncHook[RecordAuthWithOAuth2RequestEvent] = field(
         default_factory=AsyncHook
     )
+    # realtime (apis.realtime)
+    on_realtime_connect_request: AsyncHook[RealtimeConnectRequestEvent] = field(
+        default_factory=AsyncHook
+    )
+    on_realtime_subscribe_request: AsyncHook[RealtimeSubscribeRequestEvent] = field(
+        default_factory=AsyncHook
+    )
+    on_realtime_message_send: AsyncHook[RealtimeMessageEvent] = field(default_factory=AsyncHook)
     # mail, settings, lifecycle
     on_mailer_send: Hook[MailerEvent] = field(default_factory=Hook)
     on_settings_reload: Hook[SettingsReloadEvent] = field(default_factory=Hook)

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from instance_runtime.core import auth_options_validation, rules
+from instance_runtime.core import auth_options_validation, rules, thumbs
 from instance_runtime.core import schema as ddl
 from instance_runtime.core.app import on_commit
 from instance_runtime.core.app_hooks import AppHooks
@@ -71,7 +71,8 @@ def _with_secrets(options: dict[str, Any], old: dict[str, Any] | None) -> dict[s
     for key in _TOKEN_OPTIONS:
         value = dict(options.get(key) or {})
         old_secret = ((old or {}).get(key) or {}).get("secret")
-        value["secret"] = old_secret or random_string(50)
+        # a secret sent is taken (PocketBase's "invalidate all tokens" sends a new one)
+        value["secret"] = value.get("secret") or old_secret or random_string(50)
         options[key] = value
     return options
 
@@ -411,6 +412,11 @@ def _validate_field(
                 "validation_field_relation_change",
                 "The relation collection cannot be changed.",
             )
+    if f.type == "file":
+        sizes = f.opt("thumbs") or []
+        bad = {str(i): e for i, t in enumerate(sizes) if (e := thumbs.setting_error(t))}
+        if bad:
+            errs["thumbs"] = bad
     if f.type == "number":
         lo, hi = f.opt("min"), f.opt("max")
         if lo is not None and hi is not None and hi < lo:

@@ -20,6 +20,14 @@ with their collection's id and name, so `hook.on("posts")` sees only that collec
 - `CollectionSuccessEvent`: a committed change of collections.
 - `MailerEvent`: a message about to be sent (`next()` sends; a handler may change or drop it).
 - `SettingsReloadEvent`: the settings changed (`settings` is the new, unmasked dict).
+- `RealtimeConnectRequestEvent`: a `GET /api/realtime` (`client` is the new, not yet registered
+  client; a handler may change `idle_timeout_s` / `max_age_s`); `next()` registers the client
+  and serves its stream until it ends.
+- `RealtimeSubscribeRequestEvent`: a `POST /api/realtime` that passed its checks; a handler may
+  change `subscriptions`; `next()` replaces the client's topics (and answers 204).
+- `RealtimeMessageEvent`: a message about to be written to a client's stream (`PB_CONNECT`
+  included); a handler may replace `message`, or drop it by not calling `next()` (which
+  writes it). `info` is the request that opened the stream.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from instance_runtime.core.hooks import Event
 from instance_runtime.core.models import Collection
+from instance_runtime.core.realtime import Client
+from instance_runtime.core.realtime import Message as RealtimeMessage
 from instance_runtime.core.request_info import RequestInfo
 from instance_runtime.core.schema import Schema
 
@@ -165,6 +175,28 @@ class MailerEvent(Event):
 @dataclass(eq=False)
 class SettingsReloadEvent(Event):
     settings: dict[str, Any]
+
+
+@dataclass(eq=False)
+class RealtimeConnectRequestEvent(Event):
+    info: RequestInfo
+    client: Client
+    idle_timeout_s: float
+    max_age_s: float
+
+
+@dataclass(eq=False)
+class RealtimeSubscribeRequestEvent(Event):
+    info: RequestInfo
+    client: Client
+    subscriptions: list[str]
+
+
+@dataclass(eq=False)
+class RealtimeMessageEvent(Event):
+    info: RequestInfo
+    client: Client
+    message: RealtimeMessage
 
 
 @dataclass(eq=False)

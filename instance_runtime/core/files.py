@@ -1,10 +1,14 @@
-"""Record files on the instance's disk: `DATA_DIR/storage/{collectionId}/{recordId}/{name}`.
+"""Record files: the key `{collectionId}/{recordId}/{name}` in the instance's `Storage`.
+
+The storage is the one `core.file_storage` picks from the settings: `DATA_DIR/storage/` on
+local disk, or the S3 bucket of `settings.s3` (`tools.filesystem`). Uploads are always staged
+on local disk first.
 
 Contract (PocketBase's `core/field_file.go` and `tools/filesystem`):
 
 - `stage(data_dir, parts)` copies the uploaded parts (`{form key: [(original name, file)]}`,
   the file object already spooled by the multipart parser) in chunks to
-  `DATA_DIR/.pf_uploads/` (same filesystem as the storage, so placing is a rename), sniffs
+  `DATA_DIR/.pf_uploads/` (same filesystem as the local storage, so placing is a rename), sniffs
   each one's content type and gives it PocketBase's sanitised name (`snake_case_name`,
   `_` + 10 random `[a-z0-9]`, cleaned extension). Never holds a whole file in memory.
   `discard(staged)` removes what was not placed (call it always, in a `finally`).
@@ -15,13 +19,16 @@ Contract (PocketBase's `core/field_file.go` and `tools/filesystem`):
   errors found (`validation_invalid_file`, `validation_too_many_files`,
   `validation_file_size_limit`, `validation_invalid_mime_type`; first error per field).
 - `place(conn, coll, record, old, prepared)` runs inside the record's write transaction: it
-  renames the uploads kept in the saved record into the record's folder, and defers (with
-  `on_commit`) the removal of the old names the record no longer holds. If the write fails
-  afterwards, `unplace(prepared)` removes the placed files again.
+  `put`s the uploads kept in the saved record under the record's prefix (a rename on local
+  disk, an upload to S3 with the sniffed content type), and defers (with `on_commit`, then
+  `FileStorage.after_commit`) the removal of the old names the record no longer holds, each
+  with its thumbnails (`{prefix}/thumbs_{name}/`, as PocketBase). If the write fails
+  afterwards, `unplace(prepared)` deletes the placed files again.
 - `write_record(conn, coll, old, body, staged, write)` is the three steps around a record write.
-- `forget_record(conn, coll, record_id)`: inside a delete, the record's folder is removed after
-  the commit (cascaded deletes included).
-- `find_file(data_dir, coll, record_id, name)` is the stored path, or None.
+- `forget_record(conn, coll, record_id)`: inside a delete, everything under the record's prefix
+  is removed after the commit (cascaded deletes included).
+- `record_prefix(coll, record_id)` is `{collectionId}/{recordId}`; `file_key(coll, record_id,
+  name)` the key of one file, or None for a name or id that cannot be a stored file's.
 - `detect_mime(head)` sniffs a content type (a small table of PocketBase's `mimetype` results:
   images, pdf, zip, gzip, json, utf-8 text, else `application/octet-stream`).
 """
@@ -30,10 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
-import shutil
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,10 +46,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from instance_runtime.core import fields as fv
+from instance_runtime.core import file_storage
 from instance_runtime.core.app import on_commit
 from instance_runtime.core.errors import FieldError, ValidationErrors
 from instance_runtime.core.models import Collection, Field
 from instance_runtime.core.records import Record
+from instance_runtime.tools.filesystem import Storage
 
 DEFAULT_MAX_SIZE = 5 << 20
 STAGING = ".pf_uploads"
@@ -79,7 +86,8 @@ class Upload:
     size: int
     mime: str
     path: Path
-    placed: Path | None = None
+    placed: str | None = None  # the storage key once `place`d
+    storage: Storage | None = None
 
 
 Staged = dict[str, list[Upload]]
@@ -184,12 +192,15 @@ def mime_is(detected: str, expected: str) -> bool:
     return base == want or want in aliases.get(base, set())
 
 
-def storage_dir(data_dir: Path) -> Path:
-    return data_dir / "storage"
+def record_prefix(coll: Collection, record_id: str) -> str:
+    return f"{coll.id}/{record_id}"
 
 
-def record_dir(data_dir: Path, coll: Collection, record_id: str) -> Path:
-    return storage_dir(data_dir) / coll.id / record_id
+def file_key(coll: Collection, record_id: str, name: str) -> str | None:
+    """See the module docstring."""
+    if not _LOOSE_NAME.match(name) or not _LOOSE_NAME.match(record_id):
+        return None
+    return f"{record_prefix(coll, record_id)}/{name}"
 
 
 def _copy(src: BinaryIO, dest: Path) -> tuple[int, bytes]:
@@ -381,38 +392,40 @@ def place(
         if prepared.uploads:
             raise RuntimeError("uploads need a database on disk")
         return
-    folder = record_dir(data_dir, coll, str(record["id"]))
     kept = _file_names(coll, record)
+    gone = _file_names(coll, old) - kept
+    placing = [u for u in prepared.uploads if u.name in kept]
+    if not placing and not gone:
+        return
+    holder = file_storage.holder_for_connection(conn, data_dir)
+    storage = holder.get()
+    prefix = record_prefix(coll, str(record["id"]))
     try:
-        for upload in prepared.uploads:
-            if upload.name not in kept:
-                continue
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / upload.name
-            os.replace(upload.path, target)
-            upload.placed = target
+        for upload in placing:
+            key = f"{prefix}/{upload.name}"
+            storage.put(key, upload.path, upload.mime, {"original-filename": upload.original_name})
+            upload.placed, upload.storage = key, storage
     except BaseException:
         unplace(prepared)
         raise
-    gone = _file_names(coll, old) - kept
     if gone:
-        old_folder = record_dir(data_dir, coll, str((old or record)["id"]))
-        on_commit(lambda: _remove(old_folder, gone))
+        old_prefix = record_prefix(coll, str((old or record)["id"]))
+        on_commit(lambda: holder.after_commit(storage, lambda s: _remove(s, old_prefix, gone)))
 
 
 def unplace(prepared: Prepared) -> None:
     for upload in prepared.uploads:
-        if upload.placed is not None:
-            upload.placed.unlink(missing_ok=True)
-            upload.placed = None
+        if upload.placed is not None and upload.storage is not None:
+            with contextlib.suppress(Exception):  # best effort: the write has failed already
+                upload.storage.delete(upload.placed)
+            upload.placed = upload.storage = None
 
 
-def _remove(folder: Path, names: set[str]) -> None:
-    for name in names:
+def _remove(storage: Storage, prefix: str, names: set[str]) -> None:
+    for name in sorted(names):
         if name and _LOOSE_NAME.match(name):
-            (folder / name).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        folder.rmdir()  # only when empty, as PocketBase's deleteEmptyRecordDir
+            storage.delete_prefix(f"{prefix}/thumbs_{name}")
+            storage.delete(f"{prefix}/{name}")  # local: the emptied folder goes too
 
 
 def forget_record(conn: sqlite3.Connection, coll: Collection, record_id: str) -> None:
@@ -422,16 +435,12 @@ def forget_record(conn: sqlite3.Connection, coll: Collection, record_id: str) ->
     data_dir = data_dir_of(conn)
     if data_dir is None:
         return
-    folder = record_dir(data_dir, coll, record_id)
-    on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
-
-
-def find_file(data_dir: Path, coll: Collection, record_id: str, name: str) -> Path | None:
-    """See the module docstring."""
-    if not _LOOSE_NAME.match(name) or not _LOOSE_NAME.match(record_id):
-        return None
-    path = record_dir(data_dir, coll, record_id) / name
-    return path if path.is_file() else None
+    if not _LOOSE_NAME.match(record_id):
+        return
+    holder = file_storage.holder_for_connection(conn, data_dir)
+    storage = holder.get()
+    prefix = record_prefix(coll, record_id)
+    on_commit(lambda: holder.after_commit(storage, lambda s: s.delete_prefix(prefix)))
 
 
 def write_record(

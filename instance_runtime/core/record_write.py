@@ -13,12 +13,20 @@ nothing behind.
   does (no rules; for the auth flows and system collections); `remove(...)` deletes one so.
 - Each runs through the model hooks of `hooks` (`on_record_create` / `update` / `delete`, whose
   `next()` validates through `on_record_validate` and writes; a handler may change the record
-  first) and defers the matching `..._success` event until the commit. Cascaded deletes and
-  unlinks do not trigger hooks.
-- `delete(conn, schema, coll, record_id, info)` cascades as PocketBase: references with
-  `cascadeDelete` are deleted (when no other id remains), others lose the id, and a required
-  relation left empty refuses the delete (400). A deleted record's files go after the commit.
-- `create`/`update` take `file_errors` (from `core.files.prepare`) refused with the others.
+  first) and defers the matching `..._success` event until the commit.
+- `delete(conn, schema, coll, record_id, info)` cascades as PocketBase (`cascadeRecordDelete`):
+  the record's row goes first, then its references, collection by collection in name order:
+  one with `cascadeDelete` and no other id left is deleted as `remove` does (its own
+  `on_record_delete`, its own references, its success event after the commit), any other loses
+  the id as the app saves without validation (`on_record_update` without `on_record_validate`,
+  `updated` stamped, the update's success event), and a required relation left empty refuses
+  the delete (400, the whole transaction rolled back). The success events of cascaded records
+  come before the one of the record that caused them. A deleted record's files (cascaded ones
+  too) go after the commit (`files.forget_record`).
+- `delete_cascade(conn, schema, coll, id, hooks=None)` is that step alone; without `hooks`
+  (the auth flows' own system records) references are resolved by plain SQL, without events.
+- `create`/`update` take `file_errors` (from `core.files.prepare`) refused with the others,
+  except those of hidden fields for non-superusers (their values are ignored, as PocketBase).
 """
 
 from __future__ import annotations
@@ -382,7 +390,7 @@ def create(
     data = apply_modifiers(coll, blank, _strip_hidden(coll, data, info))
     manager = info.is_superuser
     record, errors = _prepare_record(coll, blank, data, is_new=True, manager=manager)
-    errors.update(file_errors or {})
+    errors.update(_strip_hidden(coll, dict(file_errors or {}), info))  # hidden: ignored
     event = RecordEvent(conn, schema, coll, record, info)
     message = "Failed to create record."
 
@@ -422,7 +430,7 @@ def update(
     data = apply_modifiers(coll, old, _strip_hidden(coll, data, info))
     manager = has_manage_access(conn, schema, coll, record_id, info)
     record, errors = _prepare_record(coll, old, data, is_new=False, manager=manager)
-    errors.update(file_errors or {})
+    errors.update(_strip_hidden(coll, dict(file_errors or {}), info))  # hidden: ignored
     event = RecordEvent(conn, schema, coll, record, info, original=old)
     hooks.on_record_update.trigger(
         event,
@@ -459,7 +467,7 @@ def delete(
                 total = conn.execute(f"SELECT COUNT(*) FROM {quote(coll.name)}").fetchone()[0]
                 if total <= 1:
                     raise _RequiredReferenceError("the last superuser cannot be deleted")
-            delete_cascade(conn, schema, coll, record_id)
+            delete_cascade(conn, schema, coll, record_id, hooks=hooks)
         except _RequiredReferenceError as exc:
             raise bad_request(
                 "Failed to delete record. Make sure that the record is not part of a required "
@@ -515,7 +523,7 @@ def remove(
     `on_record_delete` (references resolved as `delete` does) and the success event."""
 
     def drop(e: RecordEvent) -> None:
-        delete_cascade(conn, schema, coll, str(record["id"]))
+        delete_cascade(conn, schema, coll, str(record["id"]), hooks=hooks)
 
     hooks.on_record_delete.trigger(RecordEvent(conn, schema, coll, record, RequestInfo()), drop)
     _after_commit(hooks.on_record_after_delete_success, RecordSuccessEvent(coll, record, "delete"))
@@ -525,7 +533,14 @@ class _RequiredReferenceError(Exception):
     pass
 
 
-def delete_cascade(conn: sqlite3.Connection, schema: Schema, coll: Collection, rid: str) -> None:
+def delete_cascade(
+    conn: sqlite3.Connection,
+    schema: Schema,
+    coll: Collection,
+    rid: str,
+    *,
+    hooks: AppHooks | None = None,
+) -> None:
     """Delete record `rid` of `coll` and resolve every reference to it (see module docstring)."""
     conn.execute(f"DELETE FROM {quote(coll.name)} WHERE id = ?", (rid,))
     files.forget_record(conn, coll, rid)
@@ -536,27 +551,56 @@ def delete_cascade(conn: sqlite3.Connection, schema: Schema, coll: Collection, r
         table, col = quote(ref_coll.name), quote(f.name)
         if f.is_multiple:
             sql = (
-                f"SELECT id, {col} FROM {table} WHERE EXISTS "
+                f"SELECT id FROM {table} WHERE EXISTS "
                 f"(SELECT 1 FROM json_each(CASE WHEN json_valid({table}.{col}) "
                 f"THEN {table}.{col} ELSE json_array({table}.{col}) END) je WHERE je.value = ?)"
             )
         else:
-            sql = f"SELECT id, {col} FROM {table} WHERE {col} = ?"
-        for ref_id, raw in conn.execute(sql, (rid,)).fetchall():
-            ids = [i for i in fv.from_db(f, raw)] if f.is_multiple else []
-            if f.is_multiple and rid in ids:
-                ids.remove(rid)
+            sql = f"SELECT id FROM {table} WHERE {col} = ?"
+        for (ref_id,) in conn.execute(sql, (rid,)).fetchall():
+            # read again: an earlier cascade (or a hook) may have changed or deleted it
+            ref = find(conn, ref_coll, str(ref_id))
+            ids = fv.to_str_list(ref.get(f.name)) if ref is not None else []
+            if ref is None or rid not in ids:
+                continue
+            ids = [i for i in ids if i != rid]
             if f.opt("cascadeDelete") and not ids:
-                delete_cascade(conn, schema, ref_coll, str(ref_id))
+                if hooks is None:
+                    delete_cascade(conn, schema, ref_coll, str(ref_id))
+                else:
+                    remove(conn, schema, ref_coll, ref, hooks=hooks)
                 continue
             if f.required and not ids:
                 raise _RequiredReferenceError(ref_id)
-            value = fv.to_db(f, ids if f.is_multiple else "")
-            sets = [f"{col} = ?"]
-            params: list[Any] = [value]
-            stamp = now_datetime()
-            for auto in ref_coll.fields:
-                if auto.type == "autodate" and auto.opt("onUpdate"):
-                    sets.append(f"{quote(auto.name)} = ?")
-                    params.append(stamp)
-            conn.execute(f"UPDATE {table} SET {', '.join(sets)} WHERE id = ?", [*params, ref_id])
+            _unlink(conn, schema, ref_coll, f, ref, ids, hooks)
+
+
+def _unlink(
+    conn: sqlite3.Connection,
+    schema: Schema,
+    coll: Collection,
+    f: Field,
+    ref: Record,
+    ids: list[str],
+    hooks: AppHooks | None,
+) -> None:
+    """Save `ref` with relation `f` holding only `ids`, without validation (PocketBase's
+    `SaveNoValidate` of a reference): through `on_record_update` and its success event."""
+    new = dict(ref)
+    new[f.name] = ids if f.is_multiple else (ids[0] if ids else "")
+    stamp = now_datetime()
+    for auto in coll.fields:
+        if auto.type == "autodate" and auto.opt("onUpdate"):
+            new[auto.name] = stamp
+    old_id = str(ref["id"])
+    if hooks is None:
+        _write_row(conn, coll, new, is_new=False, old_id=old_id)
+        return
+    event = RecordEvent(conn, schema, coll, new, RequestInfo(), original=ref)
+    hooks.on_record_update.trigger(
+        event, lambda e: _write_row(e.conn, e.collection, e.record, is_new=False, old_id=old_id)
+    )
+    _after_commit(
+        hooks.on_record_after_update_success,
+        RecordSuccessEvent(coll, event.record, "update", original=ref),
+    )

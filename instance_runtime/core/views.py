@@ -2,7 +2,8 @@
 
 Contract: `infer_view(conn, schema, coll)` dry-runs `CREATE VIEW` inside a savepoint (rolled
 back), sets `coll.fields` from the query's columns (a plain column of a collection keeps its
-field's type and options, aggregate expressions are numbers, anything else json) and returns
+field's type and options, joined tables' too (`core.view_files.view_query_sources`),
+aggregate expressions are numbers, anything else json) and returns
 the `viewQuery` validation error, if any. `sqlite_error_text` words SQLite errors as
 PocketBase's driver does.
 """
@@ -17,6 +18,7 @@ from instance_runtime.core.errors import FieldError
 from instance_runtime.core.models import Collection, Field
 from instance_runtime.core.schema import Schema
 from instance_runtime.core.system_collections import SYSTEM_COLLECTIONS
+from instance_runtime.core.view_files import view_query_sources
 from instance_runtime.tools.dbutils import quote
 from instance_runtime.tools.security import random_string
 
@@ -106,6 +108,10 @@ def _view_sources(schema: Schema, query: str) -> tuple[dict[str, Field], dict[st
             f = source.field(column.group(1))
             if f is not None:
                 out[name] = f
+    for col_name, (src, src_field) in view_query_sources(schema, query).items():  # joins too
+        found = src.field(src_field)
+        if found is not None:
+            out[col_name] = found
     if source is not None and "*" in items:
         for f in source.fields:
             out.setdefault(f.name, f)

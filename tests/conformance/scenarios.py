@@ -129,10 +129,37 @@ AUTH_OAUTH2 = [
 REALTIME = [
     "realtime-rules-expand-fields",
     "realtime-subscription-refusals",
+    "realtime-cascade-delete",
+    "realtime-auth-resets",
 ]
 
 FILES = [
     "files-upload-download",
+    "files-thumbs",
+    "files-protected-token",
+]
+
+# The request log (instance-wide: engines of their own per scenario), through the SDK's LogService.
+LOGS = [
+    "logs-list-view-stats",
+    "logs-settings",
+]
+
+# The cron jobs of a fresh instance, listed and run through the SDK's CronService (isolated).
+CRONS = [
+    "crons-list-run",
+]
+
+# Batches with file uploads (pb.createBatch() with File values) and failing ones.
+BATCH_FILES = [
+    "batch-files-upload",
+    "batch-files-rollback",
+]
+
+# Files through view collections, and uploads to hidden file fields.
+VIEW_FILES = [
+    "files-view-collection",
+    "files-hidden-field",
 ]
 
 # Scenarios that change instance-wide state run on engines of their own.
@@ -156,5 +183,9 @@ ALL = [
     *AUTH_OAUTH2,
     *REALTIME,
     *FILES,
+    *BATCH_FILES,
+    *VIEW_FILES,
+    *LOGS,
+    *CRONS,
     *ISOLATED,
 ]

@@ -14,15 +14,19 @@ import authOAuth2 from './conformance/auth_oauth2.mjs';
 import authOtp from './conformance/auth_otp.mjs';
 import authRecords from './conformance/auth_records.mjs';
 import batch from './conformance/batch.mjs';
+import batchFiles from './conformance/batch_files.mjs';
 import collections from './conformance/collections.mjs';
+import crons from './conformance/crons.mjs';
 import errors from './conformance/errors.mjs';
 import files from './conformance/files.mjs';
 import filters from './conformance/filters.mjs';
+import logs from './conformance/logs.mjs';
 import realtime from './conformance/realtime.mjs';
 import records from './conformance/records.mjs';
 import rules from './conformance/rules.mjs';
 import settings from './conformance/settings.mjs';
 import superusers from './conformance/superusers.mjs';
+import viewFiles from './conformance/view_files.mjs';
 import { Trace } from './conformance/trace.mjs';
 import { EventSource } from 'undici';
 
@@ -39,7 +43,7 @@ globalThis.fetch = (url, init = {}) =>
 
 function registry() {
   const all = {};
-  for (const group of [collections, records, authRecords, batch, filters, rules, settings, superusers, errors, authOtp, authEmail, authOAuth2, realtime, files]) {
+  for (const group of [collections, records, authRecords, batch, filters, rules, settings, superusers, errors, authOtp, authEmail, authOAuth2, realtime, files, logs, crons, batchFiles, viewFiles]) {
     for (const [name, scenario] of Object.entries(group)) {
       if (name in all) throw new Error(`scenario defined twice: ${name}`);
       all[name] = scenario;

@@ -50,6 +50,52 @@ const download = (t, label, rec, name, { query = {}, headers = {} } = {}) =>
 
 const missing = (t, label, path) => t.raw(label, 404, path);
 
+// --- thumbnails and protected files ------------------------------------------------------------
+// 150x100 images (top half red, bottom half blue) made with Pillow, and an 8x4 BMP.
+const IMAGES = {
+  png: ['image/png', 'iVBORw0KGgoAAAANSUhEUgAAAJYAAABkCAIAAADrOV6nAAABCElEQVR4nO3TQQkAMRAEwcs917+oyIqIPEJDlYKBZtae+Sj7Xw/gloR5EuZJmCdhnoR5EuZJmCdhnoR5EuZJmCdhnoR5EuZJmCdhnoR5EuZJmCdhnoR5EuZJmCdhnoR5EuZJmCdhnoR5EuZJmCdhnoR5EuZJmCdhnoR5EuZJmCdhnoR5EuZJmCdhnoR5EuZJmCdh3prZrzdwxQvzJMyTME/CPAnzJMyTME/CPAnzJMyTME/CPAnzJMyTME/CPAnzJMyTME/CPAnzJMyTME/CPAnzJMyTME/CPAnzJMyTME/CPAnzJMyTME/CPAnzJMyTME/CPAnzJMyTME/CPAnzJMyTME/CPAnzDk/mAn/zhHtwAAAAAElFTkSuQmCC'],
+  jpg: ['image/jpeg', '/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDABsSFBcUERsXFhceHBsgKEIrKCUlKFE6PTBCYFVlZF9VXVtqeJmBanGQc1tdhbWGkJ6jq62rZ4C8ybqmx5moq6T/2wBDARweHigjKE4rK06kbl1upKSkpKSkpKSkpKSkpKSkpKSkpKSkpKSkpKSkpKSkpKSkpKSkpKSkpKSkpKSkpKSkpKT/wAARCABkAJYDASIAAhEBAxEB/8QAHwAAAQUBAQEBAQEAAAAAAAAAAAECAwQFBgcICQoL/8QAtRAAAgEDAwIEAwUFBAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAkM2JyggkKFhcYGRolJicoKSo0NTY3ODk6Q0RFRkdISUpTVFVWV1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKTlJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx8vP09fb3+Pn6/8QAHwEAAwEBAQEBAQEBAQAAAAAAAAECAwQFBgcICQoL/8QAtREAAgECBAQDBAcFBAQAAQJ3AAECAxEEBSExBhJBUQdhcRMiMoEIFEKRobHBCSMzUvAVYnLRChYkNOEl8RcYGRomJygpKjU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hpanN0dXZ3eHl6goOEhYaHiImKkpOUlZaXmJmaoqOkpaanqKmqsrO0tba3uLm6wsPExcbHyMnK0tPU1dbX2Nna4uPk5ebn6Onq8vP09fb3+Pn6/9oADAMBAAIRAxEAPwDNooormPbCiiigAooooAKKKKACiiigAooooAKKKKACiiigAooooAKKKKACiiigAooooAKKKKACiiigAooooAKKKKACiiigAooooAKKKKACiiigAooooAKKKKACiiigAooooAKKKKACiiigAooooAKKKKACiiigAooooAr+Y/r+lHmP6/pTaK+g9jT/AJV9x4ntan8z+8d5j+v6UeY/r+lNoo9jT/lX3B7Wp/M/vHeY/r+lHmP6/pTaKPY0/wCVfcHtan8z+8d5j+v6UeY/r+lNoo9jT/lX3B7Wp/M/vHeY/r+lHmP6/pTaKPY0/wCVfcHtan8z+8d5j+v6UeY/r+lNoo9jT/lX3B7Wp/M/vHeY/r+lHmP6/pTaKPY0/wCVfcHtan8z+8d5j+v6UeY/r+lNoo9jT/lX3B7Wp/M/vHeY/r+lHmP6/pTaKPY0/wCVfcHtan8z+8d5j+v6UU2ij2NP+VfcHtan8z+8KKKK0MwooooAKKKKACiiigAooooAKKKKACiiigAooooAKKKKACiiigAooooAKKKKACiiigAooooAKKKKACiiigAooooAKKKKACiiigAooooAKKKKACiiigAooooAKKKKACiiigAooooAKKKKACiiigAooooAKKKKAP/Z'],
+  gif: ['image/gif', 'R0lGODdhlgBkAIEAAMgKCgoKyAAAAAAAACwAAAAAlgBkAEAI/wABCBxIsKDBgwgTKlzIsKHDhxAjSpxIsaLFixgzatzIsaPHjyBDihxJsqTJkyhTqlzJsuXDADBjypxJs6bNmzhz6tzJs6fPn0CDCh1KtKjRo0iTKl3KtKnTp1CjSp1KtarVq1Vdat3KtavXr2DDih1LtqzZs2hZYl3Ltq3bt3Djyp1Lt67du3jz6pWbtq/fv4ADCx5MuLDhw4gTK17MuLHjx5AjS55Mcq/ly5gza97MubPnz6BDix5NurTp06hTq17NurXr1zQpy55Nu7bt27hz697Nu7fv38CDCx9OvLjx48iTK1/OvLnz59CjS59OHSPs69iza9/Ovbv37+DDix0fT768+fPo06tfz769+/fw48ufT7++/fv48xsNCAA7'],
+  webp: ['image/webp', 'UklGRroAAABXRUJQVlA4IK4AAADQCgCdASqWAGQAPm02l0ikIyIhJRLoAIANiWdu4W/Q/Z0HyATAD+AYQB/APb/uwD9AAA6eJ1xasW2SoKnNrt6K+x+fwHoD8fj8fj8fj8flsdbVomGiMza7eiwFgLAVYAD+/PiX//AcS6+lB//7nA+mn7LP66EkRnkANLzA2kVJ0//+hYaLOC9JPVaJ/8Cf8df4ohA7mnJRo4QQWeNX/QxIkSJEzvnd69MPFAAAAAA='],
+  bmp: ['image/bmp', 'Qk2WAAAAAAAAADYAAAAoAAAACAAAAAQAAAABABgAAAAAAGAAAADEDgAAxA4AAAAAAAAAAAAAywoHywoHywoHywoHywoHywoHywoHywoHuQoZuQoZuQoZuQoZuQoZuQoZuQoZuQoZGQq5GQq5GQq5GQq5GQq5GQq5GQq5GQq5BwrLBwrLBwrLBwrLBwrLBwrLBwrLBwrL'],
+};
+const image = (ext, name = `picture.${ext}`) => new File([Buffer.from(IMAGES[ext][1], 'base64')], name, { type: IMAGES[ext][0] });
+const THUMBS = ['50x50', '50x20t', '50x20b', '0x50', '50x0', '400x400f', '50x50f'];
+
+/** An image's [width, height] read from its header (png, gif, jpeg, lossy webp, bmp), else null. */
+export const imageSize = (b) => {
+  const tag = (from, to) => b.subarray(from, to).toString('latin1');
+  if (b.length >= 24 && tag(1, 4) === 'PNG') return [b.readUInt32BE(16), b.readUInt32BE(20)];
+  if (b.length >= 10 && tag(0, 3) === 'GIF') return [b.readUInt16LE(6), b.readUInt16LE(8)];
+  if (b.length >= 26 && tag(0, 2) === 'BM') return [b.readInt32LE(18), Math.abs(b.readInt32LE(22))];
+  if (b.length >= 30 && tag(0, 4) === 'RIFF' && tag(8, 16) === 'WEBPVP8 ') return [b.readUInt16LE(26) & 0x3fff, b.readUInt16LE(28) & 0x3fff];
+  if (b.length >= 4 && b[0] === 0xff && b[1] === 0xd8) {
+    for (let i = 2; i + 9 < b.length; ) {
+      if (b[i] !== 0xff) return null;
+      const marker = b[i + 1];
+      if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) return [b.readUInt16BE(i + 7), b.readUInt16BE(i + 5)];
+      i += 2 + b.readUInt16BE(i + 2);
+    }
+  }
+  return null;
+};
+
+/** GETs a file URL (a recorded step, a surprise unless 200): status, type, disposition (names
+ * masked), image size (thumbs are compared by size, not bytes). */
+const fetchImage = (t, label, url) =>
+  t.ok(label, async () => {
+    const response = await fetch(url);
+    const bytes = Buffer.from(await response.arrayBuffer());
+    if (response.status !== 200) t.surprises.push({ step: label, expected: 200, got: response.status });
+    return {
+      status: response.status,
+      contentType: response.headers.get('content-type'),
+      disposition: mask(response.headers.get('content-disposition')),
+      size: imageSize(bytes),
+      length: response.headers.get('content-type')?.startsWith('image/') ? undefined : bytes.length,
+    };
+  });
+
 export default {
   async 'files-upload-download'(t) {
     await t.login();
@@ -97,5 +143,94 @@ export default {
     const last = await docs.getOne(rec.id);
     await t.ok('delete the record', () => docs.delete(rec.id));
     await missing(t, 'a deleted record\'s file', `/api/files/fl_docs/${rec.id}/${last.docs[0]}`);
+  },
+  async 'files-thumbs'(t) {
+    await t.login();
+    await collection(t, 'fl_pics', [
+      { name: 'pics', type: 'file', maxSelect: 9, thumbs: THUMBS },
+      { name: 'one', type: 'file', maxSelect: 1 },
+    ], { listRule: '', viewRule: '' });
+    const pics = t.pb.collection('fl_pics');
+    const rec = await t.ok('upload every kind of image and a text', () =>
+      pics.create({ pics: [...Object.keys(IMAGES).map((ext) => image(ext)), text('not an image', 'notes.txt')], one: image('png', 'single.png') }),
+      { pick: (r) => mask(r.pics) });
+    if (!rec) return;
+    for (const [i, name] of rec.pics.entries()) {
+      for (const thumb of ['', '100x100', ...THUMBS, '70x70', '0x0', 'nonsense']) {
+        await fetchImage(t, `file ${i} thumb=${thumb}`, t.pb.files.getURL(rec, name, thumb ? { thumb } : {}));
+      }
+    }
+    await fetchImage(t, 'a thumb again (from the storage)', t.pb.files.getURL(rec, rec.pics[0], { thumb: '50x20t' }));
+    await fetchImage(t, 'a thumb with download=1', t.pb.files.getURL(rec, rec.pics[1], { thumb: '50x50', download: 1 }));
+    await fetchImage(t, 'the single file\'s default thumb', t.pb.files.getURL(rec, rec.one, { thumb: '100x100' }));
+    const replaced = await t.ok('replace the single file', () => pics.update(rec.id, { one: image('gif', 'other.gif') }), { pick: (r) => mask(r.one) });
+    await missing(t, 'the replaced file\'s thumb is gone', `/api/files/fl_pics/${rec.id}/${rec.one}?thumb=100x100`);
+    if (replaced) await fetchImage(t, 'the new file\'s thumb', t.pb.files.getURL(replaced, replaced.one, { thumb: '100x100' }));
+    await t.ok('delete the record', () => pics.delete(rec.id));
+    await missing(t, 'a deleted record\'s thumb', `/api/files/fl_pics/${rec.id}/${rec.pics[0]}?thumb=50x50`);
+  },
+
+  async 'files-protected-token'(t) {
+    await t.login();
+    const members = await t.ok('create an auth collection', () =>
+      t.pb.collections.create({ name: 'fl_members', type: 'auth', fileToken: { duration: 120 } }), { pick: (c) => c.fileToken?.duration });
+    if (!members) return;
+    const password = 'member-pass-123';
+    const users = {};
+    for (const name of ['alice', 'bob']) {
+      users[name] = await t.ok(`create member ${name}`, () =>
+        t.pb.collection('fl_members').create({ email: `${name}@example.com`, password, passwordConfirm: password }), { pick: (r) => r.email });
+    }
+    await collection(t, 'fl_secrets', [
+      { name: 'owner', type: 'relation', collectionId: members.id, maxSelect: 1 },
+      { name: 'secret', type: 'file', protected: true, maxSelect: 1, thumbs: ['40x40'] },
+      { name: 'open', type: 'file', maxSelect: 1 },
+    ], { listRule: '', viewRule: '@request.auth.id = owner' });
+    await collection(t, 'fl_ctx', [{ name: 'secret', type: 'file', protected: true, maxSelect: 1 }],
+      { viewRule: "@request.context = 'protectedFile'" });
+    await collection(t, 'fl_locked', [{ name: 'secret', type: 'file', protected: true, maxSelect: 1 }]);
+    const rec = await t.ok('a record with a protected file', () =>
+      t.pb.collection('fl_secrets').create({ owner: users.alice?.id, secret: image('png', 'secret.png'), open: text('open', 'open.txt') }),
+      { pick: (r) => mask([r.secret, r.open]) });
+    const ctx = await t.ok('a record whose rule asks for the file context', () => t.pb.collection('fl_ctx').create({ secret: text('ctx', 'ctx.txt') }), { pick: (r) => mask(r.secret) });
+    const locked = await t.ok('a record of a superusers-only collection', () => t.pb.collection('fl_locked').create({ secret: text('locked', 'locked.txt') }), { pick: (r) => mask(r.secret) });
+    if (!rec || !ctx || !locked) return;
+
+    const alice = t.client();
+    const bob = t.client();
+    await t.ok('alice logs in', () => alice.collection('fl_members').authWithPassword('alice@example.com', password), { pick: (r) => r.record.email });
+    await t.ok('bob logs in', () => bob.collection('fl_members').authWithPassword('bob@example.com', password), { pick: (r) => r.record.email });
+    await t.fails('a guest gets no file token', 401, () => t.anon.files.getToken());
+    const aliceToken = await t.ok('alice gets a file token', () => alice.files.getToken(), { pick: (v) => typeof v });
+    const bobToken = await t.ok('bob gets a file token', () => bob.files.getToken(), { pick: (v) => typeof v });
+    const suToken = await t.ok('the superuser gets a file token', () => t.pb.files.getToken(), { pick: (v) => typeof v });
+    const claims = (token) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString());
+    if (aliceToken) {
+      const c = claims(aliceToken);
+      t.note('alice\'s file token claims', { type: c.type, collection: c.collectionId === members.id, id: c.id === users.alice?.id, lifetime: Math.round((c.exp - Date.now() / 1000) / 10) * 10 });
+    }
+    if (suToken) t.note('the superuser\'s token lifetime', Math.round((claims(suToken).exp - Date.now() / 1000) / 10) * 10);
+
+    const url = (record, token, query = {}) => t.pb.files.getURL(record, record.secret, token ? { token, ...query } : query);
+    await missing(t, 'the protected file without a token', `/api/files/fl_secrets/${rec.id}/${rec.secret}`);
+    await t.raw('the protected file with the superuser\'s header but no token', 404, `/api/files/fl_secrets/${rec.id}/${rec.secret}`);
+    await t.raw('the protected file with alice\'s auth token as the token', 404, `/api/files/fl_secrets/${rec.id}/${rec.secret}?token=${alice.authStore.token}`);
+    await t.raw('the protected file with a bad token', 404, `/api/files/fl_secrets/${rec.id}/${rec.secret}?token=nonsense`);
+    await fetchImage(t, 'the protected file with alice\'s token', url(rec, aliceToken));
+    await fetchImage(t, 'a thumb of the protected file with alice\'s token', url(rec, aliceToken, { thumb: '40x40' }));
+    await fetchImage(t, 'the default thumb of the protected file with a token', url(rec, aliceToken, { thumb: '100x100' }));
+    await t.raw('the protected file with bob\'s token', 404, `/api/files/fl_secrets/${rec.id}/${rec.secret}?token=${bobToken}`);
+    await fetchImage(t, 'the protected file with the superuser\'s token', url(rec, suToken));
+    await t.raw('a thumb of the protected file without a token', 404, `/api/files/fl_secrets/${rec.id}/${rec.secret}?thumb=40x40`, {}, { auth: false });
+    await fetchImage(t, 'the open file without a token', t.pb.files.getURL(rec, rec.open));
+    await fetchImage(t, 'a guest in the protected-file context', t.pb.files.getURL(ctx, ctx.secret));
+    await t.raw('alice on a superusers-only collection', 404, `/api/files/fl_locked/${locked.id}/${locked.secret}?token=${aliceToken}`);
+    await fetchImage(t, 'the superuser on a superusers-only collection', url(locked, suToken));
+    await t.ok('bob\'s password changes', () => t.pb.collection('fl_members').update(users.bob.id, { password: 'another-pass-1', passwordConfirm: 'another-pass-1' }), { pick: (r) => r.email });
+    await t.ok('bob owns the record now', () => t.pb.collection('fl_secrets').update(rec.id, { owner: users.bob.id }), { pick: (r) => r.owner === users.bob.id });
+    await t.raw('bob\'s old token after the change', 404, `/api/files/fl_secrets/${rec.id}/${rec.secret}?token=${bobToken}`);
+    await t.ok('bob logs in again', () => bob.collection('fl_members').authWithPassword('bob@example.com', 'another-pass-1'), { pick: (r) => r.record.email });
+    const newToken = await t.ok('bob gets a new file token', () => bob.files.getToken(), { pick: (v) => typeof v });
+    await fetchImage(t, 'bob\'s new token', url(rec, newToken));
   },
 };

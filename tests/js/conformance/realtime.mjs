@@ -113,6 +113,145 @@ export default {
     for (const client of [bob, guest, t.pb]) await client.realtime.unsubscribe();
   },
 
+  async 'realtime-cascade-delete'(t) {
+    // A delete that cascades: every cascaded record gets its own `delete` event, judged by its
+    // rules as they held before the transaction (the comments' rule goes through the deleted
+    // post), unlinked references get an `update`, and a cascaded auth record's client loses its
+    // auth (its later events stop) — the ordering inside one transaction included.
+    await t.login();
+    const users = await collection(t, 'rtc_users', [], { type: 'auth', listRule: '', viewRule: '' });
+    const posts = await collection(
+      t,
+      'rtc_posts',
+      [
+        { name: 'title', type: 'text' },
+        { name: 'owner', type: 'relation', collectionId: users.id, maxSelect: 1 },
+      ],
+      { listRule: 'owner = @request.auth.id', viewRule: 'owner = @request.auth.id' },
+    );
+    const comments = await collection(
+      t,
+      'rtc_comments',
+      [
+        { name: 'title', type: 'text' },
+        { name: 'post', type: 'relation', collectionId: posts.id, maxSelect: 1, cascadeDelete: true },
+      ],
+      { listRule: 'post.owner = @request.auth.id', viewRule: 'post.owner = @request.auth.id' },
+    );
+    await t.ok('add a reply relation to the comments', () =>
+      t.pb.collections.update(comments.id, {
+        fields: [
+          ...comments.fields,
+          { name: 'parent', type: 'relation', collectionId: comments.id, maxSelect: 1, cascadeDelete: true },
+        ],
+      }), { pick: (c) => c.fields.map((f) => f.name) });
+    await collection(
+      t,
+      'rtc_links',
+      [
+        { name: 'title', type: 'text' },
+        { name: 'posts', type: 'relation', collectionId: posts.id, maxSelect: 5 },
+      ],
+      { listRule: '@request.auth.id != ""', viewRule: '@request.auth.id != ""' },
+    );
+    await collection(
+      t,
+      'rtc_members',
+      [{ name: 'post', type: 'relation', collectionId: posts.id, maxSelect: 1, cascadeDelete: true }],
+      { type: 'auth', listRule: '', viewRule: '' },
+    );
+    const alice = await user(t, 'rtc_users', 'alice@example.com');
+    const bob = await user(t, 'rtc_users', 'bob@example.com');
+    const guest = t.client();
+    const aliceId = alice.authStore.record.id;
+
+    const post = await t.ok('create the post', () =>
+      t.pb.collection('rtc_posts').create({ title: 'doomed', owner: aliceId }));
+    const other = await t.ok('create another post', () =>
+      t.pb.collection('rtc_posts').create({ title: 'other', owner: aliceId }));
+    const c1 = await t.ok('create comment one', () =>
+      t.pb.collection('rtc_comments').create({ title: 'one', post: post.id }));
+    await t.ok('create comment two', () => t.pb.collection('rtc_comments').create({ title: 'two', post: post.id }));
+    await t.ok('create a reply without a post', () =>
+      t.pb.collection('rtc_comments').create({ title: 'reply', parent: c1.id }));
+    await t.ok('create a comment elsewhere', () =>
+      t.pb.collection('rtc_comments').create({ title: 'kept', post: other.id }));
+    const link = await t.ok('create a link to both posts', () =>
+      t.pb.collection('rtc_links').create({ title: 'link', posts: [post.id, other.id] }));
+    await t.ok('create a member of the post', () =>
+      t.pb.collection('rtc_members').create({
+        email: 'member@example.com', password: 'realtime-pass-1', passwordConfirm: 'realtime-pass-1', post: post.id,
+      }));
+    const member = t.client();
+    await t.ok('login the member', () =>
+      member.collection('rtc_members').authWithPassword('member@example.com', 'realtime-pass-1'), {
+      pick: (r) => r.record.email,
+    });
+
+    const subs = {};
+    for (const [who, client] of Object.entries({ alice, bob, guest, member, superuser: t.pb })) {
+      for (const coll of ['rtc_posts', 'rtc_comments', 'rtc_links', 'rtc_members']) {
+        subs[`${who} ${coll}`] = await listen(t, client, `${who} ${coll}/*`, coll, '*');
+      }
+    }
+    subs['superuser comments with expand'] = await listen(
+      t, t.pb, 'superuser rtc_comments/* with expand', 'rtc_comments', '*', { expand: 'post,parent' });
+
+    await t.ok('delete the post', () => t.pb.collection('rtc_posts').delete(post.id));
+    await settle();
+    for (const [name, sub] of Object.entries(subs)) t.note(`events of ${name}`, sorted(sub.events));
+    t.check('the unlinked link keeps the other post',
+      subs['alice rtc_links'].events.some((e) => e.action === 'update' && e.record.posts.join() === other.id));
+    await t.ok('what is left of the comments', () =>
+      t.pb.collection('rtc_comments').getFullList({ sort: 'title' }), { pick: (items) => items.map((i) => i.title) });
+
+    // the member's record is gone: its client is a guest now, the others keep their auth
+    for (const sub of Object.values(subs)) sub.events.length = 0;
+    await t.ok('update the link again', () => t.pb.collection('rtc_links').update(link.id, { title: 'link again' }));
+    await settle();
+    t.note('after the cascade: the member', sorted(subs['member rtc_links'].events));
+    t.note('after the cascade: alice', sorted(subs['alice rtc_links'].events));
+    for (const client of [alice, bob, guest, member, t.pb]) await client.realtime.unsubscribe();
+  },
+
+  async 'realtime-auth-resets'(t) {
+    // A client keeps its stream but loses its auth when its collection's token secret changes
+    // or its collection is deleted: its topics are then judged as a guest's.
+    await t.login();
+    const members = await collection(t, 'rta_members', [], { type: 'auth' });
+    await collection(t, 'rta_guests', [], { type: 'auth' });
+    await collection(t, 'rta_notes', [{ name: 'title', type: 'text' }], {
+      listRule: '@request.auth.id != ""',
+      viewRule: '@request.auth.id != ""',
+    });
+    const alice = await user(t, 'rta_members', 'alice@example.com');
+    const bob = await user(t, 'rta_guests', 'bob@example.com');
+    const subs = {
+      alice: await listen(t, alice, 'alice rta_notes/*', 'rta_notes', '*'),
+      bob: await listen(t, bob, 'bob rta_notes/*', 'rta_notes', '*'),
+      superuser: await listen(t, t.pb, 'superuser rta_notes/*', 'rta_notes', '*'),
+    };
+    const notes = t.pb.collection('rta_notes');
+    await t.ok('create a first note', () => notes.create({ title: 'first' }));
+    await settle();
+    for (const [name, sub] of Object.entries(subs)) t.note(`before: ${name}`, sorted(sub.events));
+
+    for (const sub of Object.values(subs)) sub.events.length = 0;
+    await t.ok('invalidate the members tokens', () =>
+      t.pb.collections.update(members.id, { authToken: { secret: 'x'.repeat(50) } }), { pick: () => null });
+    await t.fails('the old member token is refused', 401, () => alice.collection('rta_members').authRefresh());
+    await t.ok('create a second note', () => notes.create({ title: 'second' }));
+    await settle();
+    for (const [name, sub] of Object.entries(subs)) t.note(`after the new secret: ${name}`, sorted(sub.events));
+
+    for (const sub of Object.values(subs)) sub.events.length = 0;
+    await t.ok('delete the guests collection', () => t.pb.collections.delete('rta_guests'));
+    await t.ok('create a third note', () => notes.create({ title: 'third' }));
+    await settle();
+    for (const [name, sub] of Object.entries(subs)) t.note(`after the deletion: ${name}`, sorted(sub.events));
+    for (const client of [alice, bob, t.pb]) await client.realtime.unsubscribe();
+  },
+
   async 'realtime-subscription-refusals'(t) {
     const anon = t.client();
     await t.raw('POST without a client id', 400, '/api/realtime', {
