@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import copy
+import dataclasses
 import inspect
 import logging
 import threading
@@ -69,7 +70,7 @@ from instance_runtime.hooks.binders import AsyncHookBinder, SyncHookBinder
 from instance_runtime.hooks.errors import NotFoundError
 from instance_runtime.hooks.events import BootstrapEvent, RecordErrorEvent
 from instance_runtime.hooks.guard import handler_label
-from instance_runtime.hooks.registry import CronBinding, HooksState, RouteBinding
+from instance_runtime.hooks.registry import CronBinding, Extras, HooksState, RouteBinding
 from instance_runtime.hooks.routes import HookRoute, RequestEvent
 from instance_runtime.tools.cron import Schedule
 from instance_runtime.tools.mailer import MailAddress, Message
@@ -177,12 +178,11 @@ class HooksApp:
         self.mailer = HookMailer(self._state)
         self.logger = hook_log
         s = self._state
-        for name in _APP_SYNC:
-            setattr(self, name, SyncHookBinder(s, name, _app_hook(name)))
-        for name in _APP_ASYNC:
-            setattr(self, name, AsyncHookBinder(s, name, _app_hook(name)))
-        for name in _EXTRAS:
-            setattr(self, name, SyncHookBinder(s, name, _extra_hook(name)))
+        for name, annotation in HooksApp.__annotations__.items():  # the typed list above
+            if name.startswith("on_"):
+                asynchronous = str(annotation).startswith("AsyncHookBinder")
+                binder = AsyncHookBinder if asynchronous else SyncHookBinder
+                setattr(self, name, binder(s, name, _hook_of(name)))
 
     # ------------------------------------------------------------------ attachment
     def _attach(self, state: HooksState | None) -> None:
@@ -342,50 +342,14 @@ def _guard_job(fn: Callable[[], Any], label: str) -> Callable[[], Any]:
     return job
 
 
-_APP_SYNC = (
-    "on_record_validate",
-    "on_record_create",
-    "on_record_update",
-    "on_record_delete",
-    "on_record_after_create_success",
-    "on_record_after_update_success",
-    "on_record_after_delete_success",
-    "on_collection_after_create_success",
-    "on_collection_after_update_success",
-    "on_collection_after_delete_success",
-    "on_mailer_send",
-    "on_settings_reload",
-    "on_serve",
-    "on_terminate",
-)
-_APP_ASYNC = (
-    "on_records_list_request",
-    "on_record_view_request",
-    "on_record_create_request",
-    "on_record_update_request",
-    "on_record_delete_request",
-    "on_record_auth_request",
-    "on_record_auth_with_password_request",
-    "on_record_auth_refresh_request",
-    "on_record_auth_with_oauth2_request",
-    "on_realtime_connect_request",
-    "on_realtime_subscribe_request",
-    "on_realtime_message_send",
-)
-_EXTRAS = (
-    "on_bootstrap",
-    "on_record_after_create_error",
-    "on_record_after_update_error",
-    "on_record_after_delete_error",
-)
+_EXTRA_HOOKS = frozenset(f.name for f in dataclasses.fields(Extras))
 
 
-def _app_hook(name: str) -> Callable[[HooksState], Any]:
+def _hook_of(name: str) -> Callable[[HooksState], Any]:
+    """The hook behind `app.NAME`: one only hooks have (`Extras`), else the runtime's."""
+    if name in _EXTRA_HOOKS:
+        return lambda state: getattr(state.extras, name)
     return lambda state: getattr(state.runtime.hooks, name)
-
-
-def _extra_hook(name: str) -> Callable[[HooksState], Any]:
-    return lambda state: getattr(state.extras, name)
 
 
 app = HooksApp()
