@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from instance_runtime.core.errors import bad_request
 from instance_runtime.core.field_resolver import build_records_query
 from instance_runtime.core.models import Collection
 from instance_runtime.core.records import (
@@ -46,6 +47,7 @@ from instance_runtime.core.request_info import RequestInfo
 from instance_runtime.core.schema import Schema
 from instance_runtime.tools.dbutils import parse_index, quote
 from instance_runtime.tools.search import Expr, FilterError, quote_column
+from instance_runtime.tools.tokenizer import UnbalancedError, tokenize
 
 MAX_EXPAND_DEPTH = 6
 MAX_BACK_RELATIONS = 1000  # PocketBase's arbitrary limit per record and back-relation
@@ -283,8 +285,11 @@ def _excerpt(value: Any, max_len: int, ellipsis: bool) -> Any:
 
 def _parse_fields(fields: str) -> dict[str, Excerpt | None]:
     parsed: dict[str, Excerpt | None] = {}
-    for raw in _split_fields(fields):
-        item = raw.strip()
+    try:
+        items = tokenize(fields)
+    except UnbalancedError as exc:
+        raise bad_request() from exc  # as PocketBase's picker fails the response
+    for item in items:
         name, sep, modifier = item.partition(":")
         match = _EXCERPT_MODIFIER.match(modifier.strip()) if sep else None
         if match is None:
@@ -292,24 +297,6 @@ def _parse_fields(fields: str) -> dict[str, Excerpt | None]:
             continue
         parsed[name] = (int(match.group(1)), (match.group(2) or "") in _TRUE)
     return parsed
-
-
-def _split_fields(text: str) -> list[str]:
-    parts: list[str] = []
-    current: list[str] = []
-    depth = 0
-    for ch in text:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(ch)
-    parts.append("".join(current))
-    return parts
 
 
 def _pick_any(data: Any, fields: dict[str, Excerpt | None]) -> None:

@@ -17,7 +17,6 @@ Contract:
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from typing import Any
 
@@ -67,13 +66,7 @@ def list_logs(conn: sqlite3.Connection, params: ListParams) -> dict[str, Any]:
     if not params.skip_total:
         count = query.build_count("id")
         total = int(conn.execute(count.sql, count.params).fetchone()[0])
-    return {
-        "items": items,
-        "page": params.page,
-        "perPage": params.per_page,
-        "totalItems": total,
-        "totalPages": -1 if total < 0 else math.ceil(total / params.per_page),
-    }
+    return params.result(items, total)
 
 
 def find_log(conn: sqlite3.Connection, log_id: str) -> dict[str, Any] | None:

@@ -205,6 +205,17 @@ class ListParams:
         wrapped = (self.per_page * (self.page - 1) + 2**63) % 2**64 - 2**63
         return max(wrapped, 0)
 
+    def result(self, items: list[Any], total: int) -> dict[str, Any]:
+        """PocketBase's search result for one page of `items` out of `total` (-1 with
+        `skipTotal`: the totals are then -1 too)."""
+        return {
+            "items": items,
+            "page": self.page,
+            "perPage": self.per_page,
+            "totalItems": total,
+            "totalPages": -1 if total < 0 else math.ceil(total / self.per_page),
+        }
+
     @classmethod
     def parse(cls, query: dict[str, str]) -> ListParams:
         """The list parameters of a query string, parsed as PocketBase's search provider does
@@ -280,13 +291,7 @@ def list_records(
             total = int(conn.execute(count.sql, count.params).fetchone()[0])
     except sqlite3.Error as exc:
         raise bad_request() from exc
-    return {
-        "items": items,
-        "page": params.page,
-        "perPage": params.per_page,
-        "totalItems": total,
-        "totalPages": -1 if total < 0 else math.ceil(total / params.per_page),
-    }
+    return params.result(items, total)
 
 
 def check_rule(

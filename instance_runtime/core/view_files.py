@@ -30,6 +30,7 @@ from instance_runtime.core.models import Collection
 from instance_runtime.core.records import find
 from instance_runtime.core.schema import Schema
 from instance_runtime.tools.dbutils import quote
+from instance_runtime.tools.tokenizer import UnbalancedError, tokenize
 
 if TYPE_CHECKING:
     from instance_runtime.core.app import App
@@ -45,41 +46,6 @@ _JOIN = re.compile(
 _DISCARD = re.compile(r"\s+(where|group\s+by|having|order|limit|with)\s+?", re.I | re.M)
 _COMMENTS = re.compile(r"(/\*[\s\S]*?\*/)|(--.+$)", re.M)
 _JOIN_MARK, _DISCARD_MARK = "__pf_join__", "__pf_discard__"
-_QUOTES = "`\"'"
-
-
-def _split(text: str, separators: str, keep: bool = False) -> list[str]:
-    """`text` cut at `separators` outside of quotes and parentheses (PocketBase's tokenizer);
-    with `keep` each piece keeps its separator. Empty pieces are dropped."""
-    pieces: list[str] = []
-    current: list[str] = []
-    depth = 0
-    quote_char = ""
-    for ch in text:
-        if quote_char:
-            current.append(ch)
-            if ch == quote_char:
-                quote_char = ""
-            continue
-        if ch in _QUOTES:
-            quote_char = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth = max(depth - 1, 0)
-        elif depth == 0 and ch in separators:
-            if keep:
-                current.append(ch)
-            piece = "".join(current)
-            if piece.strip(separators if not keep else " \t\n"):
-                pieces.append(piece)
-            current = []
-            continue
-        current.append(ch)
-    piece = "".join(current)
-    if piece.strip():
-        pieces.append(piece)
-    return pieces
 
 
 def _trim(raw: str, extra: str = "") -> str:
@@ -90,8 +56,8 @@ def _trim(raw: str, extra: str = "") -> str:
 def _identifiers(raw: str) -> list[tuple[str, str]]:
     """`(original, alias)` of each comma-separated item (`x`, `x alias`, `x AS alias`)."""
     out: list[tuple[str, str]] = []
-    for item in _split(raw, ","):
-        parts = [p.strip() for p in _split(item, " \n\t")]
+    for item in tokenize(raw, ","):
+        parts = tokenize(item, " \n\t")
         if len(parts) == 3 and parts[1].lower() == "as":
             original, alias = parts[0], parts[2]
         elif len(parts) == 2:
@@ -114,7 +80,7 @@ def _parse(query: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     active: list[str] | None = None
     kind = ""
     skip = False
-    for token in _split(text, ", \n\t", keep=True):
+    for token in tokenize(text, ", \n\t", keep_separator=True):
         word = token.strip().lower()
         if word == "select":
             skip, kind, active = False, "select", parts["select"]
@@ -141,7 +107,10 @@ def _parse(query: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
 
 def view_query_sources(schema: Schema, query: str) -> dict[str, tuple[Collection, str]]:
     """See the module docstring."""
-    columns, tables = _parse(query)
+    try:
+        columns, tables = _parse(query)
+    except UnbalancedError:
+        return {}  # not a query a view collection can hold
     by_name = {c.name: c for c in schema.all()}
     collections: dict[str, Collection] = {}
     for original, alias in tables:

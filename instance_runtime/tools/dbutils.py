@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from instance_runtime.tools.tokenizer import UnbalancedError, tokenize
+
 _INDEX_RE = re.compile(
     r"create\s+(unique\s+)?\s*index\s*(if\s+not\s+exists\s+)?(\S*)\s+on\s+(\S*)\s*\(([\s\S]*)\)"
     r"(?:\s*where\s+([\s\S]*))?",
@@ -80,33 +82,12 @@ class Index:
         return "".join(out)
 
 
-def _split_top_level(text: str, sep: str) -> list[str]:
-    """Split on `sep` outside parentheses and quotes."""
-    parts: list[str] = []
-    depth = 0
-    quote_char = ""
-    current: list[str] = []
-    for ch in text:
-        if quote_char:
-            current.append(ch)
-            if ch == quote_char:
-                quote_char = ""
-            continue
-        if ch in "'\"`":
-            quote_char = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == sep and depth == 0:
-            parts.append("".join(current).strip())
-            current = []
-            continue
-        current.append(ch)
-    tail = "".join(current).strip()
-    if tail:
-        parts.append(tail)
-    return parts
+def _tokens(text: str, separators: str) -> list[str]:
+    """The tokens of `text`, none when it is unbalanced (PocketBase ignores the error)."""
+    try:
+        return tokenize(text, separators)
+    except UnbalancedError:
+        return []
 
 
 def parse_index(expr: str) -> Index:
@@ -117,14 +98,14 @@ def parse_index(expr: str) -> Index:
         return result
     result.unique = bool((match.group(1) or "").strip())
     result.optional = bool((match.group(2) or "").strip())
-    name_parts = _split_top_level(match.group(3) or "", ".")
+    name_parts = _tokens(match.group(3) or "", ".")
     if len(name_parts) == 2:
         result.schema_name = name_parts[0].strip(_TRIM)
         result.index_name = name_parts[1].strip(_TRIM)
     elif name_parts:
         result.index_name = name_parts[0].strip(_TRIM)
     result.table_name = (match.group(4) or "").strip(_TRIM)
-    for raw in _split_top_level(match.group(5) or "", ","):
+    for raw in _tokens(match.group(5) or "", ","):
         col = _COLUMN_RE.match(raw)
         if not col:
             continue

@@ -225,6 +225,10 @@ export default {
       list.getList(1, 2, { sort: 'title', fields: 'title' }),
     );
     await t.ok('fields with spaces', () => list.getFullList({ sort: 'title', fields: ' title , rank ' }));
+    await t.fails('fields with an unbalanced parenthesis', 400, () =>
+      list.getFullList({ sort: 'title', fields: 'title,body:excerpt(20' }),
+    );
+    await t.fails('fields with an unclosed quote', 400, () => list.getOne(posts[1].id, { fields: "'title" }));
   },
 
   async 'records-view'(t) {
