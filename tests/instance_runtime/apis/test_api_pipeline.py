@@ -54,6 +54,7 @@ def test_every_answer_carries_the_security_headers_and_cors_for_an_origin(
         assert response.headers["x-xss-protection"] == "1; mode=block"
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["x-frame-options"] == "SAMEORIGIN"
+        assert response.headers["cross-origin-opener-policy"] == "same-origin"
         assert response.headers["access-control-allow-origin"] == "*"
     plain = httpx.get(f"{runtime.url}/api/health")
     assert "access-control-allow-origin" not in plain.headers
