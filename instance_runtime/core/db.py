@@ -9,7 +9,12 @@ Contract:
   a transaction: committed when `fn` returns, rolled back when it raises (the exception is
   re-raised to the caller). Writes run one at a time in submission order; a burst of queued
   writes is committed together (each in its own SAVEPOINT, so one failing write undoes only
-  itself) and every caller is answered only after the commit.
+  itself) and every caller is answered only after the commit. A write that ends the
+  transaction itself (a raw `COMMIT`/`ROLLBACK`) fails with `WriteEndedError`; one whose
+  statement makes SQLite roll the whole transaction back (`INSERT OR ROLLBACK`, a trigger's
+  `RAISE(ROLLBACK)`) fails with its error, and so do the writes of its batch it undid, with
+  `WriteEndedError` (never a success for a write that was not saved); the rest of the batch
+  goes on in a new transaction.
 - `await db.read(fn)` runs `fn(conn)` on a read-only connection of a small thread pool; readers
   see the last committed state and never wait for the writer (WAL).
 - `write_sync` / `read_sync` do the same from a thread that is not running the event loop
@@ -79,6 +84,39 @@ class _WriteTask:
         self.future = future
 
 
+# A row of this temporary table marks the writer's open transaction: when a statement ends
+# the transaction under a write (`INSERT OR ROLLBACK`, `RAISE(ROLLBACK)` in a trigger, a raw
+# `COMMIT`), the row tells whether what the earlier writes of the batch did was committed
+# (it is still there) or rolled back (gone with them).
+_MARK = "pf_writer_transaction"
+_ENDED = "a write must not end its transaction"
+
+
+class WriteEndedError(sqlite3.OperationalError):
+    """A write ended its transaction itself, or another write of its batch rolled it back."""
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(f"INSERT INTO temp.{_MARK} VALUES (1)")
+
+
+def _transaction_ended(
+    conn: sqlite3.Connection,
+    done: list[tuple[_WriteTask, BaseException | None, Any]],
+    pending: list[int],
+) -> None:
+    """The transaction holding the writes `pending` ended inside another write: they stand
+    if it was committed, else they fail (nothing of them was saved)."""
+    committed = conn.execute(f"SELECT count(*) FROM temp.{_MARK}").fetchone()[0] > 0
+    conn.execute(f"DELETE FROM temp.{_MARK}")
+    if not committed:
+        lost = WriteEndedError("rolled back by another write committed with it; nothing saved")
+        for i in pending:
+            done[i] = (done[i][0], lost, None)
+    pending.clear()
+
+
 class Database:
     """See the module docstring."""
 
@@ -98,6 +136,7 @@ class Database:
         self._writer_conn = _connect(path, readonly=False, hooks=self._hooks)
         if not autocheckpoint:
             self._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._writer_conn.execute(f"CREATE TEMP TABLE {_MARK} (n INTEGER)")
         self._queue: queue.SimpleQueue[_WriteTask | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="db-writer", daemon=True)
         self._writer.start()
@@ -131,52 +170,51 @@ class Database:
 
     @staticmethod
     def _run_group(conn: sqlite3.Connection, group: list[_WriteTask]) -> None:
-        results: list[tuple[_WriteTask, bool, Any]] = []
-        if len(group) == 1:
-            task = group[0]
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                value = task.fn(conn)
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                task.future.set_exception(exc)
-            else:
-                task.future.set_result(value)
-            return
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except BaseException as exc:
-            for task in group:
-                task.future.set_exception(exc)
-            return
+        """Run `group` in as few transactions as it allows (see the module docstring), then
+        answer every task: a task's value only once what it wrote is committed."""
+        done: list[tuple[_WriteTask, BaseException | None, Any]] = []  # answered after commit
+        pending: list[int] = []  # indexes in `done` of writes the open transaction holds
+        savepoints = len(group) > 1
         for task in group:
             try:
-                conn.execute("SAVEPOINT w")
+                if not conn.in_transaction:
+                    _begin(conn)
+                if savepoints:
+                    conn.execute("SAVEPOINT w")
                 value = task.fn(conn)
-                conn.execute("RELEASE w")
             except BaseException as exc:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK TO w")
-                    conn.execute("RELEASE w")
-                results.append((task, False, exc))
-            else:
-                results.append((task, True, value))
+                    if savepoints:
+                        conn.execute("ROLLBACK TO w")
+                        conn.execute("RELEASE w")
+                    else:
+                        conn.execute("ROLLBACK")
+                else:
+                    _transaction_ended(conn, done, pending)
+                done.append((task, exc, None))
+                continue
+            if not conn.in_transaction:  # `fn` committed or rolled back by itself
+                _transaction_ended(conn, done, pending)
+                done.append((task, WriteEndedError(_ENDED), None))
+                continue
+            if savepoints:
+                conn.execute("RELEASE w")
+            pending.append(len(done))
+            done.append((task, None, value))
         try:
             if conn.in_transaction:
+                conn.execute(f"DELETE FROM temp.{_MARK}")
                 conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for task in group:
-                task.future.set_exception(exc)
-            return
-        for task, ok, value in results:
-            if ok:
+            for i in pending:
+                done[i] = (done[i][0], exc, None)
+        for task, error, value in done:
+            if error is None:
                 task.future.set_result(value)
             else:
-                task.future.set_exception(value)
+                task.future.set_exception(error)
 
     def submit_write(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
         """Queue `fn` for the writer; the returned future resolves after its commit."""

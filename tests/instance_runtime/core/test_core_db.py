@@ -6,14 +6,14 @@ from __future__ import annotations
 import signal
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from instance_runtime.core.db import Database
+from instance_runtime.core.db import Database, WriteEndedError
 from tests.instance_runtime.runtime_process import RuntimeProcess
 
 
@@ -44,6 +44,83 @@ def test_a_failing_write_is_rolled_back_alone(db: Database) -> None:
     assert sum(isinstance(e, ValueError) for e in errors) == 50
     assert db.read_sync(_count) == 50
     assert db.read_sync(lambda c: c.execute("SELECT 1 FROM t WHERE v='lost'").fetchone()) is None
+
+
+def _batch(db: Database, *writes: Callable[[sqlite3.Connection], object]) -> list[object]:
+    """Submit `writes` so that they share one commit (the writer is held busy meanwhile);
+    their outcomes, an exception or a value each."""
+    running, gate = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        running.set()
+        gate.wait(5)
+
+    first = db.submit_write(hold)
+    assert running.wait(5)  # the writer is in `hold`: the writes below queue up together
+    futures = [db.submit_write(w) for w in writes]
+    gate.set()
+    first.result()
+    return [f.exception() or f.result() for f in futures]
+
+
+def _insert(value: str) -> Callable[[sqlite3.Connection], object]:
+    return lambda c: c.execute("INSERT INTO t (v) VALUES (?)", (value,)).rowcount
+
+
+def _values(db: Database) -> set[str]:
+    return {r[0] for r in db.read_sync(lambda c: c.execute("SELECT v FROM t").fetchall())}
+
+
+def test_a_write_that_rolls_back_its_whole_transaction_never_reports_the_others_saved(
+    db: Database,
+) -> None:
+    db.write_sync(lambda c: c.execute("CREATE UNIQUE INDEX t_v ON t (v)"))
+    db.write_sync(_insert("taken"))
+    outcomes = _batch(
+        db,
+        _insert("before"),
+        lambda c: c.execute("INSERT OR ROLLBACK INTO t (v) VALUES ('taken')"),
+        _insert("after"),
+    )
+    assert isinstance(outcomes[0], WriteEndedError)  # undone by the next one: not a success
+    assert isinstance(outcomes[1], sqlite3.IntegrityError)
+    assert outcomes[2] == 1
+    assert _values(db) == {"taken", "after"}
+
+
+def test_a_trigger_raising_rollback_is_the_same_case(db: Database) -> None:
+    db.write_sync(
+        lambda c: c.execute(
+            "CREATE TRIGGER no_bad BEFORE INSERT ON t WHEN NEW.v = 'bad'"
+            " BEGIN SELECT RAISE(ROLLBACK, 'no bad'); END"
+        )
+    )
+    outcomes = _batch(db, _insert("one"), _insert("bad"), _insert("two"))
+    assert isinstance(outcomes[0], WriteEndedError)
+    assert isinstance(outcomes[1], sqlite3.IntegrityError)
+    assert outcomes[2] == 1
+    assert _values(db) == {"two"}
+
+
+def test_a_write_may_not_end_its_transaction_and_the_batch_is_told_the_truth(
+    db: Database,
+) -> None:
+    def commits(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (v) VALUES ('committer')")
+        conn.execute("COMMIT")
+
+    def rolls_back(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (v) VALUES ('roller')")
+        conn.execute("ROLLBACK")
+
+    outcomes = _batch(db, _insert("a"), commits, _insert("b"), rolls_back, _insert("c"))
+    assert outcomes[0] == 1  # committed by `commits`: a success, truly
+    assert isinstance(outcomes[1], WriteEndedError)
+    assert isinstance(outcomes[2], WriteEndedError)  # rolled back by `rolls_back`
+    assert isinstance(outcomes[3], WriteEndedError)
+    assert outcomes[4] == 1
+    assert _values(db) == {"a", "committer", "c"}
+    assert db.write_sync(_insert("alone")) == 1  # the writer goes on as before
 
 
 def test_readers_do_not_wait_for_the_writer(db: Database) -> None:
