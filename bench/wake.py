@@ -16,9 +16,9 @@ prints, in one run:
    `--log-rows` rows within the retention, woken with the index pocketfleet adds and without.
 3. The `pocketfleet` engine (if it runs here): idle memory and wake latency through the proxy,
    and, through the process driver directly, start -> first response forked by its zygote
-   against cold starts. (Instances that run as their own uid start cold when that uid cannot
-   read the interpreter's standard library, e.g. a Python under /root/.pyenv: see
-   `control_plane.drivers.zygote.others_can_import`; the driver section runs as our own user.)
+   against cold starts. (Which way instances that run as their own uid start, and why, is
+   `control_plane.drivers.zygote.fork_path`, printed by `pocketfleet serve` at start-up; the
+   driver section runs as our own user.)
 4. Memory of a running idle instance per engine: PSS and USS from /proc/PID/smaps_rollup.
 0. With `--sandbox-compare` (or alone with `--sandbox-only`): the cost of the instance sandbox
    (`control_plane/drivers/sandbox.py`). The same wake series and idle memory of `pocketbase`

@@ -3,11 +3,11 @@
 #
 #   sudo deploy/install.sh --domain example.com [--email you@example.com]
 #
-# Run it from a checkout of pocketfleet. It installs Debian's python3 and caddy, copies the
-# checkout to /opt/pocketfleet with its own venv, writes /etc/pocketfleet/{env,caddy.json},
-# and enables pocketfleet-caddy.service and pocketfleet.service (Debian's own caddy.service,
-# which would hold ports 80/443 with its sample Caddyfile, is disabled). Idempotent: run it
-# again after pulling a new version to upgrade.
+# Run it from a checkout of pocketfleet. It installs Debian's python3, caddy and bubblewrap (the
+# instances' sandbox), copies the checkout to /opt/pocketfleet with its own venv (readable by
+# instance users), writes /etc/pocketfleet/{env,caddy.json}, and enables pocketfleet-caddy and
+# pocketfleet.service (Debian's own caddy.service, which would hold ports 80/443 with its
+# sample Caddyfile, is disabled). Idempotent: run it again after pulling a new version.
 #
 # Before or after: point DNS at this server, an A/AAAA record for DOMAIN and one for *.DOMAIN.
 # Certificates come on demand from Let's Encrypt for names pocketfleet serves (the control
@@ -34,18 +34,27 @@ done
 
 log() { printf 'install: %s\n' "$*"; }
 
-log "installing Debian packages (python3, caddy)"
+log "installing Debian packages (python3, caddy, bubblewrap)"
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  python3 python3-venv ca-certificates caddy rsync
+  python3 python3-venv ca-certificates caddy rsync bubblewrap
 
 log "copying $SRC to $PREFIX"
+# Instances run as uids of their own and read the interpreter and the venv as those uids (a
+# pocketfleet-engine instance forked by its zygote imports from them after the fork): whatever
+# the caller's umask, the code and the venv (nothing secret) are readable by others.
+caller_umask=$(umask)
+umask 022
 mkdir -p "$PREFIX"
 rsync -a --delete --exclude .git --exclude .venv --exclude pf_data --exclude node_modules \
   "$SRC/" "$PREFIX/"
 [[ -x $PREFIX/.venv/bin/python ]] || python3 -m venv "$PREFIX/.venv"
 "$PREFIX/.venv/bin/pip" install --quiet --upgrade pip
 "$PREFIX/.venv/bin/pip" install --quiet "$PREFIX"
+# (a venv left by an older run under a stricter umask, or a private checkout's modes)
+chmod 0755 "$PREFIX"
+chmod -R go+rX,go-w "$PREFIX/.venv"
+umask "$caller_umask"
 
 log "writing $ETC"
 mkdir -p "$ETC" /var/lib/pocketfleet

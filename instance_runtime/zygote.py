@@ -16,7 +16,18 @@ stdout and stderr appended to `log`, stdin /dev/null, the rlimits, and (when `ui
 and the zygote runs as root) that uid and gid with no supplementary groups; it then runs
 `python -m instance_runtime ARGS` in-process. Only `serve` commands are accepted.
 
-Optional members: `"nproc": N` (RLIMIT_NPROC), `"no_new_privs": true`, and `"join": PID`, the
+Optional members: `"nproc": N` (RLIMIT_NPROC), `"no_new_privs": true`, `"show": [{"folder":
+DIR, "paths": [PATH, ...]}, ...]` and `"join": PID`.
+
+`show` (root only; without `join`) is for a child that runs as a uid which cannot enter DIR
+(the interpreter living under /root, mode 0700): the child gets a mount namespace of its own
+(mounts there never reach the host's) in which DIR is an empty read-only tmpfs (mode 0755)
+holding only the PATHs inside it, each bound read-only (nosuid, nodev) at its own place. So
+whatever the child reads by path later, as that uid (a module a tenant's hook imports at
+request time, a data file of a library), is there, and the rest of DIR is not. The zygote
+answers only once that is done (an `error` if it failed: the caller starts the instance cold).
+
+`join` is the
 host pid of a process in a sandbox the child must enter (pid 1 of its namespaces, as made by
 bubblewrap): the zygote forks a helper that joins PID's mount, pid, ipc and uts
 namespaces (`setns`), and the helper forks the child inside them and exits, so the child is a
@@ -42,8 +53,10 @@ import json
 import os
 import pkgutil
 import resource
+import select
 import signal
 import socket
+import stat
 import struct
 import sys
 import threading
@@ -82,6 +95,11 @@ _NAMESPACES = (
     ("mnt", 0x00020000),
 )
 _MAX_REQUEST = 1 << 20
+_CLONE_NEWNS = 0x00020000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT = 0x1, 0x2, 0x4, 0x20
+_MS_BIND, _MS_REC, _MS_SLAVE = 0x1000, 0x4000, 0x80000
+_SHOWN_TMPFS = "mode=0755,size=64k,nr_inodes=1024"
+_SHOW_TIMEOUT_S = 5.0
 _REAP_EVERY_S = 1.0
 
 
@@ -110,6 +128,78 @@ def _libc() -> ctypes.CDLL:
 def die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@functools.cache
+def _mount_call() -> Any:
+    """libc's mount(2) wrapper, its arguments typed (flags are an unsigned long)."""
+    mount = _libc().mount
+    mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+    return mount
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    encoded = [None if v is None else os.fsencode(v) for v in (source, target, fstype)]
+    if _mount_call()(*encoded, flags, data.encode() or None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source or ''} on {target}: {os.strerror(err)}")
+
+
+def _read_only(path: str) -> None:
+    """Make the mount at `path` read-only, nosuid and nodev (for this namespace only)."""
+    flags = _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV
+    _mount(None, path, None, flags)
+
+
+def _place(folder: str, path: str, is_dir: bool) -> None:
+    """Create `path` (a folder, or an empty file) and its parents up to `folder`, mode 0755
+    whatever the umask."""
+    parts = os.path.relpath(path, folder).split(os.sep)
+    current = folder
+    for index, part in enumerate(parts):
+        current = os.path.join(current, part)
+        if index < len(parts) - 1 or is_dir:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(current)
+            os.chmod(current, 0o755)
+        else:
+            os.close(os.open(current, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+
+
+def _inside(path: str, folder: str) -> bool:
+    return (
+        os.path.isabs(path)
+        and os.path.normpath(path) == path != folder
+        and (os.path.commonpath([path, folder]) == folder)
+    )
+
+
+def show_runtime(covers: list[dict[str, Any]]) -> None:
+    """In a child, as root: the mount namespace of the module docstring (`show`)."""
+    if _libc().unshare(_CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")
+    _mount(None, "/", None, _MS_REC | _MS_SLAVE)  # from here on, nothing reaches the host
+    for cover in covers:
+        folder, paths = str(cover["folder"]), sorted(str(path) for path in cover["paths"])
+        paths = [p for i, p in enumerate(paths) if not any(_inside(p, q) for q in paths[:i])]
+        if not (os.path.isabs(folder) and os.path.normpath(folder) == folder != "/"):
+            raise ValueError(f"not a folder to cover: {folder!r}")
+        if not all(_inside(path, folder) for path in paths):
+            raise ValueError(f"every path to show must be inside {folder}")
+        # opened before the folder is covered, bound from their descriptors after (a bind
+        # mount's source must be a mount of this namespace: hence after the unshare)
+        opened = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC)) for path in paths]
+        try:
+            _mount("pf-runtime", folder, "tmpfs", _MS_NOSUID | _MS_NODEV, _SHOWN_TMPFS)
+            for path, fd in opened:
+                _place(folder, path, stat.S_ISDIR(os.fstat(fd).st_mode))
+                _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+                _read_only(path)
+            _read_only(folder)
+        finally:
+            for _, fd in opened:
+                os.close(fd)
 
 
 def reap() -> None:
@@ -194,11 +284,13 @@ def spawn(request: dict[str, Any], open_sockets: list[socket.socket], fds: list[
     join); return its pid as this zygote sees it."""
     keep = fds[0] if fds else None
     join = request.get("join")
-    if join is None:
+    if join is None and not request.get("show"):
         pid = os.fork()
         if pid == 0:
             serve_child(request, open_sockets, keep)
         return pid
+    if join is None:
+        return spawn_shown(request, open_sockets, keep)
     # The child must be adopted by the sandbox's pid 1 (the reaper of its pid namespace), and
     # a process is adopted by the reaper of the namespace its dying parent lives in: so the
     # helper that joins forks a first process inside, which forks the child and exits. The
@@ -238,6 +330,39 @@ def spawn(request: dict[str, Any], open_sockets: list[socket.socket], fds: list[
             pid, _, _ = _CREDENTIALS.unpack(data[: _CREDENTIALS.size])
             return int(pid)
     raise OSError(f"the child in the sandbox of pid {join} did not say who it is")
+
+
+def spawn_shown(
+    request: dict[str, Any], open_sockets: list[socket.socket], keep: int | None
+) -> int:
+    """Fork a child that first gets the mount namespace of `request["show"]`, and return its
+    pid once it has it; raise `OSError` (and let it exit) if it could not."""
+    ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(ready_read)
+        try:
+            show_runtime(list(request["show"]))
+            os.write(ready_write, b"ok")
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.write(ready_write, f"{type(exc).__name__}: {exc}".encode()[:4000])
+            os._exit(1)
+        os.close(ready_write)
+        serve_child(request, open_sockets, keep)
+    os.close(ready_write)
+    try:
+        said = b""
+        if select.select([ready_read], [], [], _SHOW_TIMEOUT_S)[0]:
+            said = os.read(ready_read, 4096)
+    finally:
+        os.close(ready_read)
+    if said != b"ok":
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        reason = said.decode(errors="replace") or "no answer"
+        raise OSError(f"could not show the runtime to the child: {reason}")
+    return pid
 
 
 def serve_child(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Coroutine
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +21,7 @@ from control_plane.logs import configure_logging
 from control_plane.settings import Settings
 
 PASSWORD_MIN = 10  # as the API requires (control_plane.schemas)
+SERVE_STOP_TIMEOUT_S = 30.0  # `down` waits this long for `serve` to end, then kills it
 
 HttpOpt = Annotated[str | None, typer.Option(help="HOST:PORT to listen on [PF_HTTP]")]
 DataOpt = Annotated[Path | None, typer.Option(help="data folder [PF_DATA_DIR]")]
@@ -100,6 +102,7 @@ def serve(
         f"pocketfleet on http://{settings.http} — instances at "
         f"{settings.instance_url('NAME')}, data in {settings.data_dir.resolve()}"
     )
+    console.print(f"pocketfleet-engine instances: {_pocketfleet_path(settings)}")
     if settings.proxy == "caddy":
         started = "a Caddy child" if settings.start_caddy else "Caddy"
         console.print(
@@ -113,6 +116,14 @@ def serve(
         os.close(lock_fd)
 
 
+def _pocketfleet_path(settings: Settings) -> str:
+    """How instances of the `pocketfleet` engine start here, and why."""
+    from control_plane.drivers.zygote import serving_path
+    from control_plane.engines.pocketfleet import PocketfleetEngine
+
+    return serving_path(settings, PocketfleetEngine()).describe()
+
+
 def _serve_pid(settings: Settings) -> int | None:
     try:
         text = _lock_path(settings).read_text().strip()
@@ -121,7 +132,19 @@ def _serve_pid(settings: Settings) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def _gone(process: Any) -> bool:
+    import psutil
+
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def _stop_serve(settings: Settings) -> None:
+    """SIGTERM the `serve` of this data folder and wait until it is gone (a zombie counts:
+    it is done, only its parent has not collected it); SIGKILL it after
+    `SERVE_STOP_TIMEOUT_S` (its instances keep running either way: `down` stops them)."""
     pid = _serve_pid(settings)
     if pid is None or pid == os.getpid():
         return
@@ -132,7 +155,15 @@ def _stop_serve(settings: Settings) -> None:
         if "pocketfleet" not in " ".join(process.cmdline()):
             return  # a stale lock file; the pid now belongs to something else
         process.terminate()
-        process.wait(timeout=15)
+        deadline = time.monotonic() + SERVE_STOP_TIMEOUT_S
+        while not _gone(process) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _gone(process):
+            console.print(f"serve did not stop within {SERVE_STOP_TIMEOUT_S:g} s; killing it")
+            process.kill()
+            deadline = time.monotonic() + 10
+            while not _gone(process) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
 def down(data_dir: DataOpt = None) -> None:

@@ -64,7 +64,7 @@ from control_plane.drivers.launch import (
 )
 from control_plane.drivers.listeners import held_by
 from control_plane.drivers.spawning import Spawner
-from control_plane.drivers.zygote import Zygotes, forked_for, others_can_import
+from control_plane.drivers.zygote import Zygotes, fork_path, forked_for
 from control_plane.engines.base import EngineError
 from control_plane.settings import Settings
 
@@ -482,8 +482,16 @@ class ProcessDriver(Driver):
         if command is None or self.zygotes is None:
             return None
         sandboxed = self.sandboxed(spec)
-        if not sandboxed and self.spawner.run_as(spec) is not None and not others_can_import():
-            return None  # (in a sandbox the interpreter's files are shown to the uid)
+        path = await asyncio.to_thread(
+            fork_path,
+            spec.engine,
+            spec.version,
+            zygote=True,
+            own_uid=self.spawner.run_as(spec) is not None,
+            sandboxed=sandboxed,
+        )
+        if not path.forked:
+            return None
         key = f"{spec.engine.name}-{spec.version}"
         if not self.zygotes.running(key):
             await self.zygotes.spawn(key, command, {})  # starts it, for the next start
@@ -500,6 +508,8 @@ class ProcessDriver(Driver):
             "address_space": address_space_limit_mb(spec.memory_limit_mb) * 1024 * 1024,
         }
         if not sandboxed:
+            if path.covers:  # the child's uid cannot enter where the runtime lives
+                request["show"] = [cover.request() for cover in path.covers]
             pid = await self.zygotes.spawn(key, command, request)
             if pid is None:
                 return None

@@ -5,6 +5,17 @@ engine: `python -m instance_runtime.zygote`, whose module docstring has the prot
 its instances by a fork skips the interpreter's start and imports: the difference between a
 wake in tens of milliseconds and one in about a second.
 
+Which path an instance takes (`fork_path`, said by `pocketfleet serve` at start-up): forked
+unless the zygote is off or the engine has none, and unless its child could not read what it
+imports. A child that runs as the instance's own uid still imports and reads by path after the
+fork (a tenant's hook imports `json` at request time; Pillow and boto3 load lazily; botocore
+reads its data files), so preloading cannot be complete: the interpreter's and the venv's
+files must be readable by that uid. In a sandbox they are (bound read-only). Without one, when
+they live behind a folder others cannot enter (a Python under /root, mode 0700), the zygote
+gives the child a mount namespace in which that folder is an empty tmpfs showing only those
+files, read-only (`Cover`; `instance_runtime.zygote`'s `show`). Only when that cannot be done
+here (no mount namespaces, or the files themselves are closed to others) does it start cold.
+
 Contract of `Zygotes.spawn`: returns the pid of a child that serves the instance (to be waited
 on for health like any start), or None when there is no zygote to ask now — then the caller
 starts the instance cold. A zygote is started on first use, in the background (that first
@@ -20,37 +31,157 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import stat
 import subprocess
 import sysconfig
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from control_plane.drivers import sandbox
 from control_plane.drivers.base import InstanceSpec
+from control_plane.engines.base import Engine
+from control_plane.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _CONNECT_TIMEOUT_S = 1.0
-ZYGOTE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
+ZYGOTE_ENV = {"PATH": CHILD_PATH, "LANG": "C.UTF-8"}
 _ANSWER_TIMEOUT_S = 5.0
 
 
+@dataclass(frozen=True)
+class Cover:
+    """A folder instance users cannot enter, and the runtime's paths inside it: in a forked
+    child's own mount namespace the folder is an empty tmpfs showing only those, read-only."""
+
+    folder: Path
+    paths: tuple[Path, ...]
+
+    def request(self) -> dict[str, object]:
+        return {"folder": str(self.folder), "paths": [str(path) for path in self.paths]}
+
+
+@dataclass(frozen=True)
+class ForkPath:
+    """How instances of an engine start: `forked` by its zygote or cold, `why`, and the
+    `covers` their forked children need."""
+
+    forked: bool
+    why: str
+    covers: tuple[Cover, ...] = ()
+
+    def describe(self) -> str:
+        return f"{'forked by the zygote' if self.forked else 'started cold'}: {self.why}"
+
+
+def _open_to_others(path: Path) -> bool:
+    """Whether others may read `path` (and enter it, if a folder)."""
+    mode = path.stat().st_mode
+    return bool(mode & stat.S_IROTH) and (not stat.S_ISDIR(mode) or bool(mode & stat.S_IXOTH))
+
+
+def _closed_ancestor(path: Path) -> Path | None:
+    """The outermost folder above `path` that others cannot enter, if any."""
+    closed = [folder for folder in path.parents if not folder.stat().st_mode & stat.S_IXOTH]
+    return closed[-1] if closed else None
+
+
 @cache
-def others_can_import() -> bool:
-    """Whether users other than ours can read this interpreter's standard library (every
-    folder on the way open to others). A zygote's child switches to the instance's user and
-    may still import from it; when it cannot (a Python installed under a private home, such
-    as /root/.pyenv), instances that run as their own user start cold instead."""
+def runtime_view(paths: tuple[Path, ...]) -> tuple[tuple[Path, ...], tuple[Cover, ...]]:
+    """For the runtime's `paths` (and the interpreter's library folders inside them): those
+    other users cannot read even when shown, and the covers that show the others to them."""
+    outermost = [p for p in paths if not any(p != o and p.is_relative_to(o) for o in paths)]
+    libraries = {Path(path) for path in sysconfig.get_paths().values()}
+    closed: list[Path] = []
+    under: dict[Path, list[Path]] = {}
+    for path in sorted(outermost):
+        try:
+            inner = [lib for lib in libraries if lib.is_relative_to(path) and lib.exists()]
+            closed += [p for p in (path, *sorted(inner)) if not _open_to_others(p)]
+            folder = _closed_ancestor(path)
+        except OSError:
+            continue  # gone: nothing to show
+        if folder is not None:
+            under.setdefault(folder, []).append(path)
+    covers = tuple(Cover(folder, tuple(found)) for folder, found in sorted(under.items()))
+    return tuple(closed), covers
+
+
+@cache
+def _cover_fails(folder: Path) -> str | None:
+    """Why a mount namespace with a tmpfs over `folder` cannot be made here (None: it can),
+    tried by util-linux's `unshare` and `mount` in a namespace that ends with them."""
+    unshare = shutil.which("unshare", path=CHILD_PATH)
+    mount = shutil.which("mount", path=CHILD_PATH)
+    if unshare is None or mount is None:
+        return "util-linux's unshare or mount is missing"
+    argv = [unshare, "--mount", "--propagation", "slave", "--", mount, "-t", "tmpfs"]
+    argv += ["-o", "size=4k,mode=0755", "pf-probe", str(folder)]
     try:
-        library = Path(sysconfig.get_paths()["stdlib"]).resolve()
-        if not library.stat().st_mode & stat.S_IROTH:
-            return False
-        return all(folder.stat().st_mode & stat.S_IXOTH for folder in (library, *library.parents))
-    except OSError:
-        return False
+        done = subprocess.run(argv, capture_output=True, env=ZYGOTE_ENV, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return str(err)
+    return None if done.returncode == 0 else done.stderr.decode(errors="replace").strip()
+
+
+def fork_path(
+    engine: Engine, version: str, *, zygote: bool, own_uid: bool, sandboxed: bool
+) -> ForkPath:
+    """How the process driver starts `engine`'s instances: `own_uid` when they run as uids
+    of their own (we are root), `sandboxed` when in a sandbox (see the module docstring)."""
+    if not zygote:
+        return ForkPath(False, "the zygote is off (PF_ZYGOTE=false)")
+    if engine.zygote_command(version) is None:
+        return ForkPath(False, f"the {engine.name} engine has no zygote")
+    if sandboxed:
+        why = "each child joins a sandbox made for it, where the runtime is bound read-only"
+        return ForkPath(True, why)
+    if not own_uid:
+        return ForkPath(True, "they run as this control plane's user")
+    paths = tuple(sorted({path.absolute() for path in engine.runtime_paths(version)}))
+    closed, covers = runtime_view(paths)
+    if closed:
+        modes = ", ".join(f"{p} (mode {p.stat().st_mode & 0o7777:04o})" for p in closed[:3])
+        return ForkPath(False, f"their uids cannot read {modes}")
+    if not covers:
+        return ForkPath(True, "they run as their own uids, who can read the runtime")
+    folders = ", ".join(str(cover.folder) for cover in covers)
+    for cover in covers:
+        problem = _cover_fails(cover.folder)
+        if problem is not None:
+            return ForkPath(
+                False,
+                f"their uids cannot enter {folders}, and no mount namespace can be made "
+                f"here to show them the runtime ({problem})",
+            )
+    why = (
+        f"they run as their own uids, who cannot enter {folders}, so each child gets a "
+        "mount namespace showing it the runtime's folders there, read-only"
+    )
+    return ForkPath(True, why, covers)
+
+
+def serving_path(settings: Settings, engine: Engine) -> ForkPath:
+    """`fork_path` for this machine's process driver and `settings` (as `Spawner` decides
+    uids and sandboxes), for the start-up line of `pocketfleet serve`."""
+    own_uid = os.geteuid() == 0 and settings.instance_users
+    missing = sandbox.available()
+    if own_uid and settings.sandbox == "on" and missing is not None:
+        return ForkPath(False, f"instances cannot start: PF_SANDBOX=on but {missing}")
+    sandboxed = own_uid and settings.sandbox != "off" and missing is None
+    return fork_path(
+        engine,
+        engine.default_version(),
+        zygote=settings.zygote,
+        own_uid=own_uid,
+        sandboxed=sandboxed,
+    )
 
 
 def forked_for(pid: int, cmdline: list[str], spec: InstanceSpec) -> bool:
