@@ -1,10 +1,14 @@
 """`python -m instance_runtime serve|superuser upsert ...` without loading the CLI framework.
 
     python -m instance_runtime serve --dir DIR --http HOST:PORT [--hooksDir H] [--hooksWatch=false]
+                                     [--migrationsDir M] [--automigrate=false]
     python -m instance_runtime superuser upsert EMAIL [PASSWORD] --dir DIR
 
 The Python hooks are loaded from `--hooksDir` (default `DIR/../pb_hooks`, as PocketBase's) and
-reloaded when they change unless `--hooksWatch=false`.
+reloaded when they change unless `--hooksWatch=false`. The migrations of `--migrationsDir`
+(default `DIR/../pb_migrations`) are applied before serving (one that fails stops the start:
+exit status 1, the error on stderr); collection changes through the API write migration files
+there unless `--automigrate=false` (PocketBase's flags and defaults).
 
 Without PASSWORD, `superuser upsert` reads it from the variable `PF_SUPERUSER_PASSWORD`, so
 that it need not appear on a command line (which other processes can read).
@@ -44,11 +48,34 @@ def hooks_dir_of(data_dir: str, hooks_dir: str) -> Path:
     return Path(hooks_dir) if hooks_dir else Path(data_dir).absolute().parent / "pb_hooks"
 
 
-def serve(data_dir: str, http: str, hooks_dir: str = "", hooks_watch: bool = True) -> None:
+def migrations_dir_of(data_dir: str, migrations_dir: str) -> Path:
+    """`--migrationsDir`, or PocketBase's default: `pb_migrations` beside the data folder."""
+    if migrations_dir:
+        return Path(migrations_dir)
+    return Path(data_dir).absolute().parent / "pb_migrations"
+
+
+def serve(
+    data_dir: str,
+    http: str,
+    hooks_dir: str = "",
+    hooks_watch: bool = True,
+    migrations_dir: str = "",
+    automigrate: bool = True,
+) -> None:
+    """Serve until stopped; a migration that fails raises `MigrationError` before serving."""
     from instance_runtime.server import serve as run
 
     host, port = parse_http(http)
-    run(Path(data_dir), host, port, hooks_dir_of(data_dir, hooks_dir), hooks_watch=hooks_watch)
+    run(
+        Path(data_dir),
+        host,
+        port,
+        hooks_dir_of(data_dir, hooks_dir),
+        hooks_watch=hooks_watch,
+        migrations_dir=migrations_dir_of(data_dir, migrations_dir),
+        automigrate_on=automigrate,
+    )
 
 
 def superuser_upsert(email: str, password: str, data_dir: str) -> str:
@@ -71,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--http", default="127.0.0.1:8090")
     p_serve.add_argument("--hooksDir", default="", help="default: DIR/../pb_hooks")
     p_serve.add_argument("--hooksWatch", nargs="?", const=True, default=True, type=parse_go_bool)
+    p_serve.add_argument("--migrationsDir", default="", help="default: DIR/../pb_migrations")
+    p_serve.add_argument("--automigrate", nargs="?", const=True, default=True, type=parse_go_bool)
     p_su = sub.add_parser("superuser")
     p_su.add_argument("action", choices=["upsert"])
     p_su.add_argument("email")
@@ -78,7 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     p_su.add_argument("--dir", required=True)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        serve(args.dir, args.http, args.hooksDir, args.hooksWatch)
+        from instance_runtime.core.migrations import MigrationError
+
+        try:
+            serve(
+                args.dir, args.http, args.hooksDir, args.hooksWatch, args.migrationsDir,
+                args.automigrate,
+            )  # fmt: skip
+        except MigrationError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return 1
         return 0
     from instance_runtime.core.errors import ApiError
 

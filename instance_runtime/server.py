@@ -6,7 +6,11 @@ PocketBase's JSON (`ApiError` as is, an unknown route 404, anything unexpected 5
 went wrong while processing your request.").
 With `hooks_dir`, the Python hooks of that folder are loaded (and, with `hooks_watch`,
 reloaded when they change; `instance_runtime.hooks.loader`), their routes after the APIs'.
-`serve(data_dir, host, port, hooks_dir)` runs it with uvicorn until SIGTERM/SIGINT, then drains
+With `migrations_dir`, its migrations (`core.migrations`) are applied once the hooks are
+loaded, before the app is returned (so before serving, as PocketBase); one that fails raises
+`MigrationError` with nothing of the batch applied. With `automigrate_on` too, collection changes
+through the API write migration files into that folder (`core.automigrate`).
+`serve(data_dir, host, port, hooks_dir, ...)` runs it with uvicorn until SIGTERM/SIGINT, then drains
 writes and checkpoints the database; with `PF_ACTIVITY_SOCKET` in the environment it also
 reports its activity to the control plane (`instance_runtime.activity`).
 """
@@ -28,8 +32,10 @@ from starlette.responses import Response
 
 from instance_runtime.activity import ENV_SOCKET, ActivityMiddleware, ActivityReporter
 from instance_runtime.apis import (
+    backups,
     batch,
     collections,
+    collections_meta,
     crons,
     files,
     health,
@@ -41,10 +47,11 @@ from instance_runtime.apis import (
     record_auth_otp,
     records,
     settings,
+    sql,
 )
 from instance_runtime.apis.base import error_response
 from instance_runtime.apis.middlewares import RequestPipeline
-from instance_runtime.core import auth_origins, file_storage
+from instance_runtime.core import auth_origins, automigrate, file_storage, migrations
 from instance_runtime.core import crons as app_crons
 from instance_runtime.core.app import App
 from instance_runtime.core.errors import ApiError
@@ -75,7 +82,12 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    data_dir: Path, hooks_dir: Path | None = None, *, hooks_watch: bool = True
+    data_dir: Path,
+    hooks_dir: Path | None = None,
+    *,
+    hooks_watch: bool = True,
+    migrations_dir: Path | None = None,
+    automigrate_on: bool = False,
 ) -> Starlette:
     """See the module docstring."""
     runtime = App(data_dir)
@@ -85,7 +97,18 @@ def create_app(
     realtime.bind(runtime)
     file_storage.bind(runtime)
     app_crons.bind(runtime)
+    instance_backups = backups.bind(runtime)  # after the system jobs: auto backups list last
     hook_routes = python_hooks.install(runtime, hooks_dir, watch=hooks_watch)  # last
+    if migrations_dir is not None:
+        try:
+            migrations.apply_at_start(runtime, migrations_dir)
+        except BaseException:
+            runtime.close()
+            raise
+        if automigrate_on:
+            automigrate.enable(runtime, migrations_dir)
+        folder = migrations_dir  # a restored backup gets them too, as a restarted PocketBase
+        instance_backups.on_restored(lambda: migrations.apply_at_start(runtime, folder))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -97,6 +120,7 @@ def create_app(
     app = Starlette(
         routes=[
             *health.routes,
+            *collections_meta.routes,  # before /api/collections/{collection}/...
             *collections.routes,
             *records.routes,
             *record_auth.routes,
@@ -105,13 +129,18 @@ def create_app(
             *record_auth_oauth2.routes,
             *batch.routes,
             *settings.routes,
+            *sql.routes,
             *logs.routes,
             *crons.routes,
+            *backups.routes,
             *realtime.routes,
             *files.routes,
             hook_routes,
         ],
-        middleware=[Middleware(RequestPipeline, runtime=runtime)],
+        middleware=[
+            Middleware(backups.RestartGateMiddleware, runtime=runtime),  # held during a restore
+            Middleware(RequestPipeline, runtime=runtime),
+        ],
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
@@ -130,12 +159,20 @@ def serve(
     hooks_dir: Path | None = None,
     *,
     hooks_watch: bool = True,
+    migrations_dir: Path | None = None,
+    automigrate_on: bool = False,
 ) -> None:
     """See the module docstring."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    app = create_app(data_dir, hooks_dir, hooks_watch=hooks_watch)
+    app = create_app(
+        data_dir,
+        hooks_dir,
+        hooks_watch=hooks_watch,
+        migrations_dir=migrations_dir,
+        automigrate_on=automigrate_on,
+    )
     reporter_path = os.environ.get(ENV_SOCKET)
     reporter = ActivityReporter(reporter_path) if reporter_path else None
     config = uvicorn.Config(
@@ -144,6 +181,7 @@ def serve(
         port=port,
         log_level="warning",
         access_log=False,
+        proxy_headers=False,  # as PocketBase: X-Forwarded-For counts only via trustedProxy
         server_header=False,
         lifespan="on",
         timeout_graceful_shutdown=5,

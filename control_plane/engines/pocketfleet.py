@@ -1,10 +1,10 @@
 """The `pocketfleet` engine: our own runtime (`instance_runtime`), always installed.
 
 Its only version is the installed pocketfleet distribution's; it runs as
-`sys.executable -m instance_runtime serve --dir PB_DATA --http 127.0.0.1:PORT --hooksDir PB_HOOKS`
-(the runtime imports nothing of the control plane; its Python hooks are the instance's
-`pb_hooks/*.py`, inside the instance folder its sandbox shows) and answers health on
-`/api/health`.
+`sys.executable -m instance_runtime serve --dir PB_DATA --http 127.0.0.1:PORT --hooksDir PB_HOOKS
+--migrationsDir PB_MIGRATIONS` (the runtime imports nothing of the control plane; its Python
+hooks and migrations are the instance's `pb_hooks/*.py` and `pb_migrations/*.py`, inside the
+instance folder its sandbox shows) and answers health on `/api/health`.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ class PocketfleetEngine(Engine):
             f"127.0.0.1:{port}",
             "--hooksDir",
             str(layout.hooks_dir.absolute()),
+            "--migrationsDir",
+            str(layout.migrations_dir.absolute()),
         ]
 
     def runtime_paths(self, version: str) -> list[Path]:

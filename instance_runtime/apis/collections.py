@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from instance_runtime.apis.base import get_app, json_response, read_body, require_superuser
+from instance_runtime.core import automigrate
 from instance_runtime.core import collections as service
 from instance_runtime.core.app import SchemaChange
 from instance_runtime.core.errors import (
@@ -97,6 +98,7 @@ async def create_collection(request: Request) -> Response:
         return SchemaChange(coll, Schema.load(conn))
 
     coll = await app.write_schema(run)
+    await automigrate.collection_changed(app, None, coll)
     return json_response(pick_fields(coll.to_json(), request.query_params.get("fields", "")))
 
 
@@ -114,6 +116,7 @@ async def update_collection(request: Request) -> Response:
         return SchemaChange(coll, Schema.load(conn))
 
     coll = await app.write_schema(run)
+    await automigrate.collection_changed(app, old, coll)
     return json_response(pick_fields(coll.to_json(), request.query_params.get("fields", "")))
 
 
@@ -127,6 +130,7 @@ async def delete_collection(request: Request) -> Response:
         return SchemaChange(None, Schema.load(conn))
 
     await app.write_schema(run)
+    await automigrate.collection_changed(app, coll, None)
     return Response(status_code=204)
 
 

@@ -5,6 +5,10 @@ Contract:
 - `App(data_dir)` opens (creating if needed) `data_dir/data.db`, bootstraps the system
   collections in a new database and loads the `Schema`. `close()` drains writes and
   checkpoints.
+- A data folder it makes or opens is one PocketBase 0.40 opens as its own (`_bootstrap`, in
+  one transaction at every start and reopen): PocketBase's `_params` with its `settings` row
+  and its system migrations recorded in `_migrations` (`core.system_collections.adopt`: a
+  folder an earlier version of this engine made gets them too).
 - `app.schema` is the current immutable `Schema` snapshot; `await app.write(fn)` runs
   `fn(conn, schema)` in a write transaction; `write_schema(fn)` does the same for a change of
   collections: `fn` returns `SchemaChange(value, schema)` with the schema reloaded inside the
@@ -19,6 +23,8 @@ Contract:
 - `await app.save_settings(values)` stores new settings, then installs them, has the request
   log drop what they no longer keep and triggers `on_settings_reload`.
 - At start the staged uploads a crashed process left are removed (`core.staging_sweep`).
+- `close_databases()` / `reopen()` restart the app in place on a new content of its data
+  folder (a restored backup, `core.backups`): the hooks, cron and mailer stay.
 - Inside a write, `on_commit(fn)` defers `fn()` until the transaction has committed (it runs in
   the caller's thread after `write` returns; a write that fails drops its deferred calls). The
   `..._success` events are sent this way.
@@ -40,7 +46,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from instance_runtime.core import settings as settings_store
-from instance_runtime.core import staging_sweep
+from instance_runtime.core import staging_sweep, system_collections
 from instance_runtime.core.app_hooks import AppHooks
 from instance_runtime.core.db import Database
 from instance_runtime.core.events import MailerEvent, SettingsReloadEvent
@@ -79,6 +85,18 @@ def _run_deferred(pending: Deferred) -> None:
             log.exception("an after-commit handler failed")
 
 
+def _bootstrap(conn: sqlite3.Connection) -> None:
+    """The system collections of a new database, then what PocketBase 0.40 would add to a
+    data folder it made: `_params` with the settings, its migrations' rows."""
+    bootstrap(conn)
+    recorded = system_collections.adopt(conn)
+    if recorded:
+        log.info("Recorded PocketBase's system migrations %s", ", ".join(recorded))
+    stored = conn.execute("SELECT 1 FROM _params WHERE id = 'settings'").fetchone()
+    if stored is None:  # PocketBase stores its defaults at the first start
+        settings_store.store(conn, settings_store.load(conn))
+
+
 @dataclass
 class SchemaChange(Generic[T]):
     """Returned by a write that changed collections: its value and the schema after it."""
@@ -98,23 +116,53 @@ class App:
         self._staging = staging_sweep.claim(data_dir)  # crashed uploads removed
         if external_checkpoints is None:
             external_checkpoints = os.environ.get(CHECKPOINTS_ENV) == "external"
-        self.db = Database(
-            data_dir / "data.db", readers=readers, autocheckpoint=not external_checkpoints
-        )
-        self.db.write_sync(bootstrap)
-        self.schema: Schema = self.db.write_sync(Schema.load)
-        self.settings = settings_store.Settings(self.db.read_sync(settings_store.load))
+        self._readers = readers
+        self._external_checkpoints = external_checkpoints
+        self.db, self.schema, values, self.request_log = self._open_databases()
+        self.settings = settings_store.Settings(values)
         self.hooks = AppHooks()
         self.rate_limiters = RateLimiters()
         self.cron = Cron()
-        self.request_log = RequestLog(
-            data_dir / "auxiliary.db",
-            lambda: self.settings.current["logs"],
-            external_checkpoints=external_checkpoints,
-        )
         self.mailer = Mailer(lambda: self.settings.current, before_send=self._before_send)
         # Bumped after every committed write that may change an auth record (token cache key).
         self.auth_generation = 0
+
+    def _open_databases(self) -> tuple[Database, Schema, settings_store.Values, RequestLog]:
+        db = Database(
+            self.data_dir / "data.db",
+            readers=self._readers,
+            autocheckpoint=not self._external_checkpoints,
+        )
+        try:
+            db.write_sync(_bootstrap)
+            schema: Schema = db.write_sync(Schema.load)
+            values = db.read_sync(settings_store.load)
+        except BaseException:
+            db.close()
+            raise
+        request_log = RequestLog(
+            self.data_dir / "auxiliary.db",
+            lambda: self.settings.current["logs"],
+            external_checkpoints=self._external_checkpoints,
+        )
+        return db, schema, values, request_log
+
+    def close_databases(self) -> None:
+        """Drain and close `data.db` and the request log (before the data folder's content is
+        replaced, see `reopen`); reads and writes fail until `reopen`."""
+        self.request_log.close()
+        self.db.close()
+
+    def reopen(self) -> None:
+        """After `close_databases` and a new content of the data folder (a restored backup):
+        open the databases again as at start (bootstrap, schema, settings, request log), forget
+        the rate limits and cached auths, then trigger `on_settings_reload` (storage, crons).
+        Raises what opening raises, leaving the app closed."""
+        self.db, self.schema, values, self.request_log = self._open_databases()
+        self.settings.replace(values)
+        self.rate_limiters.clear()
+        self.auth_generation += 1
+        self.hooks.on_settings_reload.trigger(SettingsReloadEvent(values), lambda e: None)
 
     async def read(self, fn: Callable[[sqlite3.Connection, Schema], T]) -> T:
         schema = self.schema

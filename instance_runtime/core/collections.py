@@ -29,6 +29,7 @@ from instance_runtime.core.app import on_commit
 from instance_runtime.core.app_hooks import AppHooks
 from instance_runtime.core.errors import ApiError, FieldError, ValidationErrors, bad_request
 from instance_runtime.core.events import Action, CollectionSuccessEvent
+from instance_runtime.core.field_names import field_name_error
 from instance_runtime.core.models import (
     COLLECTION_TYPES,
     FIELD_TYPES,
@@ -45,9 +46,6 @@ from instance_runtime.tools.security import random_string
 
 _NAME_RE = re.compile(r"^\w+$")
 _RULES_TO_CHECK = (*RULE_NAMES, "authRule", "manageRule")
-_RESERVED_NAMES = frozenset(
-    {"null", "true", "false", "_rowid_", "collectionId", "collectionName", "expand"}
-)
 _TOKEN_OPTIONS = (
     "authToken",
     "passwordResetToken",
@@ -319,7 +317,7 @@ def _validate_fields(schema: Schema, new: Collection, old: Collection | None) ->
     id_field = new.field("id")
     if id_field is None or not id_field.is_primary_key:
         return FieldError("validation_missing_primary_key", 'Missing or invalid "id" PK field.')
-    if old is not None:
+    if old is not None and not new.is_view:  # a view's fields follow its query
         for of in old.fields:
             if of.system:
                 nf = new.field_by_id(of.id)
@@ -370,22 +368,9 @@ def _validate_field(
         return errs
     if old is not None and old.type != f.type:
         errs["type"] = FieldError("validation_field_type_change", "Field type cannot be changed.")
-    if not f.name:
-        errs["name"] = FieldError("validation_required", "Cannot be blank.")
-    elif len(f.name) > 100:
-        errs["name"] = FieldError(
-            "validation_length_out_of_range", "The length must be between 1 and 100."
-        )
-    elif not re.match(r"^\w+$", f.name):
-        errs["name"] = FieldError("validation_match_invalid", "Must be in a valid format.")
-    elif f.name in _RESERVED_NAMES:
-        errs["name"] = FieldError("validation_not_in_invalid", "Must not be in list.")
-    elif "_via_" in f.name.lower():
-        errs["name"] = FieldError("validation_found_via", 'The value cannot contain "_via_".')
-    elif coll.is_auth and f.name in ("passwordConfirm", "oldPassword"):
-        errs["name"] = FieldError(
-            "validation_reserved_field_name", "The field name is reserved and cannot be used."
-        )
+    name_error = field_name_error(f.name, auth=coll.is_auth)
+    if name_error is not None:
+        errs["name"] = name_error
     if f.type == "select":
         values = f.opt("values") or []
         if not values:
@@ -455,6 +440,18 @@ def _announce(hooks: AppHooks, coll: Collection, action: Action) -> None:
     if len(hook):
         event = CollectionSuccessEvent(coll, action)
         on_commit(lambda: hook.trigger(event, lambda _e: None))
+
+
+def new_collection(ctype: str, name: str = "", collection_id: str = "") -> Collection:
+    """PocketBase's `core.NewCollection`: a collection of `ctype` as a create starts from it
+    (system fields, default indexes and options; a view's empty `viewQuery`), neither
+    validated nor saved."""
+    coll = _build({"type": ctype, "name": name, "id": collection_id}, None)
+    if coll.is_view:
+        coll.options.setdefault("viewQuery", "")
+    else:
+        _ensure_system_fields(coll)
+    return coll
 
 
 def create(

@@ -469,6 +469,8 @@ def from_db(f: Field, raw: Any) -> Any:
                 return orjson.loads(raw)
             except orjson.JSONDecodeError:
                 return raw
+        if isinstance(raw, float):  # e.g. avg() in a view: Go writes 2.0 as 2
+            return number_out(raw)
         return raw
     if t == "geoPoint":
         return _prepare_geo(raw)

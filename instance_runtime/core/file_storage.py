@@ -16,19 +16,25 @@ Contract:
 - `after_commit(storage, fn)` runs `fn(storage)`, a removal of files after a commit: inline for
   local disk (a few unlinks), on the app's single background thread for S3, so the event loop
   never waits on the network. `drain()` waits for the queued ones (used at close and by tests
-  of the core).
+  of the core). Inside `with holder.removals_held():` (a backup copying `storage/`) the local
+  removals wait and run when the block ends, so every file a database snapshot taken in the
+  block refers to is still there to be copied.
+- `build_storage(s3, local_root)`: `S3Storage` for an enabled `S3Config` dict (`settings.s3` or
+  `settings.backups.s3`), else `LocalStorage(local_root)`; `s3_config_key(s3)` is what
+  identifies such a configuration (None when it is not enabled), for caches of built backends.
 - `check_s3(s3)` is PocketBase's S3 connection test (`POST /api/settings/test/s3`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import sqlite3
 import string
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,21 +55,30 @@ _ALNUM = string.ascii_letters + string.digits
 _Key = tuple[Any, ...]
 
 
-def _config_key(values: settings_store.Values) -> _Key | None:
-    s3 = values.get("s3") or {}
+def s3_config_key(s3: dict[str, Any]) -> _Key | None:
+    """See the module docstring."""
     if not s3.get("enabled"):
         return None
     names = ("bucket", "region", "endpoint", "accessKey", "secret")
     return (*(str(s3.get(k) or "") for k in names), bool(s3.get("forcePathStyle")))
 
 
-def _build(data_dir: Path, values: settings_store.Values) -> Storage:
-    if _config_key(values) is None:
-        return LocalStorage(data_dir / STORAGE_DIR)
+def build_storage(s3: dict[str, Any], local_root: Path) -> Storage:
+    """See the module docstring."""
+    if s3_config_key(s3) is None:
+        return LocalStorage(local_root)
     from instance_runtime.tools.filesystem.s3 import S3Config, S3Storage
 
-    config: S3Config = S3Config.from_settings(values.get("s3") or {})
+    config: S3Config = S3Config.from_settings(s3)
     return S3Storage(config)
+
+
+def _config_key(values: settings_store.Values) -> _Key | None:
+    return s3_config_key(values.get("s3") or {})
+
+
+def _build(data_dir: Path, values: settings_store.Values) -> Storage:
+    return build_storage(values.get("s3") or {}, data_dir / STORAGE_DIR)
 
 
 class FileStorage:
@@ -76,6 +91,8 @@ class FileStorage:
         self._current: tuple[_Key | None, Storage] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: set[Future[None]] = set()
+        self._holds = 0
+        self._held: list[tuple[Storage, Callable[[Storage], None]]] = []
 
     def get(self) -> Storage:
         values = self._settings()
@@ -94,6 +111,10 @@ class FileStorage:
 
     def after_commit(self, storage: Storage, fn: Callable[[Storage], None]) -> None:
         if isinstance(storage, LocalStorage):
+            with self._lock:
+                if self._holds:
+                    self._held.append((storage, fn))
+                    return
             _guarded(storage, fn)
             return
         with self._lock:
@@ -102,6 +123,20 @@ class FileStorage:
             future = self._executor.submit(_guarded, storage, fn)
             self._pending.add(future)
         future.add_done_callback(self._pending.discard)
+
+    @contextlib.contextmanager
+    def removals_held(self) -> Iterator[None]:
+        """See the module docstring (blocks may nest; the outermost one runs the removals)."""
+        with self._lock:
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holds -= 1
+                held, self._held = (self._held, []) if not self._holds else ([], self._held)
+            for storage, fn in held:
+                _guarded(storage, fn)
 
     def drain(self, timeout: float | None = 30.0) -> None:
         for future in list(self._pending):

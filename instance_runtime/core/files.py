@@ -157,6 +157,8 @@ def detect_mime(head: bytes) -> str:
         (b"\x00\x00\x01\x00", "image/x-icon"),
         (b"%PDF-", "application/pdf"),
         (b"PK\x03\x04", "application/zip"),
+        (b"PK\x05\x06", "application/zip"),  # an empty archive
+        (b"PK\x07\x08", "application/zip"),  # a spanned one
         (b"\x1f\x8b", "application/gzip"),
     ]
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":

@@ -10,7 +10,8 @@ Contract:
 - `sync_table(conn, new, old)` creates, renames or alters the table of a base/auth collection so
   that it matches `new` (columns added, renamed by field id, dropped; single <-> multiple value
   conversion; indexes rebuilt) without losing rows; `sync_view` (re)creates a view collection's
-  SQL view. Both run inside the caller's write transaction: a failure rolls everything back.
+  SQL view (`core.view_query.save_view`). Both run inside the caller's write transaction: a
+  failure rolls everything back.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from instance_runtime.core.models import (
     now_datetime,
 )
 from instance_runtime.core.system_collections import SYSTEM_COLLECTIONS
+from instance_runtime.core.view_query import save_view
 from instance_runtime.tools.dbutils import parse_index, quote
 
 _ALNUM = string.ascii_lowercase + string.digits
@@ -251,8 +253,7 @@ def _convert_multiple(conn: sqlite3.Connection, table: str, f: Field, *, to_mult
 def sync_view(conn: sqlite3.Connection, new: Collection, old: Collection | None) -> None:
     if old is not None:
         conn.execute(f"DROP VIEW IF EXISTS {quote(old.name)}")
-    conn.execute(f"DROP VIEW IF EXISTS {quote(new.name)}")
-    conn.execute(f"CREATE VIEW {quote(new.name)} AS {new.view_query}")
+    save_view(conn, new.name, new.view_query)  # as PocketBase stores it: SELECT * FROM (...)
 
 
 def drop_table(conn: sqlite3.Connection, coll: Collection) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from instance_runtime.core.errors import FieldError, ValidationErrors, required
+from instance_runtime.tools.cron import CronError, Schedule
 
 _HOST = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
@@ -23,8 +24,6 @@ _HEX_COLOR = re.compile(r"^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 _RULE_LABEL = re.compile(r"^(\w+ /[\w/-]*|/[\w/-]*|\w+:\w+|\*:\w+|\w+)$")
 _AUDIENCES = ("", "@guest", "@auth")
 _SMTP_AUTH = ("", "PLAIN", "LOGIN")
-_CRON_FIELD = re.compile(r"^[\d*/,\-]+$")
-_CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 
 def _length(value: str, low: int, high: int) -> FieldError | None:
@@ -139,23 +138,22 @@ def _s3(s3: dict[str, Any]) -> ValidationErrors:
     return errors
 
 
-def _cron(expr: str) -> bool:
-    if expr in _CRON_MACROS:
-        return True
-    parts = expr.split()
-    return len(parts) == 5 and all(_CRON_FIELD.match(p) for p in parts)
+def _cron(expr: str) -> FieldError | None:
+    """PocketBase's `checkCronExpression`: the parser's own message (`tools.cron`)."""
+    try:
+        Schedule.parse(expr)
+    except CronError as exc:
+        text = str(exc)
+        return FieldError("validation_invalid_cron", text[:1].upper() + text[1:])
+    return None
 
 
 def _backups(backups: dict[str, Any]) -> ValidationErrors:
     errors: ValidationErrors = {}
     _put(errors, "s3", _s3(backups.get("s3") or {}))
     cron = str(backups.get("cron", ""))
-    if cron and not _cron(cron):
-        errors["cron"] = FieldError(
-            "validation_invalid_cron",
-            "Invalid cron expression - must be a valid macro or to have exactly 5 space "
-            "separated segments.",
-        )
+    if cron:
+        _put(errors, "cron", _cron(cron))
     keep = int(backups.get("cronMaxKeep") or 0)
     if cron and not keep:
         errors["cronMaxKeep"] = required()

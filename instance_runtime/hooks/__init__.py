@@ -19,8 +19,10 @@
         await app.records.create("ticks", {"at": "now"})
 
 Everything here is typed (the package ships `py.typed`), so an editor completes `app.` and,
-with the handler's parameter annotated, `e.`. See `docs/hooks.md` for the recipes, `hooks.app`
-for what `app` offers, `hooks.loader` for how the files are loaded and reloaded.
+with the handler's parameter annotated, `e.`. Migrations (`pb_migrations/*.py`) annotate their
+`up(app: MigrationApp)` / `down(app: MigrationApp)` with `MigrationApp` (docs/migrations.md).
+See `docs/hooks.md` for the recipes, `hooks.app` for what `app` offers, `hooks.loader` for how
+the files are loaded and reloaded.
 """
 
 from __future__ import annotations
@@ -60,7 +62,14 @@ from instance_runtime.hooks.errors import (
 )
 from instance_runtime.hooks.events import BootstrapEvent, RecordErrorEvent
 from instance_runtime.hooks.routes import RequestEvent
-from instance_runtime.hooks.services import Collections, Records, Tx
+from instance_runtime.hooks.services import (
+    CollectionDraft,
+    Collections,
+    MigrationApp,
+    Records,
+    Tx,
+    TxCollections,
+)
 from instance_runtime.tools.mailer import MailerError, Message
 
 __all__ = [
@@ -68,6 +77,7 @@ __all__ = [
     "BadRequestError",
     "BootstrapEvent",
     "Collection",
+    "CollectionDraft",
     "CollectionSuccessEvent",
     "Collections",
     "ForbiddenError",
@@ -78,6 +88,7 @@ __all__ = [
     "MailerError",
     "MailerEvent",
     "Message",
+    "MigrationApp",
     "NotFoundError",
     "RealtimeConnectRequestEvent",
     "RealtimeMessageEvent",
@@ -99,6 +110,7 @@ __all__ = [
     "SettingsReloadEvent",
     "TooManyRequestsError",
     "Tx",
+    "TxCollections",
     "UnauthorizedError",
     "ValidationError",
     "app",

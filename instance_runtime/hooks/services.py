@@ -26,12 +26,25 @@ Contract:
   JSON and validate as `/api/collections` does.
 - `export(collection, record, info=None)` is a record's API JSON as `info` (a guest when None)
   would get it: hidden fields dropped, the email per `emailVisibility`.
+- `tx.execute(sql, params=())` runs raw SQL on the transaction's connection (PocketBase's
+  `app.db().newQuery(sql).execute()`); parameters are bound, never spliced.
+- `MigrationApp(conn, schema, hooks)` is the `app` of a migration's `up(app)` / `down(app)`
+  (`core.migrations`): a `Tx` whose `collections` (`TxCollections`) also change collections
+  inside the same transaction: `find`, `get`, `all`, `draft`, `save` (PocketBase's collection
+  JSON, a `Collection` or a `CollectionDraft`: an update when a collection has its id, or,
+  without id, its name; else a create), `delete`, `import_collections(items, delete_missing)`;
+  each validates as `/api/collections` does. Its `schema` follows every change made through it
+  (and is reloaded after raw SQL), so records of a collection created a line before can be
+  written. `CollectionDraft` edits a collection's JSON as PocketBase's migrations do
+  (`unmarshal(data, collection)`, `fields.addAt`, `removeById`, `removeByName`, `addIndex`,
+  `removeIndex`).
 """
 
 from __future__ import annotations
 
+import copy
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from instance_runtime.core import collections as collection_service
@@ -44,6 +57,7 @@ from instance_runtime.core.records import Record
 from instance_runtime.core.request_info import SUPERUSERS, RequestInfo
 from instance_runtime.core.schema import Schema
 from instance_runtime.hooks.errors import NotFoundError
+from instance_runtime.tools.dbutils import parse_index
 from instance_runtime.tools.search import replace_placeholders
 
 Params = Mapping[str, Any]
@@ -128,6 +142,11 @@ class Tx:
         coll = self.collection(collection)
         info = _system_info(self.schema, "DELETE")
         record_write.delete(self.conn, self.schema, coll, record_id, info, hooks=self._hooks)
+
+    # ------------------------------------------------------------------ raw SQL
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
+        """Run one SQL statement in this transaction (fetch from the cursor it returns)."""
+        return self.conn.execute(sql, params)
 
 
 class Records:
@@ -224,6 +243,177 @@ class Collections:
             return SchemaChange(None, Schema.load(conn))
 
         await self._runtime.write_schema(run)
+
+
+CollectionData = Mapping[str, Any]
+
+
+class CollectionDraft:
+    """A collection's JSON being changed, saved with `app.collections.save(draft)`."""
+
+    def __init__(self, data: CollectionData) -> None:
+        self.data: dict[str, Any] = copy.deepcopy(dict(data))
+        self.data.setdefault("fields", [])
+
+    @property
+    def id(self) -> str:
+        return str(self.data.get("id") or "")
+
+    @property
+    def fields(self) -> list[dict[str, Any]]:
+        fields: list[dict[str, Any]] = self.data["fields"]
+        return fields
+
+    def update(self, values: CollectionData) -> None:
+        """Merge `values` in (PocketBase's `unmarshal(values, collection)`): objects member by
+        member, anything else (lists, strings, None) replaces."""
+        _merge_into(self.data, values)
+
+    def add_field_at(self, index: int, field: CollectionData) -> None:
+        """Insert `field` at `index` (PocketBase's `fields.addAt`): a field with the same id
+        (or, without id, the same name, whose id it takes) moves there, replaced."""
+        new = copy.deepcopy(dict(field))
+        fields = self.fields
+        for i, old in enumerate(fields):
+            same = (
+                old.get("id") == new["id"] if new.get("id") else old.get("name") == new.get("name")
+            )
+            if same:
+                new["id"] = old.get("id", "")
+                del fields[i]
+                break
+        fields.insert(max(0, min(index, len(fields))), new)
+
+    def remove_field_by_id(self, field_id: str) -> None:
+        """Drop the field with id `field_id` (PocketBase's `fields.removeById`)."""
+        self.data["fields"] = [f for f in self.fields if f.get("id") != field_id]
+
+    def remove_field_by_name(self, name: str) -> None:
+        """Drop the field called `name` (PocketBase's `fields.removeByName`)."""
+        self.data["fields"] = [f for f in self.fields if f.get("name") != name]
+
+    def add_index(self, name: str, unique: bool, columns: str, where: str = "") -> None:
+        """Add (or replace) the index `name` on `columns` (PocketBase's `addIndex`)."""
+        self.remove_index(name)
+        sql = f"CREATE {'UNIQUE ' if unique else ''}INDEX `{name}` ON `{self.data.get('name')}` "
+        sql += f"({columns})" + (f" WHERE {where}" if where else "")
+        self.data["indexes"] = [*self.data.get("indexes", []), sql]
+
+    def remove_index(self, name: str) -> None:
+        """Drop the index `name` (case-insensitively, as PocketBase's `removeIndex`)."""
+        kept = [
+            i
+            for i in self.data.get("indexes", [])
+            if parse_index(i).index_name.lower() != name.lower()
+        ]
+        self.data["indexes"] = kept
+
+
+def _merge_into(target: dict[str, Any], values: CollectionData) -> None:
+    for key, value in values.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge_into(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+class MigrationApp(Tx):
+    """See the module docstring: the `app` of `up(app)` / `down(app)` in `pb_migrations/*.py`."""
+
+    def __init__(self, conn: sqlite3.Connection, schema: Schema, hooks: AppHooks) -> None:
+        self._schema = schema
+        self._stale = False
+        super().__init__(conn, schema, hooks)
+
+    @property  # a Tx attribute, kept current here
+    def schema(self) -> Schema:
+        if self._stale:
+            self._schema, self._stale = Schema.load(self.conn), False
+        return self._schema
+
+    @schema.setter
+    def schema(self, value: Schema) -> None:
+        self._schema, self._stale = value, False
+
+    @property
+    def collections(self) -> TxCollections:
+        return TxCollections(self)
+
+    @property
+    def hooks(self) -> AppHooks:
+        return self._hooks
+
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
+        self._stale = True  # the statement may have changed `_collections`
+        return super().execute(sql, params)
+
+    def schema_changed(self) -> None:
+        """Reload the schema (after a collection change made through this transaction)."""
+        self.schema = Schema.load(self.conn)
+
+
+class TxCollections:
+    """See the module docstring: collections inside a `MigrationApp`'s transaction."""
+
+    def __init__(self, app: MigrationApp) -> None:
+        self._app = app
+
+    def find(self, name_or_id: str) -> Collection | None:
+        return self._app.schema.find(name_or_id)
+
+    def get(self, name_or_id: str) -> Collection:
+        """The collection, or `NotFoundError`."""
+        found = self.find(name_or_id)
+        if found is None:
+            raise NotFoundError(f"Collection {name_or_id!r} not found.")
+        return found
+
+    def all(self) -> list[Collection]:
+        return self._app.schema.all()
+
+    def draft(self, name_or_id: str) -> CollectionDraft:
+        """The collection's JSON to change and `save` (`NotFoundError` when missing)."""
+        return CollectionDraft(self.get(name_or_id).to_json())
+
+    def save(self, collection: CollectionDraft | Collection | CollectionData) -> Collection:
+        """Create or update (see the module docstring); the collection as saved."""
+        data = _data_of(collection)
+        app, schema = self._app, self._app.schema
+        key = str(data.get("id") or "") or str(data.get("name") or "")
+        old = schema.find(key) if key else None
+        if old is None:
+            saved = collection_service.create(app.conn, schema, data, hooks=app.hooks)
+        else:
+            saved = collection_service.update(app.conn, schema, old, data, hooks=app.hooks)
+        app.schema_changed()
+        return saved
+
+    def delete(self, collection: str | Collection | CollectionDraft) -> None:
+        """Delete a collection (by name or id) and its table; `NotFoundError` when missing."""
+        key = collection if isinstance(collection, str) else collection.id
+        app = self._app
+        collection_service.delete(app.conn, app.schema, self.get(key), hooks=app.hooks)
+        app.schema_changed()
+
+    def import_collections(
+        self, items: Sequence[CollectionData], delete_missing: bool = False
+    ) -> None:
+        """PocketBase's `importCollections`: create or update each (matched by id, then name);
+        with `delete_missing`, delete every other non-system collection."""
+        app = self._app
+        listed = [_data_of(item) for item in items]
+        collection_service.import_collections(
+            app.conn, app.schema, listed, delete_missing, hooks=app.hooks
+        )
+        app.schema_changed()
+
+
+def _data_of(collection: CollectionDraft | Collection | CollectionData) -> dict[str, Any]:
+    if isinstance(collection, CollectionDraft):
+        return copy.deepcopy(collection.data)
+    if isinstance(collection, Collection):
+        return collection.to_json()
+    return copy.deepcopy(dict(collection))
 
 
 def export(

@@ -19,7 +19,11 @@ _WHITESPACE = "\t\n\v\f\r \x85\xa0"
 
 
 class UnbalancedError(ValueError):
-    """A token ended inside a quoted part or an open parenthesis."""
+    """A token ended inside a quoted part or an open parenthesis (`text`, as read so far)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(f"unbalanced parenthesis or quoted expression: {text!r}")
+        self.text = text
 
 
 def tokenize(
@@ -41,7 +45,7 @@ def tokenize(
     def finish() -> None:
         raw = "".join(current)
         if depth > 0 or quote:
-            raise UnbalancedError(f"unbalanced parenthesis or quoted expression: {raw!r}")
+            raise UnbalancedError(raw)
         token = raw.strip(trim)
         if token or keep_empty:
             tokens.append(token)

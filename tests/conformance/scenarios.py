@@ -189,3 +189,28 @@ ALL = [
     *CRONS,
     *ISOLATED,
 ]
+
+# Migrations applied at start and reverted by `migrate down` (test_conformance_migrations.py:
+# engines of their own, each started on the same migrations written for it).
+MIGRATIONS = ("migrations-applied", "migrations-reverted")
+ALL += MIGRATIONS
+
+# The collection editor's helpers (scaffolds, OAuth2 providers, dry-run of a view query) and the
+# SQL console (test_conformance_collections_meta.py, on shared engines).
+COLLECTIONS_META = (
+    "collections-meta-scaffolds",
+    "collections-meta-oauth2-providers",
+    "collections-meta-dry-run-view",
+    "sql-console",
+)
+ALL += COLLECTIONS_META
+
+# Backups through the SDK's BackupService and the superuser members of /api/health
+# (test_conformance_backups.py: engines of their own per scenario; restores are instance-wide).
+BACKUPS = ("backups-create-list-delete", "backups-upload", "backups-restore")
+ALL += BACKUPS
+
+# View collections' fields inferred from their query (a table of queries, dry-run and saved) and
+# what an update does to them (test_conformance_views.py, on shared engines).
+VIEWS = ("views-inference", "views-update")
+ALL += VIEWS

@@ -13,20 +13,24 @@ import authEmail from './conformance/auth_email.mjs';
 import authOAuth2 from './conformance/auth_oauth2.mjs';
 import authOtp from './conformance/auth_otp.mjs';
 import authRecords from './conformance/auth_records.mjs';
+import backups from './conformance/backups.mjs';
 import batch from './conformance/batch.mjs';
 import batchFiles from './conformance/batch_files.mjs';
 import collections from './conformance/collections.mjs';
+import collectionsMeta from './conformance/collections_meta.mjs';
 import crons from './conformance/crons.mjs';
 import errors from './conformance/errors.mjs';
 import files from './conformance/files.mjs';
 import filters from './conformance/filters.mjs';
 import logs from './conformance/logs.mjs';
+import migrations from './conformance/migrations.mjs';
 import realtime from './conformance/realtime.mjs';
 import records from './conformance/records.mjs';
 import rules from './conformance/rules.mjs';
 import settings from './conformance/settings.mjs';
 import superusers from './conformance/superusers.mjs';
 import viewFiles from './conformance/view_files.mjs';
+import views from './conformance/views.mjs';
 import { Trace } from './conformance/trace.mjs';
 import { EventSource } from 'undici';
 
@@ -43,7 +47,7 @@ globalThis.fetch = (url, init = {}) =>
 
 function registry() {
   const all = {};
-  for (const group of [collections, records, authRecords, batch, filters, rules, settings, superusers, errors, authOtp, authEmail, authOAuth2, realtime, files, logs, crons, batchFiles, viewFiles]) {
+  for (const group of [collections, collectionsMeta, records, authRecords, batch, filters, rules, settings, superusers, errors, authOtp, authEmail, authOAuth2, realtime, files, logs, crons, batchFiles, viewFiles, migrations, backups, views]) {
     for (const [name, scenario] of Object.entries(group)) {
       if (name in all) throw new Error(`scenario defined twice: ${name}`);
       all[name] = scenario;
@@ -86,8 +90,8 @@ async function main(argv) {
 }
 
 try {
-  process.stdout.write(`${JSON.stringify(await main(process.argv.slice(2)))}\n`);
-  process.exit(0);
+  // exit once written: a pipe is written asynchronously, an early exit cuts a long trace at 64 KiB
+  process.stdout.write(`${JSON.stringify(await main(process.argv.slice(2)))}\n`, () => process.exit(0));
 } catch (err) {
   process.stderr.write(`${err?.stack ?? err}\n`);
   process.exit(1);

@@ -35,6 +35,9 @@ Contract of every `Storage` (all methods are blocking: call them from a thread i
   `a/b` never touches `a/bc/...`); the prefix must be a valid key (so never everything).
   Raises `StorageError` listing what could not be deleted.
 - `list_prefix(prefix) -> list[str]`: the keys under the folder `prefix`, recursively, sorted.
+- `entries(prefix="") -> list[Entry]`: every key that starts with the string `prefix` (not a
+  folder: `"@auto_"` matches `@auto_x.zip`; `""` is every key of the storage), recursively,
+  with its size and last modification, sorted by key (one listing, no request per key).
 - `close()`: releases clients/pools (idempotent).
 
 Errors of the backend (I/O, S3 unreachable, access denied) surface as `StorageError` with the
@@ -66,6 +69,14 @@ class FileInfo:
     size: int
     modified: datetime
     content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One key of a listing (`Storage.entries`): its size and modification (no content type)."""
+
+    key: str
+    info: FileInfo
 
 
 def check_key(key: str) -> str:
@@ -140,12 +151,16 @@ class Storage(ABC):
     @abstractmethod
     def list_prefix(self, prefix: str) -> list[str]: ...
 
+    @abstractmethod
+    def entries(self, prefix: str = "") -> list[Entry]: ...
+
     def close(self) -> None:
         return None
 
 
 __all__ = [
     "CHUNK",
+    "Entry",
     "FileInfo",
     "InvalidKey",
     "Reader",

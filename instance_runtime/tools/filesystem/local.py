@@ -14,6 +14,7 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import BinaryIO
 
 from instance_runtime.tools.filesystem import (
     CHUNK,
+    Entry,
     FileInfo,
     InvalidKey,
     Reader,
@@ -171,3 +173,22 @@ class LocalStorage(Storage):
                 if not name.startswith(_TMP):
                     keys.append(Path(dirpath, name).relative_to(self.root).as_posix())
         return sorted(keys)
+
+    def entries(self, prefix: str = "") -> list[Entry]:
+        """Regular files only (symlinks are neither followed nor listed)."""
+        found: list[Entry] = []
+        for dirpath, dirs, names in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
+            for name in names:
+                path = Path(dirpath, name)
+                key = path.relative_to(self.root).as_posix()
+                if name.startswith(_TMP) or not key.startswith(prefix):
+                    continue
+                try:
+                    st = path.lstat()
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+                if stat.S_ISREG(st.st_mode):
+                    modified = datetime.fromtimestamp(st.st_mtime, UTC)
+                    found.append(Entry(key, FileInfo(st.st_size, modified)))
+        return sorted(found, key=lambda entry: entry.key)

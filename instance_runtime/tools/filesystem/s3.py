@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from instance_runtime.tools.filesystem import (
+    Entry,
     FileInfo,
     Reader,
     Storage,
@@ -244,6 +245,19 @@ class S3Storage(Storage):
         except self._errors as exc:
             raise StorageError(str(exc)) from exc
         return sorted(keys)
+
+    def entries(self, prefix: str = "") -> list[Entry]:
+        found: list[Entry] = []
+        try:
+            pages = self._client.get_paginator("list_objects_v2")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    modified = item.get("LastModified") or datetime.now(UTC)
+                    info = FileInfo(int(item.get("Size", 0)), modified.astimezone(UTC))
+                    found.append(Entry(str(item["Key"]), info))
+        except self._errors as exc:
+            raise StorageError(str(exc)) from exc
+        return sorted(found, key=lambda entry: entry.key)
 
     def close(self) -> None:
         self._client.close()

@@ -31,7 +31,7 @@ def test_serve_command_runs_the_runtime_module(tmp_path: Path) -> None:
     assert argv == [
         sys.executable, "-m", "instance_runtime", "serve",
         "--dir", str(layout.data_dir), "--http", "127.0.0.1:20123",
-        "--hooksDir", str(layout.hooks_dir),
+        "--hooksDir", str(layout.hooks_dir), "--migrationsDir", str(layout.migrations_dir),
     ]  # fmt: skip
     assert engine.health_path == "/api/health"
 
