@@ -237,7 +237,8 @@ class S3CheckError(Exception):
 def check_s3(s3: dict[str, Any]) -> None:
     """PocketBase's S3 connection test for one `S3Config` (`settings.s3` or
     `settings.backups.s3`): refuses a disabled one, then uploads
-    `pb_settings_test_XXXXX/test.txt` and deletes that prefix (listing and deleting), raising
+    `pb_settings_test_XXXXX/test.txt` (the content type PocketBase detects for it) and
+    deletes that prefix (listing and deleting), raising
     `S3CheckError` with PocketBase's wording. Blocking."""
     if not s3.get("enabled"):
         raise S3CheckError("S3 storage filesystem is not enabled")
@@ -250,7 +251,7 @@ def check_s3(s3: dict[str, Any]) -> None:
     prefix = "pb_settings_test_" + "".join(secrets.choice(_ALNUM) for _ in range(5))
     try:
         try:
-            storage.put_bytes(prefix + "/test.txt", b"test")
+            storage.put_bytes(prefix + "/test.txt", b"test", "text/plain; charset=utf-8")
         except StorageError as exc:
             raise S3CheckError(f"failed to upload a test file: {exc}") from exc
         try:

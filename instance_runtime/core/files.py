@@ -9,8 +9,10 @@ Contract (PocketBase's `core/field_file.go` and `tools/filesystem`):
 - `stage(data_dir, parts)` copies the uploaded parts (`{form key: [(original name, file)]}`,
   the file object already spooled by the multipart parser) in chunks to
   `DATA_DIR/.pf_uploads/` (same filesystem as the local storage, so placing is a rename), sniffs
-  each one's content type and gives it PocketBase's sanitised name (`snake_case_name`,
-  `_` + 10 random `[a-z0-9]`, cleaned extension). Never holds a whole file in memory.
+  each one's content type, hashes it (md5, for the local storage's sidecar: computed during
+  the copy, so a placed file is never read again) and gives it PocketBase's sanitised name
+  (`snake_case_name`, `_` + 10 random `[a-z0-9]`, cleaned extension). Never holds a whole file
+  in memory.
   `discard(staged)` removes what was not placed (call it always, in a `finally`).
 - `prepare(coll, old, body, staged)` folds the body's and the uploads' `field` / `field+` /
   `+field` / `field-` keys of every file field as PocketBase's `recordDataFromRequest` does
@@ -20,10 +22,13 @@ Contract (PocketBase's `core/field_file.go` and `tools/filesystem`):
   `validation_file_size_limit`, `validation_invalid_mime_type`; first error per field).
 - `place(conn, coll, record, old, prepared)` runs inside the record's write transaction: it
   `put`s the uploads kept in the saved record under the record's prefix (a rename on local
-  disk, an upload to S3 with the sniffed content type), and defers (with `on_commit`, then
+  disk, an upload to S3) with the sniffed content type and PocketBase's `original-filename`
+  metadata (the name as uploaded, cut to 255 bytes), and defers (with `on_commit`, then
   `FileStorage.after_commit`) the removal of the old names the record no longer holds, each
   with its thumbnails (`{prefix}/thumbs_{name}/`, as PocketBase). If the write fails
-  afterwards, `unplace(prepared)` deletes the placed files again.
+  afterwards, `unplace(prepared)` deletes the placed files again. A file the storage cannot
+  take (S3 unreachable, a name local disk reserves: `*.attrs`) is PocketBase's 400 "Failed to
+  create record." / "Failed to update record." (the write is rolled back).
 - `write_record(conn, coll, old, body, staged, write)` is the three steps around a record write.
 - `forget_record(conn, coll, record_id)`: inside a delete, everything under the record's prefix
   is removed after the commit (cascaded deletes included).
@@ -36,6 +41,7 @@ Contract (PocketBase's `core/field_file.go` and `tools/filesystem`):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import secrets
@@ -48,13 +54,14 @@ from typing import Any, BinaryIO
 from instance_runtime.core import fields as fv
 from instance_runtime.core import file_storage
 from instance_runtime.core.app import on_commit
-from instance_runtime.core.errors import FieldError, ValidationErrors
+from instance_runtime.core.errors import ApiError, FieldError, ValidationErrors
 from instance_runtime.core.models import Collection, Field
 from instance_runtime.core.records import Record
-from instance_runtime.tools.filesystem import Storage
+from instance_runtime.tools.filesystem import Storage, StorageError
 
 DEFAULT_MAX_SIZE = 5 << 20
 STAGING = ".pf_uploads"
+ORIGINAL_FILENAME = "original-filename"
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 _CHUNK = 1 << 16
 _SNIFF = 3072
@@ -86,6 +93,7 @@ class Upload:
     size: int
     mime: str
     path: Path
+    md5: bytes | None = None  # the digest of the staged content (computed while staging)
     placed: str | None = None  # the storage key once `place`d
     storage: Storage | None = None
 
@@ -205,17 +213,26 @@ def file_key(coll: Collection, record_id: str, name: str) -> str | None:
     return f"{record_prefix(coll, record_id)}/{name}"
 
 
-def _copy(src: BinaryIO, dest: Path) -> tuple[int, bytes]:
+def _copy(src: BinaryIO, dest: Path) -> tuple[int, bytes, bytes]:
+    """Copies `src` to the new file `dest`: its size, first bytes and md5 digest."""
     src.seek(0)
     head = b""
     size = 0
+    digest = hashlib.md5(usedforsecurity=False)
     with open(dest, "xb") as out:
         while chunk := src.read(_CHUNK):
             if len(head) < _SNIFF:
                 head += chunk[: _SNIFF - len(head)]
             size += len(chunk)
+            digest.update(chunk)
             out.write(chunk)
-    return size, head
+    return size, head, digest.digest()
+
+
+def original_filename(name: str) -> str:
+    """PocketBase's `original-filename` metadata: the uploaded name, its first 255 bytes (cut
+    at a character boundary: PocketBase refuses the invalid UTF-8 a cut inside one makes)."""
+    return name.encode("utf-8", errors="replace")[:255].decode("utf-8", errors="ignore")
 
 
 def stage(data_dir: Path, parts: dict[str, list[tuple[str, BinaryIO]]]) -> Staged:
@@ -227,9 +244,10 @@ def stage(data_dir: Path, parts: dict[str, list[tuple[str, BinaryIO]]]) -> Stage
         for key, files in parts.items():
             for original, src in files:
                 path = folder / secrets.token_hex(16)
-                size, head = _copy(src, path)
+                size, head, md5 = _copy(src, path)
                 mime = detect_mime(head)
-                upload = Upload(original, normalize_name(original, mime), size, mime, path)
+                name = normalize_name(original, mime)
+                upload = Upload(original, name, size, mime, path, md5)
                 staged.setdefault(key, []).append(upload)
     except BaseException:
         discard(staged)
@@ -405,8 +423,13 @@ def place(
     try:
         for upload in placing:
             key = f"{prefix}/{upload.name}"
-            storage.put(key, upload.path, upload.mime, {"original-filename": upload.original_name})
+            metadata = {ORIGINAL_FILENAME: original_filename(upload.original_name)}
+            storage.put(key, upload.path, upload.mime, metadata, upload.md5)
             upload.placed, upload.storage = key, storage
+    except StorageError as exc:  # S3 down, a name the storage refuses (`*.attrs` on disk)
+        unplace(prepared)
+        message = "Failed to create record." if old is None else "Failed to update record."
+        raise ApiError(400, message) from exc
     except BaseException:
         unplace(prepared)
         raise

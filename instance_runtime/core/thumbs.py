@@ -27,8 +27,10 @@ Contract:
   generations run at once, each in a worker thread (never on the event loop); one that cannot
   start within `PB_THUMBS_MAX_WAIT` seconds (default 60) gives up. A thumb is written whole
   (`Storage.put_bytes`: a temporary file renamed, or one S3 PUT), so no reader sees half of it,
-  and it is stored once: later requests find it and serve it from the storage. A thumb made
-  while its original was being removed is removed again.
+  with its content type (in PocketBase's `.attrs` sidecar on local disk, where PocketBase
+  reads it too, or as the S3 object's `Content-Type`), and it is stored once: later requests
+  find it and serve it from the storage. A thumb made while its original was being removed is
+  removed again.
 """
 
 from __future__ import annotations

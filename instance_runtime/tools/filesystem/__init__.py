@@ -12,25 +12,30 @@ Contract of every `Storage` (all methods are blocking: call them from a thread i
   or `..` segment, no backslash and no NUL. `check_key` enforces it; every method raises
   `InvalidKey` (a `ValueError`) for a key or prefix that breaks it, before touching anything,
   so no key can escape the root (or address another bucket prefix than the one meant).
-- `put(key, src_path, content_type=None, metadata=None)`: stores the local file `src_path`
-  under `key` (replacing what was there) and removes `src_path`; S3 keeps the content type and
-  the `metadata` (`x-amz-meta-*`, e.g. PocketBase's `original-filename`), local disk neither.
+- `put(key, src_path, content_type=None, metadata=None, md5=None)`: stores the local file
+  `src_path` under `key` (replacing what was there) and removes `src_path`, with the content
+  type and the `metadata` (PocketBase's `original-filename`) as PocketBase keeps them: S3 as
+  the object's `Content-Type` and `x-amz-meta-*` headers, local disk in PocketBase's `KEY.attrs`
+  sidecar (see `local.py`), which also holds the content's md5: `md5` is its digest when the
+  caller computed it while writing `src_path` (else local disk reads the file once for it).
   Local: a rename when on the same filesystem (else copy then unlink). S3: a streamed
   (multipart for big files) upload, then the staged file is unlinked. Never holds the file in
   memory. On failure `src_path` is kept (the caller discards it) and nothing partial is
   visible under `key`.
-- `put_bytes(key, data, content_type=None)`: stores a small blob (thumbnails, test files);
-  atomically as seen by readers.
+- `put_bytes(key, data, content_type=None)`: stores a small blob (thumbnails, test files),
+  with its content type as `put`; atomically as seen by readers.
 - `open(key, start=0, end=None) -> Reader`: the bytes `[start, end)` of the object (`end`
   exclusive, `None` = to the end; the caller clamps the range to `stat().size`). Raises
   `FileNotFoundError` when the key does not exist. The `Reader` yields chunks of at most
   `CHUNK` bytes when iterated, has `read(n=-1)` and must be `close()`d (it is a context
   manager); nothing reads more than one chunk ahead.
 - `stat(key) -> FileInfo | None`: size, last modification (UTC datetime) and the stored
-  content type (`None` when the backend keeps none, as on local disk); `None` if missing.
+  content type (`None` when none is kept: an S3 object without one, a local file without a
+  sidecar); `None` if missing.
 - `exists(key) -> bool`.
-- `delete(key)`: removes the key; a missing key is not an error. Local: the folder holding it
-  is removed too when it is left empty (PocketBase's `deleteEmptyRecordDir`).
+- `delete(key)`: removes the key; a missing key is not an error. Local: with its sidecar, and
+  the folder holding it is removed too when it is left empty (PocketBase's
+  `deleteEmptyRecordDir`).
 - `delete_prefix(prefix)`: removes every key under the folder `prefix` (`prefix + "/"...`;
   `a/b` never touches `a/bc/...`); the prefix must be a valid key (so never everything).
   Raises `StorageError` listing what could not be deleted.
@@ -128,6 +133,7 @@ class Storage(ABC):
         src_path: Path,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        md5: bytes | None = None,
     ) -> None: ...
 
     @abstractmethod

@@ -9,7 +9,10 @@ S3-compatible services that reject the newer trailers).
 
 - `put` is `upload_file` (multipart above `MULTIPART_THRESHOLD`, `PART_SIZE` parts, at most
   `UPLOAD_CONCURRENCY` in flight: memory stays bounded by their product); the content type is
-  stored with the object. A failed multipart upload is aborted by the transfer manager.
+  the object's `Content-Type` and the metadata its `x-amz-meta-*` headers, as PocketBase's
+  `s3blob` writes them (keys lower-cased, values escaped as Go's `url.PathEscape`, which
+  PocketBase unescapes when it reads them); `md5` is not needed (S3 computes its own ETag). A
+  failed multipart upload is aborted by the transfer manager.
 - `open` is one `GetObject` with `Range: bytes=start-(end-1)`, read in chunks from the socket.
 - `delete_prefix` lists `prefix/` and removes the keys with `DeleteObjects` (1000 per call).
 """
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
 MULTIPART_THRESHOLD = 8 << 20
 PART_SIZE = 8 << 20
 UPLOAD_CONCURRENCY = 2
-_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+_PATH_SAFE = "$&+:=@"  # with the unreserved characters, what Go's `url.PathEscape` keeps
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
@@ -152,13 +155,16 @@ class S3Storage(Storage):
         src_path: Path,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        md5: bytes | None = None,
     ) -> None:
         check_key(key)
         extra: dict[str, Any] = {}
         if content_type:
             extra["ContentType"] = content_type
-        if metadata:  # header values: non-ASCII is percent-encoded
-            extra["Metadata"] = {k: quote(v, safe=_SAFE) for k, v in metadata.items()}
+        if metadata:
+            extra["Metadata"] = {
+                k.lower(): quote(v, _PATH_SAFE, errors="replace") for k, v in metadata.items()
+            }
         try:
             self._client.upload_file(
                 str(src_path), self.bucket, key, ExtraArgs=extra or None, Config=self._transfer

@@ -58,9 +58,11 @@ def _patch(rid: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def _stored(runtime: RuntimeProcess, coll: dict[str, Any]) -> set[str]:
-    """Every stored file of the collection, as `recordId/name`."""
+    """Every stored file of the collection, as `recordId/name` (not their `.attrs` sidecars)."""
     root = runtime.data_dir / "storage" / coll["id"]
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.suffix != ".attrs"
+    }
 
 
 def _staging(runtime: RuntimeProcess) -> list[str]:

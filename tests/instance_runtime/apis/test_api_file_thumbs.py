@@ -8,6 +8,7 @@ replaced file or a deleted record, and thumbs read from and put into S3 storage.
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +66,11 @@ def _folder(runtime: RuntimeProcess, coll: dict[str, Any], rid: str) -> Path:
     return runtime.data_dir / "storage" / str(coll["id"]) / rid
 
 
+def _stored(*names: str) -> list[str]:
+    """What a folder holds for these files: each one and its PocketBase `.attrs` sidecar."""
+    return sorted([*names, *(f"{name}.attrs" for name in names)])
+
+
 def test_pillow_is_loaded_by_the_first_thumb_only(
     runtime: RuntimeProcess, pics: dict[str, Any]
 ) -> None:
@@ -108,7 +114,9 @@ def test_thumbs_of_each_image_type(
         assert got.headers["cache-control"] == "max-age=2592000, stale-while-revalidate=86400"
         assert _size(got.content) == dims, size
         assert (folder / f"{size}_{name}").read_bytes() == got.content
-    assert sorted(os.listdir(folder)) == sorted(f"{s}_{name}" for s in want)
+        attrs = json.loads((folder / f"{size}_{name}.attrs").read_bytes())  # what PocketBase reads
+        assert attrs["user.content_type"] == thumb_type and attrs["user.metadata"] == {}
+    assert sorted(os.listdir(folder)) == _stored(*(f"{s}_{name}" for s in want))
 
     original = c.get(url).content
     for size in ("70x70", "0x0", "abc", "100x100 "):  # not served as thumbs: the original
@@ -116,7 +124,7 @@ def test_thumbs_of_each_image_type(
         assert got.status_code == 200
         assert got.headers["content-disposition"] == f'inline; filename="{name}"'
         assert got.content == original
-    assert sorted(os.listdir(folder)) == sorted(f"{s}_{name}" for s in want)
+    assert sorted(os.listdir(folder)) == _stored(*(f"{s}_{name}" for s in want))
 
 
 def test_a_thumb_is_served_from_the_storage_once_made(
@@ -157,7 +165,7 @@ def test_concurrent_requests_for_one_missing_thumb(
     assert len({a.content for a in answers}) == 1
     assert _size(answers[0].content) == (50, 37)  # Go truncates 50 / (4 / 3)
     folder = _folder(runtime, pics, rec["id"]) / f"thumbs_{name}"
-    assert os.listdir(folder) == [f"50x50f_{name}"]  # one file, no temporary left
+    assert sorted(os.listdir(folder)) == _stored(f"50x50f_{name}")  # one file, no temporary
 
 
 def test_other_types_are_served_as_the_original(
@@ -196,10 +204,10 @@ def test_thumbs_go_with_a_replaced_file_and_a_deleted_record(
 
     replaced = _ok(su.patch(f"{url}/{rec['id']}", files=[("one", ("second.png", _image("PNG")))]))
     second = replaced["one"]
-    assert sorted(os.listdir(folder)) == [second]
+    assert sorted(os.listdir(folder)) == _stored(second)
     thumb = su.get(f"/api/files/pics/{rec['id']}/{second}", params={"thumb": "100x100"})
     assert thumb.headers["content-disposition"] == f'inline; filename="100x100_{second}"'
-    assert sorted(os.listdir(folder)) == sorted([second, f"thumbs_{second}"])
+    assert sorted(os.listdir(folder)) == sorted([*_stored(second), f"thumbs_{second}"])
 
     assert su.delete(f"{url}/{rec['id']}").status_code == 204
     assert not folder.exists()

@@ -5,6 +5,7 @@ and a large upload streams through (it is stored byte for byte)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -42,6 +43,11 @@ def _folder(runtime: RuntimeProcess, coll: dict[str, Any], rid: str) -> Path:
     return runtime.data_dir / "storage" / coll["id"] / rid
 
 
+def _stored(*names: str) -> list[str]:
+    """What a folder holds for these files: each one and its PocketBase `.attrs` sidecar."""
+    return sorted([*names, *(f"{name}.attrs" for name in names)])
+
+
 def _staging(runtime: RuntimeProcess) -> list[str]:
     folder = runtime.data_dir / STAGING
     return os.listdir(folder) if folder.exists() else []
@@ -62,7 +68,7 @@ def test_files_on_disk_follow_the_record(runtime: RuntimeProcess, coll: dict[str
         )
     )
     folder = _folder(runtime, coll, created["id"])
-    assert sorted(os.listdir(folder)) == sorted([created["doc"], *created["docs"]])
+    assert sorted(os.listdir(folder)) == _stored(created["doc"], *created["docs"])
     assert (folder / created["doc"]).read_bytes() == b"one"
 
     replaced = _ok(su.patch(f"{url}/{created['id']}", files=[("doc", ("two.txt", b"two"))]))
@@ -72,13 +78,13 @@ def test_files_on_disk_follow_the_record(runtime: RuntimeProcess, coll: dict[str
             data={"@jsonPayload": json.dumps({"docs-": created["docs"][0]})},
         )
     )
-    assert sorted(os.listdir(folder)) == sorted([replaced["doc"], *removed["docs"]])
+    assert sorted(os.listdir(folder)) == _stored(replaced["doc"], *removed["docs"])
     assert removed["docs"] == created["docs"][1:]
 
     too_big = su.patch(f"{url}/{created['id']}", files=[("docs+", ("big.txt", b"z" * 2000))])
     assert too_big.status_code == 400
     assert too_big.json()["data"]["docs"]["code"] == "validation_file_size_limit"
-    assert sorted(os.listdir(folder)) == sorted([replaced["doc"], *removed["docs"]])
+    assert sorted(os.listdir(folder)) == _stored(replaced["doc"], *removed["docs"])
     assert _staging(runtime) == []
 
     assert su.delete(f"{url}/{created['id']}").status_code == 204
@@ -95,6 +101,31 @@ def test_a_large_upload_is_stored_whole(runtime: RuntimeProcess, coll: dict[str,
     assert got.status_code == 200
     assert got.headers["content-type"] == "application/octet-stream"
     assert hashlib.sha256(got.content).digest() == hashlib.sha256(payload).digest()
+    assert _staging(runtime) == []
+    # PocketBase's sidecar: the md5 (hashed while the upload was staged) and the original name
+    sidecar = _folder(runtime, coll, created["id"]) / f"{created['doc']}.attrs"
+    attrs = json.loads(sidecar.read_bytes())
+    assert attrs["md5"] == base64.b64encode(hashlib.md5(payload).digest()).decode()
+    assert attrs["user.content_type"] == "application/octet-stream"
+    assert attrs["user.metadata"] == {"original-filename": "big.bin"}
+
+
+def test_a_name_the_storage_reserves_is_refused_as_pocketbase_does(
+    runtime: RuntimeProcess, coll: dict[str, Any]
+) -> None:
+    """`*.attrs` names PocketBase's sidecars on disk: an upload named so cannot be stored."""
+    su = runtime.client(superuser=True)
+    url = "/api/collections/fdisk/records"
+    before = su.get(url, params={"perPage": 1}).json()["totalItems"]
+    refused = su.post(url, data={"title": "x"}, files=[("doc", ("evil.attrs", b"{}"))])
+    assert refused.status_code == 400
+    assert refused.json() == {"data": {}, "message": "Failed to create record.", "status": 400}
+    assert su.get(url, params={"perPage": 1}).json()["totalItems"] == before
+    rec = _ok(su.post(url, data={"title": "y"}))
+    updated = su.patch(f"{url}/{rec['id']}", files=[("doc", ("evil.attrs", b"{}"))])
+    assert updated.status_code == 400
+    assert updated.json()["message"] == "Failed to update record."
+    assert not _folder(runtime, coll, rec["id"]).exists()
     assert _staging(runtime) == []
 
 

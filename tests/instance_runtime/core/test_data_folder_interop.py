@@ -11,9 +11,13 @@ own `_params`) is upgraded at start; PocketBase's own history is never rewritten
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
+import json
 import os
 import sqlite3
+import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -443,23 +447,37 @@ def test_a_folder_without_pocketbases_system_schema_gets_no_rows(
     assert "system collection _authOrigins" in caplog.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="our local storage writes no PocketBase `.attrs` sidecar (content type, original "
-    "name, md5) next to a stored file: PocketBase serves such a file as an "
-    "application/octet-stream attachment and makes no thumbnail of it",
-)
+# ---------------------------------------------------------------------------- file sidecars
+def _attrs(root: Path, collection_id: str, record_id: str, name: str) -> bytes:
+    return (root / "pb_data" / "storage" / collection_id / record_id / f"{name}.attrs").read_bytes()
+
+
+def _thumb_attrs(root: Path, record: dict[str, Any], size: str, name: str) -> dict[str, Any]:
+    folder = root / "pb_data" / "storage" / record["collectionId"] / record["id"]
+    found: dict[str, Any] = json.loads(
+        (folder / f"thumbs_{name}" / f"{size}_{name}.attrs").read_bytes()
+    )
+    return found
+
+
 def test_pocketbase_serves_our_image_as_an_image_with_thumbnails(tmp_path: Path) -> None:
+    """PocketBase reads the `.attrs` sidecars our engine writes (the content type, the original
+    name, the md5) as its own: our upload is an inline image there, it makes thumbs of it and
+    serves the thumb our engine made; the sidecar of our upload is byte for byte the one
+    PocketBase writes for the same upload."""
     buffer = io.BytesIO()
     Image.new("RGB", (40, 20), "red").save(buffer, "PNG")
     picture = buffer.getvalue()
     root = tmp_path / "instance"
+    upload = {"pic": ("a.png", picture, "image/png")}
     with fresh("pocketfleet", root) as engine:
         su = superuser(engine.url)
         fields = [{"name": "pic", "type": "file", "maxSelect": 1, "thumbs": ["10x10"]}]
         ok(su.post("/api/collections", json={"name": "imgs", "viewRule": "", "fields": fields}))
-        upload = {"pic": ("a.png", picture, "image/png")}
         record = ok(su.post("/api/collections/imgs/records", files=upload))
+        url = f"{engine.url}/api/files/imgs/{record['id']}/{record['pic']}"
+        our_thumb = httpx.get(url, params={"thumb": "100x100"})
+        assert our_thumb.status_code == 200 and our_thumb.headers["content-type"] == "image/png"
     with serving("pocketbase", root) as pocketbase:
         url = f"{pocketbase.url}/api/files/imgs/{record['id']}/{record['pic']}"
         served = httpx.get(url)
@@ -468,3 +486,52 @@ def test_pocketbase_serves_our_image_as_an_image_with_thumbnails(tmp_path: Path)
         assert Image.open(io.BytesIO(thumb.content)).size == (10, 10)
         assert served.headers["content-type"] == "image/png"
         assert served.headers["content-disposition"].startswith("inline")
+        ours = httpx.get(url, params={"thumb": "100x100"})  # the one our engine made
+        assert ours.headers["content-type"] == "image/png" and ours.content == our_thumb.content
+        theirs = ok(superuser(pocketbase.url).post("/api/collections/imgs/records", files=upload))
+        assert httpx.get(f"{pocketbase.url}/api/files/imgs/{theirs['id']}/{theirs['pic']}",
+                         params={"thumb": "100x100"}).status_code == 200  # fmt: skip
+    assert _attrs(root, record["collectionId"], record["id"], record["pic"]) == _attrs(
+        root, theirs["collectionId"], theirs["id"], theirs["pic"]
+    )
+    our_attrs = _thumb_attrs(root, record, "100x100", record["pic"])
+    their_attrs = _thumb_attrs(root, theirs, "100x100", theirs["pic"])
+    assert our_attrs["md5"] == base64.b64encode(hashlib.md5(our_thumb.content).digest()).decode()
+    assert {**our_attrs, "md5": ""} == {**their_attrs, "md5": ""}
+
+
+def test_our_engine_reads_and_removes_pocketbases_sidecars(tmp_path: Path) -> None:
+    """A file PocketBase stored is served by our engine with the content type of its sidecar
+    (a WAV, which content sniffing alone would not name), and removing it through our engine
+    removes its sidecars and those of its thumbs too: the record's folder goes."""
+    body = bytes(1000)
+    wav = (
+        b"RIFF" + struct.pack("<I", 36 + len(body)) + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 8000, 1, 8)
+        + b"data" + struct.pack("<I", len(body)) + body
+    )  # fmt: skip
+    buffer = io.BytesIO()
+    Image.new("RGB", (30, 30), "blue").save(buffer, "PNG")
+    root = tmp_path / "instance"
+    with fresh("pocketbase", root) as pocketbase:
+        su = superuser(pocketbase.url)
+        fields = [{"name": "media", "type": "file", "maxSelect": 2}]
+        ok(su.post("/api/collections", json={"name": "media", "viewRule": "", "fields": fields}))
+        files = [
+            ("media", ("tone.wav", wav, "audio/wav")),
+            ("media", ("p.png", buffer.getvalue(), "image/png")),
+        ]
+        record = ok(su.post("/api/collections/media/records", files=files))
+        tone, pic = record["media"]
+        base = f"{pocketbase.url}/api/files/media/{record['id']}"
+        assert httpx.get(f"{base}/{pic}", params={"thumb": "100x100"}).status_code == 200
+    folder = root / "pb_data" / "storage" / record["collectionId"] / record["id"]
+    assert len(list(folder.rglob("*.attrs"))) == 3  # both files and the thumb
+    with serving("pocketfleet", root) as engine:
+        served = httpx.get(f"{engine.url}/api/files/media/{record['id']}/{tone}")
+        assert served.status_code == 200 and served.content == wav
+        assert served.headers["content-type"] == "audio/wav"
+        assert served.headers["content-disposition"].startswith("inline")
+        su = superuser(engine.url)
+        ok(su.patch(f"/api/collections/media/records/{record['id']}", json={"media": []}))
+        eventually(engine, lambda: not folder.exists())

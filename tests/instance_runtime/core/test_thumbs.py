@@ -245,7 +245,8 @@ def test_concurrent_requests_make_one_thumb(tmp_path: Path) -> None:
     assert maker.generated == 1
     assert storage.list_prefix("coll/rec/thumbs_pic_abcdefghij.png") == [want]
     folder = tmp_path / "storage/coll/rec/thumbs_pic_abcdefghij.png"
-    assert sorted(p.name for p in folder.iterdir()) == ["50x50_pic_abcdefghij.png"]  # no temp left
+    names = sorted(p.name for p in folder.iterdir())  # the thumb and its sidecar, no temp left
+    assert names == ["50x50_pic_abcdefghij.png", "50x50_pic_abcdefghij.png.attrs"]
     assert _decode((folder / "50x50_pic_abcdefghij.png").read_bytes()).size == (50, 50)
 
     # served from the storage afterwards: a thumb already there is never made again

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +20,7 @@ from instance_runtime.tools.filesystem import (
     Storage,
     StorageError,
     check_key,
+    sidecar,
 )
 from instance_runtime.tools.filesystem.local import LocalStorage
 from instance_runtime.tools.filesystem.s3 import S3Config, S3Storage
@@ -85,10 +88,7 @@ def test_put_moves_the_staged_file_and_reads_back(storage: Storage, tmp_path: Pa
     assert info is not None and info.size == len(data)
     assert abs(info.modified - datetime.now(UTC)) < timedelta(minutes=5)
     assert storage.exists("coll/rec/file.bin")
-    if isinstance(storage, S3Storage):
-        assert info.content_type == "application/octet-stream"
-    else:
-        assert info.content_type is None
+    assert info.content_type == "application/octet-stream"
 
 
 def test_put_replaces_and_put_bytes(storage: Storage, tmp_path: Path) -> None:
@@ -247,3 +247,180 @@ def test_s3_errors_are_storage_errors(moto: MotoServer, tmp_path: Path) -> None:
     with pytest.raises(StorageError):
         dead.stat("a/b")
     assert time.monotonic() - started < 30
+
+
+# ---------------------------------------------------------------------------------- attributes
+# What PocketBase 0.40.6 wrote itself (its `fileblob` driver) for an upload of `notes.txt`
+# holding b"hello\n", and for a thumb (no metadata) of empty content: byte for byte.
+PB_NOTES_ATTRS = (
+    b'{"user.cache_control":"","user.content_disposition":"","user.content_encoding":"",'
+    b'"user.content_language":"","user.content_type":"text/plain; charset=utf-8",'
+    b'"user.metadata":{"original-filename":"notes.txt"},"md5":"sZRqySSS0jR8YjW00mERhA=="}'
+)
+PB_THUMB_ATTRS = (
+    b'{"user.cache_control":"","user.content_disposition":"","user.content_encoding":"",'
+    b'"user.content_language":"","user.content_type":"image/png","user.metadata":{},'
+    b'"md5":"1B2M2Y8AsgTpgAmY7PhCfg=="}'
+)
+# A name as PocketBase 0.40.6 stored it: raw UTF-8 and no HTML escaping in the sidecar, Go's
+# `url.PathEscape` in S3's `x-amz-meta-original-filename`.
+ODD_NAME = "Ünïcødé <&> 'x' (1) 100%+ $&+,:;=?@!*~#[]^`{|}.txt"
+PB_ODD_NAME_ON_S3 = (
+    "%C3%9Cn%C3%AFc%C3%B8d%C3%A9%20%3C&%3E%20%27x%27%20%281%29%20100%25+%20$&+%2C:%3B=%3F@%21"
+    "%2A~%23%5B%5D%5E%60%7B%7C%7D.txt"
+)
+
+
+def test_the_content_type_is_kept(storage: Storage, tmp_path: Path) -> None:
+    storage.put("c/r/a.png", _staged(tmp_path, b"\x89PNG..."), "image/png", {"x": "y"})
+    storage.put_bytes("c/r/thumbs_a.png/1x1_a.png", b"thumb", "image/jpeg")
+    found = storage.stat("c/r/a.png")
+    assert found is not None and found.content_type == "image/png"
+    thumb = storage.stat("c/r/thumbs_a.png/1x1_a.png")
+    assert thumb is not None and thumb.content_type == "image/jpeg"
+    storage.put("c/r/a.png", _staged(tmp_path, b"GIF89a"), "image/gif")  # replaced with it
+    again = storage.stat("c/r/a.png")
+    assert again is not None and again.content_type == "image/gif"
+
+
+def test_local_sidecars_are_pocketbases(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    storage = LocalStorage(root)
+    notes = _staged(tmp_path, b"hello\n")
+    storage.put("c/r/notes_x.txt", notes, "text/plain; charset=utf-8",
+                {"original-filename": "notes.txt"})  # fmt: skip
+    assert (root / "c/r/notes_x.txt.attrs").read_bytes() == PB_NOTES_ATTRS
+    storage.put_bytes("c/r/thumbs_a.png/1x1_a.png", b"", "image/png")
+    assert (root / "c/r/thumbs_a.png/1x1_a.png.attrs").read_bytes() == PB_THUMB_ATTRS
+
+    storage.put(
+        "c/r/odd.txt", _staged(tmp_path, b"odd"), "text/plain", {"Original-Filename": ODD_NAME}
+    )
+    raw = (root / "c/r/odd.txt.attrs").read_bytes()
+    assert f'"user.metadata":{{"original-filename":"{ODD_NAME}"}}'.encode() in raw
+    found = sidecar.decode(raw)
+    assert found is not None and found.md5 == hashlib.md5(b"odd").digest()
+
+    storage.put("c/r/none.bin", _staged(tmp_path, b"\x00"))  # no type: PocketBase's default
+    assert json.loads((root / "c/r/none.bin.attrs").read_bytes())["user.content_type"] == (
+        "application/octet-stream"
+    )
+
+
+def test_local_md5_given_by_the_caller_is_the_one_kept(tmp_path: Path) -> None:
+    """A caller that hashed the file while staging it passes the digest: the file is not read
+    again for it (the digest is taken as given); without one the storage computes it."""
+    storage = LocalStorage(tmp_path / "storage")
+    data = os.urandom(200_000)
+    given = hashlib.md5(b"something else").digest()
+    storage.put("c/r/given.bin", _staged(tmp_path, data), "application/octet-stream", None, given)
+    storage.put("c/r/computed.bin", _staged(tmp_path, data), "application/octet-stream")
+    root = tmp_path / "storage"
+    kept = sidecar.decode((root / "c/r/given.bin.attrs").read_bytes())
+    computed = sidecar.decode((root / "c/r/computed.bin.attrs").read_bytes())
+    assert kept is not None and kept.md5 == given
+    assert computed is not None and computed.md5 == hashlib.md5(data).digest()
+
+
+def test_local_sidecars_are_never_listed_and_go_with_their_files(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    storage = LocalStorage(root)
+    storage.put("c/r1/a.txt", _staged(tmp_path, b"a"), "text/plain")
+    storage.put_bytes("c/r1/thumbs_a.txt/1x1_a.txt", b"t", "text/plain")
+    storage.put_bytes("c/r1/b.txt", b"b", "text/plain")
+    storage.put_bytes("top.zip", b"z", "application/zip")
+    assert storage.list_prefix("c/r1") == [
+        "c/r1/a.txt",
+        "c/r1/b.txt",
+        "c/r1/thumbs_a.txt/1x1_a.txt",
+    ]
+    keys = [e.key for e in storage.entries("")]
+    assert keys == ["c/r1/a.txt", "c/r1/b.txt", "c/r1/thumbs_a.txt/1x1_a.txt", "top.zip"]
+    assert [e.info.size for e in storage.entries("top")] == [1]
+    assert len(list(root.rglob("*.attrs"))) == 4
+
+    storage.delete("c/r1/b.txt")
+    assert not (root / "c/r1/b.txt.attrs").exists()
+    storage.delete_prefix("c/r1/thumbs_a.txt")
+    storage.delete("c/r1/a.txt")
+    assert not (root / "c/r1").exists()  # the folder was left empty: no sidecar kept it
+    storage.delete("top.zip")
+    assert list(root.rglob("*")) == [root / "c"]
+
+
+def test_local_delete_removes_the_sidecar_pocketbase_wrote(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    folder = root / "c" / "r"
+    folder.mkdir(parents=True)
+    (folder / "notes_x.txt").write_bytes(b"hello\n")
+    (folder / "notes_x.txt.attrs").write_bytes(PB_NOTES_ATTRS)
+    storage = LocalStorage(root)
+    found = storage.stat("c/r/notes_x.txt")
+    assert found is not None and found.content_type == "text/plain; charset=utf-8"
+    assert storage.list_prefix("c") == ["c/r/notes_x.txt"]
+    storage.delete("c/r/notes_x.txt")
+    assert not folder.exists()
+
+
+def test_local_file_without_a_readable_sidecar_has_no_content_type(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    (root / "c").mkdir(parents=True)
+    (root / "c/plain.png").write_bytes(b"\x89PNG")  # stored before sidecars, or copied in
+    (root / "c/broken.png").write_bytes(b"\x89PNG")
+    (root / "c/broken.png.attrs").write_bytes(b"not json")
+    (root / "c/empty.png").write_bytes(b"\x89PNG")
+    (root / "c/empty.png.attrs").write_bytes(b'{"user.content_type":""}')
+    storage = LocalStorage(root)
+    for key in ("c/plain.png", "c/broken.png", "c/empty.png"):
+        found = storage.stat(key)
+        assert found is not None and found.size == 4 and found.content_type is None, key
+
+
+def test_local_attrs_keys_are_reserved(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    storage = LocalStorage(root)
+    storage.put_bytes("c/r/a.txt", b"a", "text/plain")
+    src = _staged(tmp_path, b"x")
+    with pytest.raises(InvalidKey, match="reserved"):
+        storage.put("c/r/evil.attrs", src)
+    with pytest.raises(InvalidKey, match="reserved"):
+        storage.put_bytes("c/r/a.txt.attrs", b"{}")
+    assert src.exists()
+    assert storage.stat("c/r/a.txt.attrs") is None and not storage.exists("c/r/a.txt.attrs")
+    with pytest.raises(FileNotFoundError):
+        storage.open("c/r/a.txt.attrs")
+    storage.delete("c/r/a.txt.attrs")  # not a key: nothing happens
+    assert (root / "c/r/a.txt.attrs").is_file()
+
+
+def test_local_failed_put_keeps_the_previous_sidecar(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    storage = LocalStorage(root)
+    storage.put_bytes("c/r/a.txt", b"old", "text/plain")
+    before = (root / "c/r/a.txt.attrs").read_bytes()
+    (root / "c/r/dir").mkdir()
+    (root / "c/r/dir/inside").write_bytes(b"x")  # a folder where the file would go
+    src = _staged(tmp_path, b"new")
+    with pytest.raises(StorageError):
+        storage.put("c/r/dir", src, "image/png")
+    assert src.exists() and not (root / "c/r/dir.attrs").exists()
+    missing = tmp_path / "gone.bin"
+    with pytest.raises(StorageError):
+        storage.put("c/r/a.txt", missing, "image/png", None, hashlib.md5(b"").digest())
+    assert (root / "c/r/a.txt.attrs").read_bytes() == before
+    assert not any(p.name.startswith(".tmp_") for p in root.rglob("*"))
+
+
+def test_s3_object_attributes_are_pocketbases(moto: MotoServer, tmp_path: Path) -> None:
+    moto.create_bucket("pf-fs-attrs")
+    storage = S3Storage(_s3_config(moto, "pf-fs-attrs"))
+    storage.put("c/r/odd.txt", _staged(tmp_path, b"hi"), "text/plain; charset=utf-8",
+                {"Original-Filename": ODD_NAME})  # fmt: skip
+    storage.put_bytes("c/r/thumbs_a.png/1x1_a.png", b"thumb", "image/png")
+    client = moto.client()
+    head = client.head_object(Bucket="pf-fs-attrs", Key="c/r/odd.txt")
+    assert head["ContentType"] == "text/plain; charset=utf-8"
+    assert head["Metadata"] == {"original-filename": PB_ODD_NAME_ON_S3}
+    thumb = client.head_object(Bucket="pf-fs-attrs", Key="c/r/thumbs_a.png/1x1_a.png")
+    assert thumb["ContentType"] == "image/png" and thumb["Metadata"] == {}
+    storage.close()
