@@ -118,6 +118,8 @@ class ControlPlane:
         if caddy is not None:
             await caddy.open(await domains.aliases_by_host())
         handoffs = handoffs if handoffs is not None else HandoffStore()
+        backups = BackupService(settings, db, engines, instances, reconciler)
+        reconciler.hibernator.replication = backups.pauses  # sleep and wake pause replication
         files = FileService(settings, instances)
         deploys = DeployService(settings, files)
         await deploys.recover()  # deploys a stopped control plane left half done
@@ -138,7 +140,7 @@ class ControlPlane:
             metrics=MetricsService(db),
             system=SystemService(settings, db),
             hibernation=HibernationService(settings, db, instances, reconciler, activity),
-            backups=BackupService(settings, db, engines, instances, reconciler),
+            backups=backups,
             domains=domains,
             files=files,
             deploys=deploys,
@@ -177,7 +179,7 @@ class ControlPlane:
         self.scheduler.every("jobs-forget-deleted", 300, self.jobs.forget_deleted)
 
     async def _host_of(self, instance_id: str) -> str | None:
-        async with self.db() as session:
+        async with self.db.read() as session:
             instance = await session.get(Instance, instance_id)
         if instance is None or instance.name is None:  # gone, or deleted
             return None
@@ -205,6 +207,7 @@ class ControlPlane:
         if self.caddy is not None:
             await self.caddy.aclose()
         await self.driver.aclose()
+        await self.db.aclose()
         await self.engine.dispose()
 
 

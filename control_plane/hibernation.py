@@ -32,7 +32,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -102,6 +102,15 @@ def is_idle(settings: Settings, instance: Instance, seen: HostActivity | None, n
     return limit > 0 and idle is not None and idle >= limit
 
 
+class ReplicationLink(Protocol):
+    """What sleep and wake tell replication (`control_plane.backups.pauses`): the instance's
+    engine stopped, or is about to start."""
+
+    async def asleep(self, instance: Instance) -> None: ...
+
+    async def awake(self, instance: Instance) -> None: ...
+
+
 class ReconcilerLink(Protocol):
     """What the hibernator needs of the reconciler (see `control_plane.reconcile`)."""
 
@@ -135,6 +144,23 @@ class Hibernator:
         self._wakes: dict[str, asyncio.Future[Upstream]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.wake_concurrency)
+        self.replication: ReplicationLink | None = None  # set by the assembled control plane
+
+    def replication_awake(self, instance: Instance) -> None:
+        """Tell replication (in the background) that the instance is about to start."""
+        if self.replication is not None:
+            self._background(self.replication.awake(instance), f"resume {instance.id}")
+
+    def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("%s failed", name)
+
+        task = asyncio.create_task(run(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ----- putting to sleep (called by the reconciler in its task for the instance)
 
@@ -167,6 +193,11 @@ class Hibernator:
         await self._save(
             instance, InstanceState.HIBERNATED, reason, actor=instance.desired_by or ACTOR, **fields
         )
+        if self.replication is not None and instance.status == InstanceState.HIBERNATED:
+            try:
+                await self.replication.asleep(instance)
+            except Exception:  # replication's own pass pauses it later
+                log.exception("pausing the replication of %s failed", instance.id)
 
     def _still_idle(self, instance: Instance, host: str) -> bool:
         return is_idle(self.settings, instance, self.activity.snapshot().get(host), time.time())
@@ -219,7 +250,7 @@ class Hibernator:
         self, route: Route, future: asyncio.Future[Upstream], name: str
     ) -> None:
         started = time.monotonic()
-        async with self.db() as session:
+        async with self.db.read() as session:
             row = await session.get(Instance, route.instance_id)
         if row is None or row.port is None or row.name is None:
             raise WakeFailed(f"Instance {name} is gone.", _REFUSED_RETRY_AFTER_S)
@@ -234,6 +265,7 @@ class Hibernator:
             wait = math.ceil((row.next_start_at - utcnow()).total_seconds())
             raise WakeFailed(f"Instance {name} failed to start; retry in {wait} s.", wait)
         spec = spec_for(self.settings, self.engines, row)
+        self.replication_awake(row)
         async with self._slots:
             marking = asyncio.create_task(self._mark_waking(row.id))
             try:

@@ -17,15 +17,15 @@ import contextlib
 import dataclasses
 import shutil
 import time
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from sqlalchemy import or_
 from sqlmodel import col, select
 
-from control_plane.db.engine import SessionFactory, update_row
+from control_plane.db.engine import SessionFactory, serialized, update_row
 from control_plane.db.models import Account, Instance, utcnow
 from control_plane.drivers.base import Driver, InstanceSpec, PortTakenError, RunState, StartError
 from control_plane.drivers.ports import NoFreePortError, free_port
@@ -33,7 +33,7 @@ from control_plane.engines.registry import EngineRegistry
 from control_plane.hibernation import Hibernator, sleeping_settled
 from control_plane.lifecycle import IllegalTransition, InstanceState, transition
 from control_plane.limits import QUOTA_ACTOR, quota_stop_reason
-from control_plane.metrics import Sampler
+from control_plane.metrics import FleetSampler
 from control_plane.settings import Settings
 from control_plane.specs import spec_for
 from proxy.activity import ActivityTracker
@@ -48,7 +48,14 @@ TRASH_SWEEP_EVERY_S = 3600.0
 # A running instance with nothing to do is visited fully (driver status, one read) only every
 # this many passes; in between, a system call says its process is still there.
 FULL_VISIT_EVERY = 10
+# Reconcile tasks working at once (the others wait their turn): a fleet's first pass, or a
+# burst of changes, does not open a thousand sessions and driver calls at the same moment.
+RECONCILE_CONCURRENCY = 32
 TRASH_STAMP = "%Y%m%dT%H%M%SZ"  # trash entries are named STAMP-ID-NAME
+
+
+def _visit_slot(instance_id: str) -> int:
+    return zlib.crc32(instance_id.encode()) % FULL_VISIT_EVERY
 
 
 def backoff_s(crashes: int) -> float:
@@ -111,11 +118,11 @@ class Reconciler:
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._pushed: dict[str, Route] = {}
         self._last_sample = 0.0
-        self._sampled_since = 0.0  # activity newer than this is not recorded yet
         self._last_trash_sweep = 0.0
         self._passes = 0
-        self.sampler = Sampler(settings)
+        self.sampler = FleetSampler(settings, db, engines, driver, activity)
         self._stopping = False
+        self._slots = asyncio.Semaphore(RECONCILE_CONCURRENCY)
         self.hibernator = Hibernator(settings, db, engines, driver, activity, self)
 
     # ----- the loop
@@ -153,13 +160,15 @@ class Reconciler:
             .join(Account, col(Account.id) == col(Instance.owner_id))
             .where(col(Instance.status) != InstanceState.DELETED.value, ~sleeping_settled())
         )
-        async with self.db() as session:
+        async with self.db.read() as session:
             rows = (await session.exec(query)).all()
         self._passes += 1
-        full = self._passes % FULL_VISIT_EVERY == 0
         for instance, suspended_at in rows:
             if instance.id in self._inflight:
                 continue
+            # each instance's full visit comes every FULL_VISIT_EVERY passes, in its own
+            # pass (by its id), so that a big fleet's visits are spread over the passes
+            full = (self._passes + _visit_slot(instance.id)) % FULL_VISIT_EVERY == 0
             if not full and self._steady(instance, suspended_at is not None):
                 continue
             task = asyncio.create_task(self._reconcile_task(instance.id))
@@ -167,7 +176,7 @@ class Reconciler:
         now = time.monotonic()
         if now - self._last_sample >= self.settings.sample_interval_s:
             self._last_sample = now
-            await self._sample()
+            await self.sampler.sample()
         if now - self._last_trash_sweep >= TRASH_SWEEP_EVERY_S:
             self._last_trash_sweep = now
             await asyncio.to_thread(self._sweep_trash)
@@ -198,7 +207,7 @@ class Reconciler:
         deadline = time.monotonic() + timeout
         while True:
             changed = self._changed
-            async with self.db() as session:
+            async with self.db.read() as session:
                 instance = await session.get(Instance, instance_id)
                 if instance is None:
                     return
@@ -241,7 +250,8 @@ class Reconciler:
 
     async def _reconcile_task(self, instance_id: str) -> None:
         try:
-            await self.reconcile_instance(instance_id)
+            async with self._slots:
+                await self.reconcile_instance(instance_id)
         except Exception:
             log.exception("reconciling an instance failed", instance=instance_id)
         finally:
@@ -250,7 +260,7 @@ class Reconciler:
             changed.set()
 
     async def _read(self, instance_id: str) -> Snapshot | None:
-        async with self.db() as session:
+        async with self.db.read() as session:
             found = (
                 await session.exec(
                     select(Instance, Account.suspended_at)
@@ -331,6 +341,7 @@ class Reconciler:
                 await self._crashed(instance, f"creating the superuser failed: {output[-500:]}")
                 return
             await self._update(instance.id, pending_superuser=None)
+        self.hibernator.replication_awake(instance)  # its databases replicate again
         try:
             pid, spec = await self.start_instance(spec)
         except StartError as exc:
@@ -358,6 +369,7 @@ class Reconciler:
     async def move_port(self, instance_id: str, old: int) -> int:
         """Give the instance a port no instance holds and nothing binds now; commit it."""
         async with self.db() as session:
+            await serialized(session, "instances:create")  # the ports taken, then one more
             taken = set(
                 (
                     await session.exec(select(Instance.port).where(col(Instance.port).is_not(None)))
@@ -493,7 +505,7 @@ class Reconciler:
         instance.status = row.status
         log.info("instance moved", instance=instance.id, to=target.value, reason=reason)
 
-    # ----- routes, samples, trash
+    # ----- routes, trash
 
     def _route_for(self, instance: Instance, up: bool | None = None) -> Route | None:
         if not instance.name:
@@ -516,7 +528,7 @@ class Reconciler:
         self._pushed[route.host] = route
 
     async def _all_routes(self) -> list[Route]:
-        async with self.db() as session:
+        async with self.db.read() as session:
             rows = (
                 await session.exec(
                     select(Instance).where(col(Instance.status) != InstanceState.DELETED.value)
@@ -525,51 +537,6 @@ class Reconciler:
         routes = [r for r in (self._route_for(i) for i in rows) if r is not None]
         self._pushed = {r.host: r for r in routes}
         return routes
-
-    async def _sample(self) -> None:
-        """Record memory and last-request times (and, when due, chart points); cap logs."""
-        activity = self.activity.snapshot()
-        keep_points = self.sampler.due()
-        since, self._sampled_since = self._sampled_since, time.time()
-        suffix = "." + self.settings.domain
-        active = [
-            host.removesuffix(suffix)
-            for host, seen in activity.items()
-            if seen.last_request_at >= since and host.endswith(suffix)
-        ]
-        # instances that run, ran until lately, or had requests since the last pass: the
-        # others (asleep or stopped, and quiet) have nothing new to record
-        query = select(Instance).where(
-            col(Instance.status) != InstanceState.DELETED.value,
-            or_(
-                col(Instance.pid).is_not(None),
-                col(Instance.memory_bytes).is_not(None),
-                col(Instance.name).in_(active),
-            ),
-        )
-        async with self.db() as session:
-            rows = (await session.exec(query)).all()
-            for row in rows:
-                if not row.name or row.port is None:
-                    continue
-                seen = activity.get(self.settings.instance_host(row.name))
-                if seen and seen.last_request_at:
-                    last = datetime.fromtimestamp(seen.last_request_at, tz=row.created_at.tzinfo)
-                    if row.last_request_at is None or last > row.last_request_at:
-                        row.last_request_at = last
-                if row.pid:  # nothing to measure or cap of a sleeping or stopped instance
-                    spec = spec_for(self.settings, self.engines, row)
-                    stats = await self.driver.stats(spec, row.pid)
-                    row.memory_bytes = stats.memory_bytes if stats else None
-                    await asyncio.to_thread(self.driver.cap_log, spec)
-                else:
-                    row.memory_bytes = None
-                session.add(row)
-                if keep_points:
-                    session.add(self.sampler.point(row, seen))
-            if keep_points:
-                await self.sampler.prune(session)
-            await session.commit()
 
     def _sweep_trash(self) -> None:
         trash = self.settings.trash_dir

@@ -18,7 +18,7 @@ middle of a walk. Every function here holds to these rules:
   it is the inode the listing saw, on the same filesystem, at most `MAX_DEPTH` deep;
 - files and folders created (`make_dirs`, `create_file`, `hand_over`) are created relative to
   descriptors with `O_EXCL|O_NOFOLLOW`, modes 0600/0700, and given to their owner with
-  `fchown` on the descriptor, never by path.
+  `fchown` on the descriptor, never by path (so is a file given back, `reclaim`).
 
 The only paths trusted as paths are the anchors a caller opens with `open_anchor`: folders
 that only the control plane can change (`PF_DATA_DIR/instances/ID`, whose parent only root
@@ -173,6 +173,38 @@ def open_own_file(dir_fd: int, name: str, uid: int, *, shown_as: str = "") -> in
         os.close(fd)
         raise Refused(shown, "changed while it was opened")
     return fd
+
+
+def reclaim(dir_fd: int, rel: str, uid: int, inode: tuple[int, int]) -> bool:
+    """Make sure the file `rel` below `dir_fd` belongs to `uid`, when it is the inode `inode`
+    (`st_dev`, `st_ino`), a regular file with a single link: `fchown` to `uid` through its own
+    descriptor if someone else owns it. Whether it belongs to `uid` afterwards (False when it
+    is missing or not that inode, not a regular file or has several links: nothing changed).
+    For a file of the instance that root gave to another uid (see `backups.replication`);
+    never follows a link (`Refused` for one on a folder on the way), opens nothing else."""
+    parts = components(rel)
+    try:
+        parent = open_dir(dir_fd, "/".join(parts[:-1])) if len(parts) > 1 else os.dup(dir_fd)
+        try:
+            handle = os.open(parts[-1], _PATH_FLAGS, dir_fd=parent)
+        finally:
+            os.close(parent)
+    except FileNotFoundError:
+        return False
+    try:
+        info = os.fstat(handle)
+        if (info.st_dev, info.st_ino) != inode or not_own_file(info, info.st_uid) is not None:
+            return False
+        if info.st_uid == uid:
+            return True
+        fd = os.open(f"/proc/self/fd/{handle}", _READ_FLAGS)
+    finally:
+        os.close(handle)
+    try:
+        os.fchown(fd, uid, uid)
+    finally:
+        os.close(fd)
+    return True
 
 
 def open_own_file_at(root_fd: int, rel: str, uid: int) -> int:

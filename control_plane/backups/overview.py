@@ -37,7 +37,9 @@ async def fleet_overview(service: BackupService) -> list[FleetBackupPublic]:
         lag: float | None = None
         dbs = service.databases(instance)
         seen = status.get(str(dbs[0].path)) if dbs else None
-        if seen is not None and seen.last_sync_at is not None:
+        if seen is not None and instance.id in service.pauses.paused:
+            lag = 0.0  # paused once it stopped, after a last sync (control_plane.backups.pauses)
+        elif seen is not None and seen.last_sync_at is not None:
             lag = max(0.0, (now - seen.last_sync_at).total_seconds())
         result.append(
             FleetBackupPublic(

@@ -106,7 +106,10 @@ class Replicas:
         return start.astimezone(UTC), end.astimezone(UTC)
 
     async def _caught_up(self, instance: Instance) -> bool:
-        """Whether Litestream reports every database of the instance fully shipped."""
+        """Whether Litestream reports every database of the instance fully shipped (a paused
+        instance's were, by the pause's last sync: `control_plane.backups.pauses`)."""
+        if instance.id in self.service.pauses.paused:
+            return True
         for db in self.service.databases(instance):
             synced = await self.service.replication.sync(db.path, wait=False)
             if synced is None or not synced.replicated_txid >= synced.txid > 0:

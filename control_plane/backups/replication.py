@@ -26,22 +26,40 @@
 Instance folders are their tenants', and Litestream runs as root: a tenant that replaced its
 `pb_data/data.db` (or the WAL, or `pb_data` itself) by a link to another tenant's would have
 Litestream ship that other database into its own replica, for a point-in-time restore to hand
-over. Two defences, as one root process must read every tenant's databases:
+over. Three defences, as one root process must read every tenant's databases:
 - Litestream runs in a mount namespace of its own, where `PF_DATA_DIR/instances` is mounted
   again with `nosymfollow` (Linux 5.10+; `jailed_argv`): the kernel refuses a symbolic link on
   any component below it, at the moment of every open Litestream makes itself, the database
-  it reads pages from and the WAL it reads at every sync included; so what goes into a
-  replica is always read from the instance's own files, without a window;
+  it reads pages from and the WAL it reads at every sync included; so no symbolic link leads
+  it to another's file, without a window;
 - a database is listed in the configuration only while it, its `-wal`/`-shm`/`-journal` and
-  the folders on its way are the instance's own regular files and folders (`safe_fs`;
-  `replication_refusal`), checked at every pass of the backups loop (refused instances are
-  logged and left out until they are fixed).
-What remains: the SQLite library inside Litestream resolves a symbolically linked database
-name in user space when it opens a connection (for its locks, checkpoints and its
-`_litestream_*` bookkeeping tables); a link swapped in between two checks could point that
-connection, not the data replicated, at another database. Only the sandbox can close it (an
-instance that cannot create links); where the mount namespace is unavailable (no
-CAP_SYS_ADMIN, an old kernel), Litestream runs without it, with an error in the log.
+  the folders on its way are the instance's own regular files and folders, with one link
+  (`safe_fs`; `replication_refusal`), checked at every pass of the backups loop and once more
+  right before Litestream (re)starts (stopping the old one can take seconds: its final sync);
+  refused instances are logged and left out until they are fixed;
+- what Litestream holds open is checked at every pass too (`held_refusal`, from
+  `/proc/PID/fd`): a file below an instance folder that is not the instance's (opened while
+  a hard link to another's was in place) leaves the instance out, which restarts Litestream
+  without it, after the instance's `-wal`/`-shm` that SQLite gave away (below) are given back.
+What remains: `nosymfollow` does not see a hard link, and the SQLite library inside
+Litestream opens a database by name whenever it opens a connection (at Litestream's start, at
+its first pass a second later; others lazily, such as a connection's WAL at its first
+checkpoint). If the name is then a hard link to another tenant's database (set between two
+checks), that connection can read, and checkpointing write, the other's database with this
+instance's WAL: the other's pages can go into this instance's replica and this instance's WAL
+into the other's database. And as Litestream's euid is 0, SQLite gives every WAL and `-shm`
+it opens to the owner of the database its name names then (`unixOpen`: `findCreateFileMode`,
+`robustFchown`; `unixOpenSharedMemory` likewise), here the instance's own `-wal`/`-shm` to
+the other tenant's uid, which fails its snapshots until `held_refusal` gives them back. The
+checks above shorten this to the time between two passes (`FOLDER_CHECK_EVERY_S`); nothing
+here closes it while one root process opens tenants' databases by name. The kernel does: no
+tenant can make that link (`fs.protected_hardlinks`, and instance folders are 0700 to their
+own uid). Likewise SQLite resolves a symbolically linked database name in user space when it
+opens a connection (for its locks, checkpoints and its `_litestream_*` bookkeeping tables); a
+link swapped in between two checks could point that connection at another database. Only the
+sandbox can close these for good (an instance that cannot create links); where the mount
+namespace is unavailable (no CAP_SYS_ADMIN, an old kernel), Litestream runs without it, with
+an error in the log.
 """
 
 from __future__ import annotations
@@ -183,6 +201,81 @@ def replication_refusal(root: Path, databases: list[str], owner: int) -> str | N
 
 
 @dataclass(frozen=True)
+class HeldFile:
+    """A file a process holds open: the path it opened it by, and its inode's `stat` now."""
+
+    path: str
+    info: os.stat_result
+
+
+def held_files(pid: int) -> list[HeldFile]:
+    """The files process `pid` holds open, by path (none when it is gone). Blocking."""
+    fds = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fds)
+    except OSError:
+        return []
+    found: list[HeldFile] = []
+    for name in names:
+        try:
+            where = os.readlink(f"{fds}/{name}")
+            info = os.stat(f"{fds}/{name}")
+        except OSError:  # closed meanwhile
+            continue
+        if where.startswith("/"):  # not a socket, a pipe, an anonymous inode
+            found.append(HeldFile(where.removesuffix(" (deleted)"), info))
+    return found
+
+
+def held_refusal(
+    held: Sequence[HeldFile], root: Path, databases: list[str], owner: int
+) -> str | None:
+    """Why the instance folder `root` (resolved) must be left out of replication now because
+    Litestream holds open, below it, a file that is not `owner`'s (`held`, see `held_files`):
+    one it opened while a hard link to another's file was in its place. The `-wal`/`-shm`/
+    `-journal` of the databases `databases` (relative paths) that SQLite gave to another uid
+    (module docstring) are given back to `owner` first, and refuse nothing then (`safe_fs.
+    reclaim`: only the very inode Litestream holds, still in place, with one link). None: all
+    it holds there is `owner`'s. Blocking."""
+    prefix = f"{root}/"
+    foreign = {
+        (item.path.removeprefix(prefix), item.info.st_dev, item.info.st_ino): item.info.st_uid
+        for item in held
+        if item.path.startswith(prefix) and item.info.st_uid != owner
+    }
+    if not foreign:
+        return None
+    side = {rel + suffix for rel in databases for suffix in SIDE_FILES}
+    try:
+        root_fd = safe_fs.open_anchor(root)
+    except FileNotFoundError:
+        return None
+    refusal = None
+    try:
+        for (rel, dev, ino), uid in sorted(foreign.items()):
+            if rel in side and _reclaimed(root_fd, rel, owner, (dev, ino)):
+                log.warning(
+                    "%s of %s was given to uid %d by litestream's SQLite; given back to uid %d",
+                    rel, root.name, uid, owner,
+                )  # fmt: skip
+            elif refusal is None:
+                refusal = (
+                    f"litestream opened {rel} while it was a file of uid {uid}, not {owner} "
+                    "(a hard link in its place)"
+                )
+    finally:
+        os.close(root_fd)
+    return refusal
+
+
+def _reclaimed(root_fd: int, rel: str, owner: int, inode: tuple[int, int]) -> bool:
+    try:
+        return safe_fs.reclaim(root_fd, rel, owner, inode)
+    except OSError:  # a link on the way, or no permission (not root)
+        return False
+
+
+@dataclass(frozen=True)
 class DbStatus:
     path: str
     replicating: bool
@@ -240,6 +333,7 @@ class ReplicationSupervisor:
         self._digest = ""
         self._restarts = 0
         self.refused: dict[str, str] = {}  # instance id -> why its databases are left out
+        self._folders: dict[str, tuple[Path, int]] = {}  # instance id -> its folder, its uid
 
     # ----- configuration
 
@@ -275,34 +369,68 @@ class ReplicationSupervisor:
         self, candidates: Sequence[tuple[Path, list[ReplicatedDb], int]]
     ) -> list[ReplicatedDb]:
         """The databases of `candidates` (instance folder, its databases, the uid that owns
-        them) that `replication_refusal` lets be replicated now; an instance refused has none
+        them) that may be replicated now: neither `held_refusal` (what Litestream holds open
+        now) nor `replication_refusal` refuses their folder; an instance refused has none
         replicated (logged when a refusal starts and when it ends). One thread for all."""
+        pid = self.running_pid()
 
         def check() -> list[str | None]:
-            return [
-                replication_refusal(root, [db.path.relative_to(root).as_posix() for db in dbs], uid)
-                for root, dbs, uid in candidates
-            ]
+            held = held_files(pid) if pid is not None else []
+            reasons: list[str | None] = []
+            for root, dbs, uid in candidates:
+                rels = [db.path.relative_to(root).as_posix() for db in dbs]
+                reasons.append(
+                    held_refusal(held, root, rels, uid) or replication_refusal(root, rels, uid)
+                )
+            return reasons
 
         reasons = await asyncio.to_thread(check)
         admitted: list[ReplicatedDb] = []
-        for (_, dbs, _), reason in zip(candidates, reasons, strict=True):
+        self._folders = {}
+        for (root, dbs, uid), reason in zip(candidates, reasons, strict=True):
             if not dbs:
                 continue
-            instance_id = dbs[0].instance_id
-            before = self.refused.get(instance_id)
-            if reason is None:
-                if before is not None:
-                    log.info("replication of %s resumes", instance_id)
-                    del self.refused[instance_id]
+            self._folders[dbs[0].instance_id] = (root, uid)
+            if self._note(dbs[0].instance_id, reason):
                 admitted.extend(dbs)
-                continue
-            if before != reason:
-                log.warning("replication of %s refused: %s", instance_id, reason)
-            self.refused[instance_id] = reason
-        listed = {dbs[0].instance_id for _, dbs, _ in candidates if dbs}
-        self.refused = {key: why for key, why in self.refused.items() if key in listed}
+        self.refused = {key: why for key, why in self.refused.items() if key in self._folders}
         return admitted
+
+    def _note(self, instance_id: str, reason: str | None) -> bool:
+        """Record why the instance is refused (None: it is not); whether it is admitted."""
+        before = self.refused.get(instance_id)
+        if reason is None:
+            if before is not None:
+                log.info("replication of %s resumes", instance_id)
+                del self.refused[instance_id]
+            return True
+        if before != reason:
+            log.warning("replication of %s refused: %s", instance_id, reason)
+        self.refused[instance_id] = reason
+        return False
+
+    async def _still_admitted(self, dbs: tuple[ReplicatedDb, ...]) -> tuple[ReplicatedDb, ...]:
+        """`dbs` (from `admitted`) without the instances `replication_refusal` refuses now, nor
+        those `admitted` did not see: checked again right before Litestream starts."""
+        groups: dict[str, list[ReplicatedDb]] = {}
+        for db in dbs:
+            groups.setdefault(db.instance_id, []).append(db)
+        folders = {key: self._folders.get(key) for key in groups}
+
+        def check() -> dict[str, str | None]:
+            reasons: dict[str, str | None] = {}
+            for key, group in groups.items():
+                folder = folders[key]
+                if folder is None:
+                    reasons[key] = "its folder was not checked"
+                    continue
+                root, uid = folder
+                rels = [db.path.relative_to(root).as_posix() for db in group]
+                reasons[key] = replication_refusal(root, rels, uid)
+            return reasons
+
+        reasons = await asyncio.to_thread(check)
+        return tuple(db for db in dbs if self._note(db.instance_id, reasons[db.instance_id]))
 
     # ----- the process
 
@@ -328,25 +456,31 @@ class ReplicationSupervisor:
         return recorded[0] if recorded and self._alive(recorded[0]) else None
 
     async def apply(self, dbs: Sequence[ReplicatedDb]) -> None:
-        """Make Litestream replicate exactly `dbs`: adopt or keep the running process when its
-        configuration is the wanted one, else (re)start it. No databases: nothing runs."""
+        """Make Litestream replicate exactly `dbs` (from `admitted`): adopt or keep the running
+        process when its configuration is the wanted one, else (re)start it, with the folders
+        of `dbs` checked again right before (`_still_admitted`). No databases: nothing runs."""
         async with self._lock:
-            wanted = tuple(dbs)
-            if wanted != self._wanted or self._body is None:
-                self._body = json.dumps(self.config(dbs), indent=1, sort_keys=True)
-                self._digest = hashlib.sha256(self._body.encode()).hexdigest()
-            self._wanted = wanted
-            body, digest = self._body, self._digest
+            body, digest = self._configuration(tuple(dbs))
             recorded = self._recorded()
             if recorded and self._alive(recorded[0]):
                 if recorded[1] == digest and await asyncio.to_thread(self._jailed, recorded[0]):
                     return
                 await self._terminate(recorded[0])
-            if not dbs:
+            wanted = await self._still_admitted(self._wanted)
+            body, digest = self._configuration(wanted)
+            if not wanted:
                 self.pid_path.unlink(missing_ok=True)
                 return
             await asyncio.to_thread(self._start, body, digest)
         await self._wait_socket()
+
+    def _configuration(self, wanted: tuple[ReplicatedDb, ...]) -> tuple[str, str]:
+        """The configuration of `wanted` (now the wanted databases) and its SHA-256."""
+        if wanted != self._wanted or self._body is None:
+            self._body = json.dumps(self.config(wanted), indent=1, sort_keys=True)
+            self._digest = hashlib.sha256(self._body.encode()).hexdigest()
+        self._wanted = wanted
+        return self._body, self._digest
 
     def _jailed(self, pid: int) -> bool:
         """Whether the Litestream `pid` runs in its jail (or no jail can be built here): one
@@ -493,6 +627,33 @@ class ReplicationSupervisor:
             return None
         data = answer.json()
         return SyncResult(int(data.get("txid", 0)), int(data.get("replicated_txid", 0)))
+
+    async def pause(self, paths: Sequence[Path]) -> list[Path]:
+        """Stop replicating `paths` until `resume` (Litestream's `/stop`: a last sync to the
+        replica, then its monitor of the database ends), for databases of instances that do
+        not run: they are not written, and a paused database costs Litestream nothing, where
+        one it monitors costs a check every second. Returns the paths paused now (none when
+        Litestream does not run; a path it does not list is skipped)."""
+        return await self._switch("/stop", paths)
+
+    async def resume(self, paths: Sequence[Path]) -> list[Path]:
+        """Replicate paused `paths` again (`/start`; writes made meanwhile are in the WAL,
+        which Litestream reads first). Returns the paths it now replicates again."""
+        return await self._switch("/start", paths)
+
+    async def _switch(self, action: str, paths: Sequence[Path]) -> list[Path]:
+        if not paths or self.running_pid() is None:
+            return []
+        done: list[Path] = []
+        try:
+            async with self._client() as client:
+                for path in paths:
+                    answer = await client.post(action, json={"path": str(path), "timeout": 30})
+                    if answer.status_code == 200:
+                        done.append(path)
+        except httpx.HTTPError as err:
+            log.warning("litestream %s: %s", action, err)
+        return done
 
     # ----- restores and forgetting
 

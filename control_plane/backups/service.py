@@ -40,6 +40,7 @@ from control_plane.backups import jobs
 from control_plane.backups.archive import FolderRefused, Manifest, build_archive, fingerprint
 from control_plane.backups.drills import RestoreDrills
 from control_plane.backups.models import BackupSnapshot, BackupState
+from control_plane.backups.pauses import ReplicationPauses
 from control_plane.backups.replicas import Replicas
 from control_plane.backups.replication import ReplicatedDb, ReplicationError, ReplicationSupervisor
 from control_plane.backups.retention import Candidate, Policy, to_keep
@@ -106,6 +107,9 @@ class BackupService:
         self.reconciler = reconciler
         self.store = make_store(settings)
         self.replication = ReplicationSupervisor(settings, self.store)
+        # databases of instances that do not run are paused in Litestream (pauses.py)
+        self.pauses = ReplicationPauses(settings, db, self.replication, self.databases)
+        self._targets: list[ReplicatedDb] = []
         self.policy = Policy(
             settings.backup_keep_last,
             settings.backup_keep_daily,
@@ -196,6 +200,8 @@ class BackupService:
             self._last_cleanup = now
             rows = rows if rows is not None else await self._live_instances()
             await self._cleanup(rows)
+        if rows is not None:
+            await self.pauses.reconcile(rows, self._targets)
         if self.drills.wants_look():
             rows = rows if rows is not None else await self._live_instances()
             self.drills.maybe_start(rows, await self.states())
@@ -210,7 +216,9 @@ class BackupService:
                 col(Instance.hold),
                 col(Instance.started_at).is_(None),
                 col(BackupState.schedule),
-                col(BackupState.replica_generation),
+                # no state row and a new one (a first drill's) are the same generation 0: a
+                # state row appearing changes neither the targets nor the jobs
+                sa.func.coalesce(col(BackupState.replica_generation), 0),
             )
             .outerjoin(BackupState, col(BackupState.instance_id) == col(Instance.id))
             .where(_live())
@@ -261,6 +269,7 @@ class BackupService:
                     root = instance_layout(self.settings, row.id).root
                     candidates.append((root, dbs, uid if uid is not None else os.geteuid()))
             targets = await self.replication.admitted(candidates)
+        self._targets = targets
         try:
             await self.replication.apply(targets)
         except ReplicationError as err:

@@ -31,6 +31,7 @@ from sqlmodel import SQLModel
 from control_plane.sealing import Keyring, KeyringError
 
 _keyrings: weakref.WeakKeyDictionary[Dialect, Keyring] = weakref.WeakKeyDictionary()
+_followed: weakref.WeakKeyDictionary[Dialect, Dialect] = weakref.WeakKeyDictionary()
 
 
 def bind_keyring(engine: AsyncEngine, keyring: Keyring) -> None:
@@ -38,8 +39,14 @@ def bind_keyring(engine: AsyncEngine, keyring: Keyring) -> None:
     _keyrings[engine.sync_engine.dialect] = keyring
 
 
+def follow_keyring(engine: AsyncEngine, source: AsyncEngine) -> None:
+    """Make `engine` (another pool on the same database, e.g. its readers) use whatever
+    keyring is bound to `source`, now or later."""
+    _followed[engine.sync_engine.dialect] = source.sync_engine.dialect
+
+
 def keyring_of(dialect: Dialect) -> Keyring:
-    keyring = _keyrings.get(dialect)
+    keyring = _keyrings.get(_followed.get(dialect, dialect))
     if keyring is None:
         raise KeyringError("no key is loaded for this control database (see bind_keyring)")
     return keyring

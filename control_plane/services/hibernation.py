@@ -94,7 +94,7 @@ class HibernationService:
             col(Instance.desired) == "running",
             col(Instance.hold).is_(None),
         )
-        async with self.db() as session:
+        async with self.db.read() as session:
             rows = (
                 await session.exec(
                     select(Instance)
@@ -102,16 +102,17 @@ class HibernationService:
                     .where(*awake, col(Account.suspended_at).is_(None))
                 )
             ).all()
-            idle = {
-                row.id: row.name
-                for row in rows
-                if row.name is not None
-                and is_idle(
-                    self.settings, row, activity.get(self.settings.instance_host(row.name)), now
-                )
-            }
-            if not idle:
-                return []
+        idle = {
+            row.id: row.name
+            for row in rows
+            if row.name is not None
+            and is_idle(
+                self.settings, row, activity.get(self.settings.instance_host(row.name)), now
+            )
+        }
+        if not idle:
+            return []
+        async with self.db() as session:
             # conditional: an owner's wish written since the read above wins
             await session.exec(
                 update(Instance)

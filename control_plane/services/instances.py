@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from control_plane.db.engine import SessionFactory
+from control_plane.db.engine import SessionFactory, serialized
 from control_plane.db.models import Account, Instance
 from control_plane.drivers.base import Driver
 from control_plane.engines.base import EngineError
@@ -108,11 +108,11 @@ class InstanceService:
         return instance
 
     async def get(self, account: Account, name: str) -> Instance:
-        async with self.db() as session:
+        async with self.db.read() as session:
             return await self._owned(session, account, name)
 
     async def list_owned(self, account: Account) -> Sequence[Instance]:
-        async with self.db() as session:
+        async with self.db.read() as session:
             rows = await session.exec(
                 select(Instance)
                 .where(Instance.owner_id == account.id, LIVE)
@@ -121,7 +121,7 @@ class InstanceService:
             return rows.all()
 
     async def fleet(self) -> Sequence[tuple[Instance, Account]]:
-        async with self.db() as session:
+        async with self.db.read() as session:
             rows = await session.exec(
                 select(Instance, Account)
                 .join(Account, col(Account.id) == col(Instance.owner_id))
@@ -139,7 +139,7 @@ class InstanceService:
         problem = name_problem(name)
         if problem:
             return f"instance name {problem}"
-        async with self.db() as session:
+        async with self.db.read() as session:
             taken = await session.exec(select(Instance.id).where(Instance.name == name))
             if taken.first() is not None:
                 return f"the name {name!r} is taken; pick another"
@@ -179,6 +179,9 @@ class InstanceService:
         engine_name = data.engine or self.settings.default_engine
         version = self._check_version(engine_name, data.version)
         async with self.db() as session:
+            # the count, the name, the port and the uid are read, then the row written: one
+            # create at a time (SQLite's writer is alone already; on PostgreSQL, a lock)
+            await serialized(session, "instances:create")
             quota = self.quota_of(account)
             owned = (
                 await session.exec(

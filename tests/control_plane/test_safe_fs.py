@@ -265,3 +265,34 @@ def test_anchors_are_not_links(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         os.close(safe_fs.open_anchor(tmp_path / "link"))
     os.close(safe_fs.open_anchor(tmp_path / "real"))
+
+
+def test_reclaim_gives_back_only_the_inode_named_when_it_is_a_lone_regular_file(
+    folder: tuple[Path, int], tmp_path: Path
+) -> None:
+    root, fd = folder
+    public = root / "pb_public"
+    given = public / "data.db-wal"
+    given.write_bytes(b"wal")
+    os.chown(given, OTHER, OTHER)  # as root's SQLite does (see backups.replication)
+    inode = (given.stat().st_dev, given.stat().st_ino)
+
+    assert not safe_fs.reclaim(fd, "pb_public/data.db-wal", TENANT, (inode[0], inode[1] + 1))
+    assert given.stat().st_uid == OTHER  # another inode than the one named: untouched
+    os.link(given, tmp_path / "second-link")
+    assert not safe_fs.reclaim(fd, "pb_public/data.db-wal", TENANT, inode)
+    assert given.stat().st_uid == OTHER  # linked twice: maybe someone else's, untouched
+    os.unlink(tmp_path / "second-link")
+    assert safe_fs.reclaim(fd, "pb_public/data.db-wal", TENANT, inode)
+    assert (given.stat().st_uid, given.stat().st_gid) == (TENANT, TENANT)
+    assert safe_fs.reclaim(fd, "pb_public/data.db-wal", TENANT, inode)  # already the owner's
+
+    shadow = os.stat("/etc/shadow")
+    os.symlink("/etc/shadow", public / "shadow")
+    assert not safe_fs.reclaim(fd, "pb_public/shadow", TENANT, (shadow.st_dev, shadow.st_ino))
+    os.symlink(public, root / "linked")
+    with pytest.raises(safe_fs.Refused, match="linked: a symbolic link"):
+        safe_fs.reclaim(fd, "linked/data.db-wal", TENANT, inode)
+    assert os.stat("/etc/shadow").st_uid == 0
+    assert not safe_fs.reclaim(fd, "pb_public/missing", TENANT, inode)
+    assert not safe_fs.reclaim(fd, "nowhere/missing", TENANT, inode)

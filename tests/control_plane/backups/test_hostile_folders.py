@@ -10,11 +10,13 @@ real tenant; the control plane must not rely on that), a FIFO, a file of another
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import tarfile
 import time
@@ -24,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from control_plane.backups.replication import held_files, held_refusal, litestream_binary
 from tests.control_plane.backups.conftest import Notes, Tenant, now, plant, unique
 from tests.support.s3 import FaultyLine, MotoServer, s3_env
 from tests.support.server import ServeProcess, running_server
@@ -143,6 +146,10 @@ def test_a_database_that_is_not_the_instances_own_file_fails_the_snapshot(
         (hard_link_database, unlink_database, f"owned by uid {victim.uid}, not {uid}"),
     ]
     for trap, untrap, why in cases:
+        # Litestream runs with the instance's databases open (a pass may have left them out
+        # while a trap was in place): no (re)start opens them during a trap, which would have
+        # root's SQLite give the WAL away (see `held_refusal`), failing the snapshot at the end
+        tenant.wait_replicated(notes.name, now())
         trap()
         try:
             answer = tenant.api.post(f"/api/instances/{notes.name}/backups")
@@ -155,6 +162,93 @@ def test_a_database_that_is_not_the_instances_own_file_fails_the_snapshot(
     assert_untouched(victim)
     assert notes.titles() == {"mine"}  # the thief's own instance still works
     assert tenant.snapshot(notes.name)["status"] == "good"  # and is snapshotted once tidy
+
+
+def test_what_litestream_opened_through_a_hard_link_is_told_and_the_wal_given_back(
+    tmp_path: Path,
+) -> None:
+    """The window the checks above leave: Litestream (root) opening an instance's database
+    while its name is a hard link to another tenant's. Its SQLite gives the instance's WAL and
+    `-shm` to that tenant's uid; `held_refusal`, from what the process holds open, gives them
+    back and refuses the instance until Litestream no longer holds the other's database."""
+    if os.geteuid() != 0:
+        pytest.skip("Litestream runs as root only when the control plane does")
+    theirs, mine = 240_901, 240_902  # two instance-like uids
+    victim_db = sqlite_folder(tmp_path / "victim", theirs, [("secret", "other-tenant-secret")])
+    root = tmp_path / "thief"
+    thief_db = sqlite_folder(root, mine, [("mine", "mine")])
+    data = thief_db.parent
+    writer = sqlite3.connect(thief_db, isolation_level=None)  # the instance's own PocketBase
+    writer.execute("PRAGMA journal_mode=wal")
+    writer.execute("INSERT INTO notes VALUES ('later', 'in the WAL')")
+    for name in ("data.db-wal", "data.db-shm"):
+        os.chown(data / name, mine, mine)
+    os.rename(thief_db, data / "data.db.mine")
+    os.link(victim_db, thief_db)  # set between two checks
+    config = tmp_path / "litestream.json"
+    replica = {"type": "file", "path": str(tmp_path / "replica")}
+    entry = {"path": str(thief_db), "meta-path": str(tmp_path / "meta"), "replica": replica}
+    config.write_text(json.dumps({"dbs": [entry]}))
+    litestream = replicate(config)
+    try:
+        eventually(lambda: (data / "data.db-wal").stat().st_uid == theirs, timeout=30)
+        os.unlink(thief_db)
+        os.rename(data / "data.db.mine", thief_db)
+        assert (data / "data.db-wal").stat().st_uid == theirs  # given away, and stays so
+
+        held = held_files(litestream.pid)
+        reason = held_refusal(held, root.resolve(), ["pb_data/data.db"], mine)
+        assert reason is not None
+        assert f"litestream opened pb_data/data.db while it was a file of uid {theirs}" in reason
+        assert {p.name: p.stat().st_uid for p in data.iterdir()} == dict.fromkeys(
+            ("data.db", "data.db-wal", "data.db-shm"), mine
+        )  # the instance's own WAL and -shm are its own again
+        assert held_refusal(held, root.resolve(), ["pb_data/data.db"], mine) == reason
+        victim = victim_db.parent.parent
+        assert held_refusal(held, victim.resolve(), ["pb_data/data.db"], theirs) is None
+    finally:
+        litestream.kill()  # no close: its connection to the other database checkpoints nothing
+        litestream.wait()
+        writer.close()
+    calm = replicate(config)
+    try:  # the instance's own files only, once no link is in place: nothing refused
+        own = (thief_db.stat().st_dev, thief_db.stat().st_ino)
+        eventually(lambda: own in {(h.info.st_dev, h.info.st_ino) for h in held_files(calm.pid)})
+        assert held_refusal(held_files(calm.pid), root.resolve(), ["pb_data/data.db"], mine) is None
+    finally:
+        calm.kill()
+        calm.wait()
+    check = sqlite3.connect(f"file:{victim_db}?mode=ro", uri=True)
+    assert check.execute("SELECT title FROM notes").fetchall() == [("secret",)]
+    check.close()
+
+
+def replicate(config: Path) -> subprocess.Popen[bytes]:
+    """`litestream replicate` with the configuration `config`, as the control plane runs it
+    (root), outside its jail (which does nothing to hard links)."""
+    binary = litestream_binary()
+    assert binary is not None
+    return subprocess.Popen(
+        [str(binary), "replicate", "-no-expand-env", "-config", str(config)],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(config.parent)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def sqlite_folder(root: Path, uid: int, rows: list[tuple[str, str]]) -> Path:
+    """An instance folder of `uid` (0700) whose `pb_data/data.db` (WAL mode) holds `rows`."""
+    db = root / "pb_data" / "data.db"
+    db.parent.mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA journal_mode=wal")
+        conn.execute("CREATE TABLE notes (title TEXT, body TEXT)")
+        conn.executemany("INSERT INTO notes VALUES (?, ?)", rows)
+        conn.commit()
+    for path in (root, *root.rglob("*")):
+        os.chown(path, uid, uid)
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    return db
 
 
 def test_a_fifo_in_place_of_a_wal_fails_the_snapshot_instead_of_hanging_it(

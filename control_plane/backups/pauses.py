@@ -1,0 +1,157 @@
+"""Replication paused while an instance does not run: its databases cost Litestream nothing.
+
+Litestream checks every database it replicates once a second (its monitor, then the replica's
+sync), whether or not anything was written: at a thousand instances that is half a core for
+databases most of which sleep. An instance that does not run (hibernated, stopped, failed)
+writes nothing, so its databases are paused through Litestream's control socket, once
+Litestream says they are shipped up to their last transaction (`ReplicationSupervisor.sync`,
+waited for; `pause`: a last sync to the replica, then no monitor) and resumed when it
+starts again (`resume`: Litestream reads the WAL first, so nothing written meanwhile is lost;
+the engine is started beside the resume, not after it).
+
+- `asleep(instance)`: called once the instance's engine is stopped (hibernation);
+- `awake(instance)`: called when it is about to start (a wake, a start by the reconciler);
+- `reconcile(rows, listed)`: the backups loop's pass (at least every `FOLDER_CHECK_EVERY_S`),
+  which makes the paused set match the fleet whatever was missed: every listed instance that
+  does not run and is not wanted running is paused, every paused one that runs (or is being
+  woken) is resumed. A Litestream that was (re)started or adopted replicates everything it
+  lists, so the set starts empty again then (and its sleeping databases, shipped before, are
+  paused again without another wait). Rows are re-read right before a pause (one query), so
+  a wake in between is not undone.
+
+The lag this costs: none for a sleeping instance (its last writes were synced when it was
+paused), and for an instance started outside the hooks (after a crash of the control plane,
+say) at most one pass of the backups loop before Litestream reads its WAL again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sqlmodel import col, select
+
+from control_plane.backups.replication import ReplicatedDb, ReplicationSupervisor
+from control_plane.db.engine import SessionFactory
+from control_plane.db.models import Instance
+from control_plane.lifecycle import InstanceState
+from control_plane.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PAUSE_CONCURRENCY = 8  # instances paused at once (a restarted Litestream's sleeping ones)
+NOT_RUNNING = frozenset(
+    {InstanceState.HIBERNATED.value, InstanceState.STOPPED.value, InstanceState.FAILED.value}
+)
+
+
+def not_running(instance: Instance) -> bool:
+    """Not running, and not wanted running (a wake in progress writes `desired` first)."""
+    return _idle(instance.pid, instance.status, instance.desired)
+
+
+def _idle(pid: int | None, status: str, desired: str) -> bool:
+    return pid is None and status in NOT_RUNNING and desired != "running"
+
+
+class ReplicationPauses:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: SessionFactory,
+        replication: ReplicationSupervisor,
+        databases: Callable[[Instance], list[ReplicatedDb]],
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.replication = replication
+        self.databases = databases
+        self.paused: set[str] = set()  # instance ids whose databases Litestream does not monitor
+        self._listed: set[str] = set()  # instance ids Litestream replicates (the last pass's)
+        self._process: int | None = None  # the Litestream the paused set is about
+        # paused once fully shipped, and not run since (whatever Litestream runs now)
+        self._quiet: set[str] = set()
+
+    def _same_process(self) -> bool:
+        """Whether the paused set is still about the Litestream that runs (else it is emptied:
+        a new one monitors every database it lists)."""
+        pid = self.replication.running_pid()
+        if pid != self._process:
+            self.paused.clear()
+            self._process = pid
+        return pid is not None
+
+    async def asleep(self, instance: Instance) -> None:
+        if not self.settings.replication or instance.id not in self._listed:
+            return
+        if not self._same_process() or instance.id in self.paused:
+            return
+        await self._pause([instance])
+
+    async def awake(self, instance: Instance) -> None:
+        self._quiet.discard(instance.id)
+        if instance.id not in self.paused or not self._same_process():
+            return
+        self.paused.discard(instance.id)  # first: a pass running meanwhile resumes nothing twice
+        paths = [db.path for db in self.databases(instance)]
+        if len(await self.replication.resume(paths)) < len(paths):
+            self.paused.add(instance.id)  # the next pass tries again
+            log.warning("replication of %s was not resumed at once", instance.id)
+
+    async def reconcile(self, rows: Sequence[Instance], listed: Sequence[ReplicatedDb]) -> None:
+        self._listed = {db.instance_id for db in listed}
+        if not self.settings.replication or not self._same_process():
+            return
+        self.paused &= self._listed
+        for row in rows:
+            if not not_running(row):
+                self._quiet.discard(row.id)
+                if row.id in self.paused:
+                    await self.awake(row)
+        idle = [r for r in rows if r.id in self._listed and r.id not in self.paused]
+        idle = [r for r in idle if not_running(r)]
+        if idle:
+            await self._pause(await self._still_idle(idle))
+
+    async def _still_idle(self, rows: list[Instance]) -> list[Instance]:
+        ids = [row.id for row in rows]
+        async with self.db.read() as session:
+            now = (
+                await session.exec(
+                    select(Instance.id, Instance.pid, Instance.status, Instance.desired).where(
+                        col(Instance.id).in_(ids)
+                    )
+                )
+            ).all()
+        idle = {key for key, pid, status, desired in now if _idle(pid, status, desired)}
+        return [row for row in rows if row.id in idle]
+
+    async def _pause(self, rows: list[Instance]) -> None:
+        """Pause each instance of `rows` whose databases Litestream ships up to their last
+        transaction first (a sync it waits for: a database paused before its first snapshot
+        reached the replica would stay unreplicated while it sleeps; not asked again of one
+        paused before and not run since, as after a restart of Litestream); the others are
+        left to a later pass. `PAUSE_CONCURRENCY` instances at a time."""
+        slots = asyncio.Semaphore(PAUSE_CONCURRENCY)
+
+        async def pause(row: Instance) -> None:
+            paths = [db.path for db in self.databases(row)]
+            async with slots:
+                if not paths or (row.id not in self._quiet and not await self._shipped(paths)):
+                    return
+                if len(await self.replication.pause(paths)) == len(paths):
+                    self.paused.add(row.id)
+                    self._quiet.add(row.id)
+
+        await asyncio.gather(*(pause(row) for row in rows))
+
+    async def _shipped(self, paths: list[Path]) -> bool:
+        for path in paths:
+            synced = await self.replication.sync(path, wait=True)
+            if synced is None or not synced.replicated_txid >= synced.txid > 0:
+                return False
+        return True
