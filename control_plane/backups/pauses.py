@@ -2,8 +2,8 @@
 
 Litestream checks every database it replicates once a second (its monitor, then the replica's
 sync), whether or not anything was written: at a thousand instances that is half a core for
-databases most of which sleep. An instance that does not run (hibernated, stopped, failed)
-writes nothing, so its databases are paused through Litestream's control socket, once
+databases most of which sleep. A hibernated instance writes nothing, so its databases are
+paused through Litestream's control socket, once
 Litestream says they are shipped up to their last transaction (`ReplicationSupervisor.sync`,
 waited for; `pause`: a last sync to the replica, then no monitor) and resumed when it
 starts again (`resume`: Litestream reads the WAL first, so nothing written meanwhile is lost;
@@ -42,9 +42,9 @@ from control_plane.settings import Settings
 log = logging.getLogger(__name__)
 
 PAUSE_CONCURRENCY = 8  # instances paused at once (a restarted Litestream's sleeping ones)
-NOT_RUNNING = frozenset(
-    {InstanceState.HIBERNATED.value, InstanceState.STOPPED.value, InstanceState.FAILED.value}
-)
+# Hibernated only: a stopped or failed instance is the one an operator repairs by hand (its
+# database changed with no engine running); a paused database would not ship that change.
+NOT_RUNNING = frozenset({InstanceState.HIBERNATED.value})
 
 
 def not_running(instance: Instance) -> bool:
