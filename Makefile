@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# pytest-xdist workers (whole test files per worker: module-scoped servers are started once);
-# tests/support/workers.py gives each worker its own instance uids and ports
+# pytest-xdist workers: whole test files per worker (module-scoped servers are started once),
+# the longest first (tests/support/scheduling.py); tests/support/workers.py gives each worker
+# its own instance uids and ports
 PYTEST_WORKERS ?= 3
 
 .PHONY: install run test lint typecheck pytest bench clean
@@ -28,8 +29,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Compiled modules are kept (__pycache__, ignored by git) even where the environment says not
+# to (PYTHONDONTWRITEBYTECODE): every server, CLI call and instance the tests start imports the
+# project, and would compile it again each time; pytest keeps its rewritten test modules too.
 pytest: install
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/python -m compileall -q control_plane instance_runtime proxy dashboard
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test: lint typecheck pytest
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from tests.support import scheduling
 from tests.support.postgres import PostgresServer
 from tests.support.server import ServeProcess, running_server
 from tests.support.workers import isolation_env
@@ -46,21 +48,30 @@ def serve(database_url: str | None) -> Iterator[ServeProcess]:
         yield server
 
 
-# The longest files, started first: on xdist's workers (`make test`) the suite then ends
-# with short files instead of waiting for one long file begun last.
-SLOW_FILES = (
-    "tests/control_plane/api/test_openapi_fuzz.py",
-    "tests/control_plane/cli/test_cli.py",
-    "tests/control_plane/backups/test_backups.py",
-    "tests/control_plane/api/test_jobs.py",
-    "tests/control_plane/backups/test_hostile_folders.py",
-    "tests/test_end_to_end.py",
-)
+# Scheduling over xdist's workers (`make test`): see tests/support/scheduling.py.
+_taken: list[tuple[str, float]] = []
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        path = item.nodeid.split("::", 1)[0]
-        return SLOW_FILES.index(path) if path in SLOW_FILES else len(SLOW_FILES)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    scheduling.order(items, scheduling.known_seconds(config))
 
-    items.sort(key=rank)  # stable: the order within a file, and of the rest, is kept
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown with `-p no:xdist`
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") == "loadfile":
+        return scheduling.UnitScheduling(config, log)
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    node.workerinput[scheduling.WORKERINPUT_KEY] = scheduling.known_seconds(node.config)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _taken.append((report.nodeid, report.duration))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller, or a run without xdist
+        scheduling.record(session.config, _taken)

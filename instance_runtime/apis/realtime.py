@@ -15,7 +15,10 @@ Contract:
   guest -> auth 403. The auth of that request becomes the client's.
 - Record events (who gets what: `apis.realtime_broadcast`): a create or update concerns the
   client topics (and their auth) of the moment its success event runs, and is judged on a
-  reader right after; a delete (a cascaded one too: `core.record_write` deletes those through
+  reader right after, before the write that saved it returns (`core.app.settle`; as
+  PocketBase, whose request judges its broadcast before it answers: otherwise the client's
+  next write could commit first and the event be judged on the record as that left it); a
+  delete (a cascaded one too: `core.record_write` deletes those through
   `on_record_delete`) is judged inside its transaction just before its row goes, as
   PocketBase's "dry cache", and sent once committed. As PocketBase, a delete's rules and filters
   are judged against the committed state (a reader), so that a cascaded record whose rule goes
@@ -71,7 +74,7 @@ from instance_runtime.apis.realtime_broadcast import (
     payloads,
 )
 from instance_runtime.core import oauth2_redirect
-from instance_runtime.core.app import App, on_commit
+from instance_runtime.core.app import App, on_commit, settle
 from instance_runtime.core.db import DatabaseClosedError
 from instance_runtime.core.errors import ApiError, FieldError, bad_request, forbidden, required
 from instance_runtime.core.events import (
@@ -111,6 +114,10 @@ class _Saved:
     found: list[Candidate]
 
 
+# what the worker sends, in order: a delete's messages, a saved record to judge, or its judging
+_Queued = _Saved | Outgoing | asyncio.Task[Outgoing]
+
+
 class Realtime:
     """See the module docstring."""
 
@@ -119,7 +126,7 @@ class Realtime:
         self.broker = Broker()
         self.timeouts = Timeouts()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[_Saved | Outgoing] | None = None
+        self._queue: asyncio.Queue[_Queued] | None = None
         self._worker: asyncio.Task[None] | None = None
 
     def close(self) -> None:
@@ -137,7 +144,7 @@ class Realtime:
         self._queue = asyncio.Queue()
         self._worker = self._loop.create_task(self._work())
 
-    def _enqueue(self, item: _Saved | Outgoing) -> None:
+    def _enqueue(self, item: _Queued) -> None:
         loop, queue = self._loop, self._queue
         if loop is None or queue is None or loop.is_closed():
             return
@@ -155,7 +162,12 @@ class Realtime:
         while True:
             item = await self._queue.get()
             try:
-                outgoing = item if isinstance(item, list) else await self._evaluate(item)
+                if isinstance(item, list):
+                    outgoing = item
+                elif isinstance(item, _Saved):
+                    outgoing = await self._evaluate(item)
+                else:
+                    outgoing = await item
                 for client, message in outgoing:
                     client.send(message)
             except Exception:
@@ -182,8 +194,22 @@ class Realtime:
             coll, record = event.collection, dict(event.record)
             found = candidates(coll, str(record.get("id", "")), self.broker.clients())
             if found:
-                self._enqueue(_Saved(coll, record, event.action, found))
+                self._enqueue(self._judged_now(_Saved(coll, record, event.action, found)))
         event.next()
+
+    def _judged_now(self, saved: _Saved) -> _Saved | asyncio.Task[Outgoing]:
+        """On the loop, in the deferred calls of `await app.write`: the judging begun now, which
+        the write waits for (the worker sends its outcome in commit order); elsewhere (a write
+        from another thread) the worker judges it when it comes to it."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return saved
+        if running is not self._loop:
+            return saved
+        judging = running.create_task(self._evaluate(saved))
+        settle(judging)
+        return judging
 
     def on_delete(self, event: RecordEvent) -> Any:
         outgoing = self._dry_cache(event) if len(self.broker) else []

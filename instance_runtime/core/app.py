@@ -27,7 +27,10 @@ Contract:
   folder (a restored backup, `core.backups`): the hooks, cron and mailer stay.
 - Inside a write, `on_commit(fn)` defers `fn()` until the transaction has committed (it runs in
   the caller's thread after `write` returns; a write that fails drops its deferred calls). The
-  `..._success` events are sent this way.
+  `..._success` events are sent this way. A deferred call of `await app.write(...)` may hand
+  `settle(awaitable)` work that the write waits for before it returns (the realtime judging of
+  a saved record, as PocketBase's request waits for it: the answer, hence the client's next
+  write, comes after it).
 - With `PF_CHECKPOINTS=external` in the environment (the control plane sets it when Litestream
   replicates the instance, and Litestream checkpoints), the runtime never checkpoints its
   database itself (see `core.db`).
@@ -40,7 +43,7 @@ import contextvars
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -67,6 +70,9 @@ Deferred = list[Callable[[], None]]
 _deferred: contextvars.ContextVar[Deferred | None] = contextvars.ContextVar(
     "pf_deferred", default=None
 )
+_settling: contextvars.ContextVar[list[Awaitable[object]] | None] = contextvars.ContextVar(
+    "pf_settling", default=None
+)
 
 
 def on_commit(fn: Callable[[], None]) -> None:
@@ -77,12 +83,35 @@ def on_commit(fn: Callable[[], None]) -> None:
     pending.append(fn)
 
 
+def settle(awaitable: Awaitable[object]) -> bool:
+    """See the module docstring: False (nothing waits) outside the deferred calls of an
+    `await app.write`."""
+    waits = _settling.get()
+    if waits is None:
+        return False
+    waits.append(awaitable)
+    return True
+
+
 def _run_deferred(pending: Deferred) -> None:
     for fn in pending:
         try:
             fn()
         except Exception:
             log.exception("an after-commit handler failed")
+
+
+async def _run_deferred_settled(pending: Deferred) -> None:
+    """`_run_deferred`, then wait for what they handed `settle` (their failures are theirs
+    to report: the write has committed)."""
+    waits: list[Awaitable[object]] = []
+    token = _settling.set(waits)
+    try:
+        _run_deferred(pending)
+    finally:
+        _settling.reset(token)
+    if waits:
+        await asyncio.gather(*waits, return_exceptions=True)
 
 
 def _bootstrap(conn: sqlite3.Connection) -> None:
@@ -188,7 +217,7 @@ class App:
         pending: Deferred = []
         result = await self.db.write(self._in_write(lambda conn: fn(conn, schema), pending))
         self.auth_generation += 1
-        _run_deferred(pending)
+        await _run_deferred_settled(pending)
         return result
 
     async def write_schema(self, fn: Callable[[sqlite3.Connection, Schema], SchemaChange[T]]) -> T:
@@ -198,7 +227,7 @@ class App:
         change = await self.db.write(self._in_write(lambda conn: fn(conn, schema), pending))
         self.auth_generation += 1
         self.schema = change.schema
-        _run_deferred(pending)
+        await _run_deferred_settled(pending)
         return change.value
 
     def write_sync(self, fn: Callable[[sqlite3.Connection, Schema], T]) -> T:

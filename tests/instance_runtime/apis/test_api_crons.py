@@ -53,6 +53,17 @@ def write(path: Path, sql: str, *args: object) -> None:
         conn.close()
 
 
+def has_table(path: Path, table: str) -> bool:
+    if not path.exists():
+        return False
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return conn.execute(query, (table,)).fetchone() is not None
+    finally:
+        conn.close()
+
+
 def ids(path: Path, table: str) -> set[str]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
@@ -139,7 +150,7 @@ def test_logs_cleanup_deletes_the_entries_past_max_days(
 ) -> None:
     aux = runtime.data_dir / "auxiliary.db"
     su.get("/api/health?crons-logs")
-    wait_for(aux.exists, "the request log was never written")
+    wait_for(lambda: has_table(aux, "_logs"), "the request log was never written")
     write(aux, "INSERT INTO `_logs` (id, level, message, data, created) VALUES "
                "('oldcronsentry', 0, 'old', '{}', ?)", OLD)  # fmt: skip
     assert "oldcronsentry" in ids(aux, "_logs")

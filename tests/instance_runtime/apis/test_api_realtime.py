@@ -1,6 +1,7 @@
 """/api/realtime on a real uvicorn server over loopback (in this process, so that the stream's
 timeouts can be made short): PB_CONNECT, keep-alives, idle timeout, maximum age, clients gone
-away, the `@oauth2` redirect, and a client's auth following its record."""
+away, the `@oauth2` redirect, a client's auth following its record, and an update judged before
+its write answers."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 
+from instance_runtime.apis import realtime as realtime_module
 from instance_runtime.apis.realtime import Timeouts, realtime_of
+from instance_runtime.core.app import App
 from instance_runtime.server import create_app
 from tests.support.ports import free_port
 from tests.support.server import scratch_dir
@@ -34,6 +38,7 @@ class Server:
     url: str
     port: int
     timeouts: Timeouts
+    runtime: App
 
     def client(self, token: str = "") -> httpx.Client:
         headers = {"Authorization": token} if token else {}
@@ -69,7 +74,7 @@ def server() -> Iterator[Server]:
         assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
         time.sleep(0.05)
     try:
-        yield Server(f"http://127.0.0.1:{port}", port, timeouts)
+        yield Server(f"http://127.0.0.1:{port}", port, timeouts, app.state.runtime)
     finally:
         uv.should_exit = True
         thread.join(timeout=30)
@@ -212,5 +217,43 @@ def test_the_client_auth_follows_its_record(server: Server) -> None:
             )
             assert changed.status_code == 200, changed.text
             assert subscribe(server, stream.client_id, ["rt_members/*"]).status_code == 204
+        finally:
+            stream.close()
+
+
+def test_an_update_is_judged_before_its_write_answers(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record as the update left it decides who hears of it, even when the client's next
+    update (sent once the first answered) hides it: the judging is slowed down here, so an
+    event judged after its write had answered would be judged on the hidden record."""
+    with server.superuser() as su:
+        rule = 'status = "public"'
+        made = su.post(
+            "/api/collections",
+            json={
+                "name": "rt_posts",
+                "fields": [{"name": "status", "type": "text"}, {"name": "title", "type": "text"}],
+                "listRule": rule,
+                "viewRule": rule,
+            },
+        )
+        assert made.status_code == 200, made.text
+        post = su.post("/api/collections/rt_posts/records", json={"status": "public"}).json()
+        stream = Stream(server.port)
+        try:
+            assert subscribe(server, stream.client_id, ["rt_posts/*"]).status_code == 204
+            judge = realtime_module.accessible
+
+            def slow_judge(*args: Any) -> Any:
+                time.sleep(0.3)  # on a reader thread, before the judging reads
+                return judge(*args)
+
+            monkeypatch.setattr(realtime_module, "accessible", slow_judge)
+            url = f"/api/collections/rt_posts/records/{post['id']}"
+            assert su.patch(url, json={"title": "seen"}).status_code == 200
+            assert su.patch(url, json={"status": "hidden"}).status_code == 200
+            stream.wait_for(b'"title":"seen"', timeout=5)
+            assert b'"status":"hidden"' not in stream.data
         finally:
             stream.close()
