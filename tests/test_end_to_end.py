@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
 
 from tests.support.node import run_sdk
 from tests.support.server import BIN, ServeProcess, sign_up
@@ -17,6 +18,13 @@ OLD_VERSION = "0.28.4"
 NEW_VERSION = "0.40.6"
 EMAIL = "ada@example.com"
 SUPERUSER_PASSWORD = "superuser-pass-1"
+
+
+@pytest.fixture(scope="module")
+def backend() -> str:
+    # one control database: PostgreSQL's path (the same services and queries) is covered by the
+    # API modules that run over both (test_instances, test_accounts, test_sessions, ...)
+    return "sqlite"
 
 
 def wait_for(api: httpx.Client, name: str, status: str, timeout: float = 60) -> dict[str, Any]:

@@ -15,6 +15,13 @@ from tests.support.server import BIN, ServeProcess, sign_up
 _ids = itertools.count()
 
 
+@pytest.fixture(scope="module")
+def backend() -> str:
+    # one control database: PostgreSQL's path (the same services and queries) is covered by the
+    # API modules that run over both (test_instances, test_accounts, test_sessions, ...)
+    return "sqlite"
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}{next(_ids)}"
 
