@@ -13,6 +13,7 @@ import pytest
 from tests.support import scheduling
 from tests.support.postgres import PostgresServer
 from tests.support.server import ServeProcess, running_server
+from tests.support.unit_costs import REPORT_ATTR, PhaseMeter, UnitCosts
 from tests.support.workers import isolation_env
 
 os.environ.update(isolation_env())  # Settings() made in tests (drivers, engines) too
@@ -48,8 +49,25 @@ def serve(database_url: str | None) -> Iterator[ServeProcess]:
         yield server
 
 
-# Scheduling over xdist's workers (`make test`): see tests/support/scheduling.py.
+# Scheduling over xdist's workers (`make test`): see tests/support/scheduling.py; what each
+# unit cost (`--units N`): tests/support/unit_costs.py.
 _taken: list[tuple[str, float]] = []
+_meter = PhaseMeter()
+_costs = UnitCosts()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--units", type=int, default=0, metavar="N",
+        help="print the N test units (files, shared folders) that cost the most CPU",
+    )  # fmt: skip
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(report, REPORT_ATTR, _meter.take())
+    return report
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -70,6 +88,15 @@ def pytest_configure_node(node: Any) -> None:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _taken.append((report.nodeid, report.duration))
+    _costs.add(report)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    top = int(config.getoption("--units"))
+    if top > 0 and _costs.cpu:
+        terminalreporter.write_sep("=", f"the {top} units that cost the most CPU")
+        for line in _costs.lines(top):
+            terminalreporter.write_line(line)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
