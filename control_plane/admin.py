@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from control_plane.db.engine import SessionFactory, create_engine, migrate, session_factory
 from control_plane.db.models import Account, Instance
 from control_plane.db.sealed import bind_keyring
-from control_plane.drivers.process import ProcessDriver
+from control_plane.drivers.factory import make_driver
 from control_plane.engines.registry import default_registry
 from control_plane.lifecycle import InstanceState, transition
 from control_plane.sealing import load_keyring
@@ -47,7 +47,7 @@ async def stop_all_instances(settings: Settings, concurrency: int = STOP_CONCURR
     The rows are read first and written in one short transaction at the end: no transaction
     stays open while processes stop (each takes up to `PF_STOP_TIMEOUT_S`)."""
     engines = default_registry(settings)
-    driver = ProcessDriver(settings)
+    driver = make_driver(settings)
     live = [InstanceState.RUNNING.value, InstanceState.PROVISIONING.value]
     may_run = or_(col(Instance.status).in_(live), col(Instance.pid).is_not(None))
     slots = asyncio.Semaphore(max(1, concurrency))

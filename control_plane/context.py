@@ -22,7 +22,7 @@ from control_plane.deploys.service import DeployService
 from control_plane.domains.service import DomainService
 from control_plane.domains.verification import StaticResolver, SystemResolver, Verifier
 from control_plane.drivers.base import Driver
-from control_plane.drivers.process import ProcessDriver
+from control_plane.drivers.factory import make_driver
 from control_plane.engines.registry import EngineRegistry, default_registry
 from control_plane.files.service import FileService
 from control_plane.jobs.service import JobService
@@ -97,7 +97,7 @@ class ControlPlane:
             log.info("sealed %d secrets stored in clear or under an old key", sealed)
         db = session_factory(engine)
         engines = await asyncio.to_thread(default_registry, settings)
-        driver = ProcessDriver(settings)
+        driver = make_driver(settings)
         routes = routes if routes is not None else RouteTable()
         activity = activity if activity is not None else ActivityTracker()
         caddy = CaddyFrontend(settings, routes, activity) if settings.proxy == "caddy" else None

@@ -79,7 +79,14 @@ class Settings(BaseSettings):
     default_engine: str = "pocketbase"
     default_pocketbase_version: str = DEFAULT_POCKETBASE_VERSION
 
-    driver: Literal["process"] = "process"
+    driver: Literal["process", "docker"] = Field(
+        "process",
+        description="where instances run: child processes, or one container each on the "
+        "Docker engine at PF_DOCKER_HOST (control_plane/drivers/docker.py)",
+    )
+    docker_host: str = Field(
+        "unix:///var/run/docker.sock", description="the Docker engine's API (PF_DRIVER=docker)"
+    )
     instance_port_range: tuple[int, int] = (20000, 29999)
     instance_users: bool = Field(
         True, description="when running as root, run each instance as its own uid"

@@ -47,8 +47,8 @@ need_file /usr/bin/python3 python3
 need_cmd gcc gcc
 # OpenSSH's sftp, scp and ssh-keygen: the SFTP server's tests (tests/control_plane/sftp).
 need_cmd sftp openssh-client
-# Later issues add their system needs here, one line each, e.g.:
-#   need_cmd docker docker.io       # the docker driver
+# Docker engine (Debian's docker.io): the docker driver (control_plane/drivers/docker.py).
+need_cmd dockerd docker.io
 
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
