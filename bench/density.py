@@ -176,11 +176,16 @@ def sandbox_holder(pid: int) -> int | None:
     return None
 
 
-def litestream_of(data_dir: Path) -> int | None:
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        pid = int(json.loads((data_dir / "litestream" / "litestream.pid").read_text())["pid"])
-        return pid if psutil.pid_exists(pid) else None
-    return None
+def litestream_of(data_dir: Path) -> list[int]:
+    """The running Litestream processes of the data folder (one per replication shard)."""
+    top = data_dir / "litestream"
+    found: list[int] = []
+    for record in [top / "litestream.pid", *sorted(top.glob("shard-*/litestream.pid"))]:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pid = int(json.loads(record.read_text())["pid"])
+            if psutil.pid_exists(pid):
+                found.append(pid)
+    return found
 
 
 def caddy_of(serve_pid: int) -> int | None:
@@ -383,7 +388,7 @@ def run(args: argparse.Namespace, root: Path, note: Callable[[str, str], None]) 
         caddy = caddy_of(pid)
         groups = {
             "control plane": [pid],
-            "litestream": [litestream] if litestream else [],
+            "litestream": litestream,
             "caddy": [caddy] if caddy else [],
             "engines": engines,
             "sandboxes (bwrap)": holders,
@@ -416,7 +421,7 @@ def run(args: argparse.Namespace, root: Path, note: Callable[[str, str], None]) 
             + (f" (changed: {', '.join(changed[:10])})" if changed else ""),
         )
         count = max(1, len(engines))
-        platform_pids = [pid, *(p for p in (litestream, caddy) if p)]
+        platform_pids = [pid, *litestream, *([caddy] if caddy else [])]
         note(
             "platform memory per running instance (PSS of serve, Litestream, Caddy / N)",
             mb(pss(platform_pids) / count),
@@ -447,7 +452,11 @@ def run(args: argparse.Namespace, root: Path, note: Callable[[str, str], None]) 
     finally:
         serve_pid = serve.process.pid if serve.process else None
         platform_keys = [
-            k for k in (process_key(p) for p in (serve_pid, litestream_of(data)) if p) if k
+            k
+            for k in (
+                process_key(p) for p in [*([serve_pid] if serve_pid else []), *litestream_of(data)]
+            )
+            if k
         ]
         child, serve.process = serve.process, None  # `pocketfleet down` stops it
         started = time.perf_counter()

@@ -179,6 +179,12 @@ class Settings(BaseSettings):
     backup_overdue_grace_s: int = Field(3600, description="late by this much = overdue")
     replication: bool = Field(True, description="continuous replication with Litestream")
     replication_sync_interval_s: float = 1.0
+    replication_instances_per_process: int = Field(
+        64,
+        ge=0,
+        description="replicated instances per Litestream process before the fleet is split "
+        "over more (2, 4, ... 16; 0: always 16)",
+    )
     replication_retention_h: int = Field(24, description="point-in-time restore window")
     replica_drill_interval_h: float = Field(
         24.0, ge=0, description="rebuild and check each replica this often (0: never)"

@@ -15,9 +15,9 @@ the engine is started beside the resume, not after it).
   which makes the paused set match the fleet whatever was missed: every listed instance that
   does not run and is not wanted running is paused, every paused one that runs (or is being
   woken) is resumed. A Litestream that was (re)started or adopted replicates everything it
-  lists, so the set starts empty again then (and its sleeping databases, shipped before, are
-  paused again without another wait). Rows are re-read right before a pause (one query), so
-  a wake in between is not undone.
+  lists, so its shard's instances leave the set then (and their sleeping databases, shipped
+  before, are paused again without another wait); other shards' stay paused. Rows are
+  re-read right before a pause (one query), so a wake in between is not undone.
 
 The lag this costs: none for a sleeping instance (its last writes were synced when it was
 paused), and for an instance started outside the hooks (after a crash of the control plane,
@@ -72,29 +72,38 @@ class ReplicationPauses:
         self.databases = databases
         self.paused: set[str] = set()  # instance ids whose databases Litestream does not monitor
         self._listed: set[str] = set()  # instance ids Litestream replicates (the last pass's)
-        self._process: int | None = None  # the Litestream the paused set is about
+        self._processes: dict[int, int | None] = {}  # shard -> the Litestream `paused` is about
         # paused once fully shipped, and not run since (whatever Litestream runs now)
         self._quiet: set[str] = set()
 
-    def _same_process(self) -> bool:
-        """Whether the paused set is still about the Litestream that runs (else it is emptied:
-        a new one monitors every database it lists)."""
-        pid = self.replication.running_pid()
-        if pid != self._process:
-            self.paused.clear()
-            self._process = pid
+    def _same_process(self, shard: int) -> bool:
+        """Whether the paused set is still about the Litestream that runs the shard `shard`
+        (else the shard's instances leave it: a new process monitors every database it
+        lists), and one runs."""
+        pid = self.replication.running_pid(shard)
+        if pid != self._processes.get(shard):
+            of = self.replication.shard_of
+            self.paused = {key for key in self.paused if of(key) != shard}
+            self._processes[shard] = pid
         return pid is not None
+
+    def _running(self) -> set[int]:
+        """The shards whose Litestream runs (after `_same_process` of each)."""
+        return {k for k in range(self.replication.shards) if self._same_process(k)}
 
     async def asleep(self, instance: Instance) -> None:
         if not self.settings.replication or instance.id not in self._listed:
             return
-        if not self._same_process() or instance.id in self.paused:
+        shard = self.replication.shard_of(instance.id)
+        if not self._same_process(shard) or instance.id in self.paused:
             return
         await self._pause([instance])
 
     async def awake(self, instance: Instance) -> None:
         self._quiet.discard(instance.id)
-        if instance.id not in self.paused or not self._same_process():
+        if instance.id not in self.paused:
+            return
+        if not self._same_process(self.replication.shard_of(instance.id)):
             return
         self.paused.discard(instance.id)  # first: a pass running meanwhile resumes nothing twice
         paths = [db.path for db in self.databases(instance)]
@@ -104,9 +113,14 @@ class ReplicationPauses:
 
     async def reconcile(self, rows: Sequence[Instance], listed: Sequence[ReplicatedDb]) -> None:
         self._listed = {db.instance_id for db in listed}
-        if not self.settings.replication or not self._same_process():
+        if not self.settings.replication:
+            return
+        running = self._running()
+        if not running:
             return
         self.paused &= self._listed
+        of = self.replication.shard_of
+        rows = [row for row in rows if of(row.id) in running]
         for row in rows:
             if not not_running(row):
                 self._quiet.discard(row.id)

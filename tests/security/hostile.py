@@ -118,6 +118,20 @@ routerAdd("GET", "/attack/procs", (e) => {
 """
 
 
+def litestream_config(data: Path, instance_id: str) -> Path:
+    """The configuration of the Litestream that replicates the instance (`data`: the data
+    folder; replication shards each have one): the one that lists its folder, which must
+    exist (a read refused because there is no such file would prove nothing)."""
+    folder = f"/instances/{instance_id}/"
+    deadline = time.monotonic() + 30
+    while True:
+        for config in sorted((data / "litestream").glob("shard-*/litestream.json")):
+            if folder in config.read_text():
+                return config
+        assert time.monotonic() < deadline, f"no Litestream configuration lists {instance_id}"
+        time.sleep(0.1)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}{next(_ids)}{secrets.token_hex(2)}"
 

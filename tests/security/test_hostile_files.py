@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.hostile import Hostile, Victim
+from tests.security.hostile import Hostile, Victim, litestream_config
 from tests.support.server import ServeProcess
 
 # What a hostile hook reads and lists, by absolute path: (label, target)
@@ -27,7 +27,7 @@ READS: list[tuple[str, Target]] = [
     ("control-db", lambda data, victim: data / "control.db"),
     ("control-db-wal", lambda data, victim: data / "control.db-wal"),
     ("secret-key", lambda data, victim: data / "secret.key"),
-    ("litestream-config", lambda data, victim: data / "litestream" / "litestream.json"),
+    ("litestream-config", lambda data, victim: litestream_config(data, victim.instance.id)),
     ("litestream-log", lambda data, victim: data / "litestream" / "litestream.log"),
     ("serve-logs", lambda data, victim: next(data.parent.glob("serve-*.log"))),
     ("shadow", lambda data, victim: Path("/etc/shadow")),

@@ -33,6 +33,7 @@ from tests.security.hostile import (
     Instance,
     Tenant,
     Victim,
+    litestream_config,
     status_field,
     unique,
 )
@@ -137,7 +138,7 @@ def attacked(
             str(hostile.instance.folder / "pb_hooks" / "attack.pb.js"),
             str(data / "control.db"),
             str(data / "secret.key"),
-            str(data / "litestream" / "litestream.json"),
+            str(litestream_config(data, victim.instance.id)),
             "/etc/shadow",
         ],
         "lists": [

@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from control_plane.backups.replication import held_files, held_refusal, litestream_binary
+from control_plane.backups.litestream import litestream_binary
+from control_plane.backups.replication_checks import held_files, held_refusal
 from tests.control_plane.backups.conftest import Notes, Tenant, now, plant, unique
 from tests.support.s3 import FaultyLine, MotoServer, s3_env
 from tests.support.server import ServeProcess, running_server
@@ -355,9 +356,12 @@ def test_restores_carry_over_nothing_of_another_tenant_and_give_files_to_the_ins
     assert_untouched(victim)
 
 
-def litestream_pid(serve: ServeProcess) -> int:
-    """The pid of Litestream once it runs (its jail is set up before it is exec'd)."""
-    pid_file = serve.data_dir / "litestream" / "litestream.pid"
+def litestream_pid(serve: ServeProcess, path: str) -> int:
+    """The pid of the Litestream that replicates the database `path` (its shard's), once it
+    runs (its jail is set up before it is exec'd)."""
+    configs = (serve.data_dir / "litestream").glob("shard-*/litestream.json")
+    shard = next(c.parent for c in configs if path in listed_paths(c))
+    pid_file = shard / "litestream.pid"
 
     def running() -> bool:
         try:
@@ -372,9 +376,17 @@ def litestream_pid(serve: ServeProcess) -> int:
     return int(data["pid"])
 
 
+def listed_paths(config: Path) -> set[str]:
+    try:
+        return {db["path"] for db in json.loads(config.read_text())["dbs"]}
+    except (OSError, ValueError, KeyError):
+        return set()
+
+
 def replicated_paths(serve: ServeProcess) -> set[str]:
-    config = json.loads((serve.data_dir / "litestream" / "litestream.json").read_text())
-    return {db["path"] for db in config["dbs"]}
+    """The databases every Litestream shard's configuration lists."""
+    configs = (serve.data_dir / "litestream").glob("shard-*/litestream.json")
+    return {path for config in configs for path in listed_paths(config)}
 
 
 def eventually(check: Any, timeout: float = 60) -> None:
@@ -393,7 +405,7 @@ def test_litestream_follows_no_link_and_a_linked_database_is_not_replicated(
     eventually(lambda: str(aux) in replicated_paths(serve))
 
     # Litestream's own view of the instances: mounted again with nosymfollow
-    pid = litestream_pid(serve)
+    pid = litestream_pid(serve, str(aux))
     instances = str((serve.data_dir / "instances").resolve())
     mounts = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
     mine = [line for line in mounts if instances in line]

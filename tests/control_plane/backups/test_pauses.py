@@ -5,32 +5,58 @@ a real `pocketfleet serve` and its real Litestream, asked through Litestream's c
   before it slept is in the replica (the pause's last sync);
 - woken by a request, its databases are replicated again, and what it writes then reaches the
   replica;
-- when Litestream is restarted (another instance's first start changes its list), it monitors
-  every database again, and the sleeping instance's are paused again by the next pass.
+- when its Litestream is restarted (it died, or another instance of its shard changed the
+  list), it monitors every database again, and the sleeping instance's are paused again by the
+  next pass;
+- an instance's first start restarts the Litestream of its own shard only: the others keep
+  their processes (and their paused databases).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from control_plane.backups.replication import shard_of
 from tests.control_plane.backups.conftest import Tenant, now, unique
 from tests.support.server import ServeProcess, running_server
 
 
 @pytest.fixture(scope="module")
 def serve() -> Iterator[ServeProcess]:
-    with running_server(env={"PF_FIRST_ACCOUNT_IS_OPERATOR": "true"}) as server:
+    # every shard its own Litestream whatever the fleet's size (one test watches two of them)
+    env = {"PF_FIRST_ACCOUNT_IS_OPERATOR": "true", "PF_REPLICATION_INSTANCES_PER_PROCESS": "0"}
+    with running_server(env=env) as server:
         yield server
 
 
-def litestream_says(serve: ServeProcess) -> tuple[int, dict[str, str]]:
-    """Litestream's pid and what its `/list` says of each database it lists."""
-    folder = serve.data_dir / "litestream"
+def shard_folder(serve: ServeProcess, path: str) -> Path:
+    """The folder of the Litestream shard whose configuration lists the database `path`."""
+    for config in (serve.data_dir / "litestream").glob("shard-*/litestream.json"):
+        if path in {db["path"] for db in json.loads(config.read_text())["dbs"]}:
+            return config.parent
+    raise KeyError(path)
+
+
+def shard_pids(serve: ServeProcess) -> dict[str, int]:
+    """Shard folder name -> the pid its Litestream recorded."""
+    found = {}
+    for pid_file in (serve.data_dir / "litestream").glob("shard-*/litestream.pid"):
+        found[pid_file.parent.name] = int(json.loads(pid_file.read_text())["pid"])
+    return found
+
+
+def litestream_says(serve: ServeProcess, path: str) -> tuple[int, dict[str, str]]:
+    """The pid of the Litestream that lists the database `path`, and what its `/list` says of
+    each database it lists."""
+    folder = shard_folder(serve, path)
     config = json.loads((folder / "litestream.json").read_text())
     pid = int(json.loads((folder / "litestream.pid").read_text())["pid"])
     transport = httpx.HTTPTransport(uds=config["socket"]["path"])
@@ -49,7 +75,7 @@ def wait_listed(serve: ServeProcess, path: str, status: str, timeout: float = 60
     deadline = time.monotonic() + timeout
     while True:
         try:
-            pid, listed = litestream_says(serve)
+            pid, listed = litestream_says(serve, path)
         except (OSError, ValueError, KeyError, httpx.HTTPError):
             pid, listed = 0, {}  # (re)starting
         if listed.get(path) == status:
@@ -94,14 +120,31 @@ def test_a_restarted_litestream_has_sleeping_databases_paused_again(
     hibernate(tenant, sleeper)
     first = wait_listed(serve, path, "stopped")
 
-    tenant.create(unique("newcomer"))  # its first start restarts Litestream with it listed
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if litestream_says(serve)[0] != first:
-                break
-        except (OSError, ValueError, KeyError, httpx.HTTPError):
-            break  # being restarted
-        assert time.monotonic() < deadline, "litestream was not restarted"
-        time.sleep(0.1)
+    os.kill(first, signal.SIGTERM)  # the supervisor's next pass starts it again
     assert wait_listed(serve, path, "stopped") != first
+
+
+def test_a_first_start_restarts_the_litestream_of_its_own_shard_only(
+    serve: ServeProcess, tenant: Tenant
+) -> None:
+    sleeper = unique("asleep")
+    tenant.create(sleeper).setup()
+    path = data_db(serve, tenant, sleeper)
+    wait_listed(serve, path, "replicating")
+    hibernate(tenant, sleeper)
+    wait_listed(serve, path, "stopped")
+    before = shard_pids(serve)
+
+    newcomer = unique("newcomer")
+    tenant.create(newcomer)
+    new_path = data_db(serve, tenant, newcomer)
+    wait_listed(serve, new_path, "replicating")
+    own = f"shard-{shard_of(tenant.instance(newcomer)['id']):02d}"
+    assert shard_folder(serve, new_path).name == own
+    after = shard_pids(serve)
+    assert after[own] != before.get(own)
+    assert {k: pid for k, pid in after.items() if k != own} == {
+        k: pid for k, pid in before.items() if k != own
+    }  # every other shard kept its process
+    if shard_folder(serve, path).name != own:
+        assert litestream_says(serve, path)[1][path] == "stopped"  # still paused
