@@ -34,6 +34,12 @@ each for a stable shard of the instances.
   processes must never ship one database.
 - Hibernated and stopped instances stay in the list (their databases are paused, see
   `pauses`): a woken instance's writes are picked up from its WAL.
+- A database file swapped while its Litestream had it open (an instance that restored one of
+  its own backups: PocketBase and our engine move a new `pb_data` in place) would go on being
+  read from the old file Litestream holds: `replaced` tells which files are no longer the
+  ones their process opened (device and inode noted at every start and adoption), and the
+  backups loop moves those instances to a new replica generation (`Replicas.advance`), which
+  starts from the new file.
 - The control sockets tell the time of each database's last successful sync (the replication
   lag) and can force a sync (`sync`); a database's calls go to its shard's process.
 
@@ -87,6 +93,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import secrets
 import shutil
 import subprocess
@@ -187,6 +194,9 @@ class ReplicationSupervisor:
         # per shard: the databases of its configuration now, the configuration, its digest
         self._configs: list[tuple[tuple[ReplicatedDb, ...], str, str] | None] = [None] * shards
         self._where: dict[str, int] = {}  # database path -> its shard (those listed)
+        # (path, generation) -> the file (device, inode) its Litestream opened: a restore by
+        # the control plane swaps the file too, but moves it to a new generation first
+        self._opened: dict[tuple[str, int], tuple[int, int]] = {}
         self._shard_cache: dict[str, int] = {}
         self._retired = False
 
@@ -309,6 +319,7 @@ class ReplicationSupervisor:
                 return
             _, digest = self._configuration(shard, dbs)
             if dbs and proc.current(digest):
+                self._note_opened(dbs, adopted=True)
                 return
             pid = proc.running_pid()
             if pid is not None:
@@ -318,8 +329,36 @@ class ReplicationSupervisor:
                 proc.clear()
                 return
             body, digest = self._configuration(shard, wanted)
+            self._note_opened(wanted, adopted=False)
             await asyncio.to_thread(proc.start, body, digest, self.env())
         await proc.wait_socket()
+
+    def _note_opened(self, dbs: Sequence[ReplicatedDb], *, adopted: bool) -> None:
+        """Note which files the process of `dbs` opens (starting now) or has open (adopted:
+        the first note stands)."""
+        for db in dbs:
+            key = (str(db.path), db.generation)
+            if adopted and key in self._opened:
+                continue
+            with contextlib.suppress(OSError):
+                st = os.stat(db.path)
+                self._opened[key] = (st.st_dev, st.st_ino)
+
+    def replaced(self, dbs: Sequence[ReplicatedDb]) -> list[ReplicatedDb]:
+        """The databases of `dbs` whose file is not the one their Litestream opened (see the
+        module docstring). Blocking (a `stat` each)."""
+        found: list[ReplicatedDb] = []
+        for db in dbs:
+            known = self._opened.get((str(db.path), db.generation))
+            if known is None:
+                continue
+            try:
+                st = os.stat(db.path)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) != known:
+                found.append(db)
+        return found
 
     async def _stop_changed(self, groups: list[tuple[ReplicatedDb, ...]]) -> None:
         """Stop every running process whose list is not `groups`' (all at once), before any

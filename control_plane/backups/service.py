@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -275,11 +276,29 @@ class BackupService:
                     candidates.append((root, dbs, uid if uid is not None else os.geteuid()))
             # paused databases are closed in Litestream and their instances run nothing
             targets = await self.replication.admitted(candidates, self.pauses.paused)
+            targets = await self._after_swaps(targets)
         self._targets = targets
         try:
             await self.replication.apply(targets)
         except ReplicationError as err:
             log.error("replication is not running: %s", err)
+
+    async def _after_swaps(self, targets: list[ReplicatedDb]) -> list[ReplicatedDb]:
+        """`targets`, with the instances whose database file was swapped under Litestream
+        (`ReplicationSupervisor.replaced`: a restore inside the instance) moved to a new
+        replica generation, which Litestream starts from the file as it is now."""
+        awake = [db for db in targets if db.instance_id not in self.pauses.paused]
+        swapped = await asyncio.to_thread(self.replication.replaced, awake)
+        moved: dict[str, int] = {}
+        for instance_id in dict.fromkeys(db.instance_id for db in swapped):
+            why = "its database was replaced while it ran (a restore inside the instance)"
+            moved[instance_id] = await self.replicas.advance(instance_id, why)
+        return [
+            dataclasses.replace(db, generation=moved[db.instance_id])
+            if db.instance_id in moved
+            else db
+            for db in targets
+        ]
 
     def kick_replication(self, instance: Instance) -> None:
         """Ship the instance's recent writes now (in the background)."""
