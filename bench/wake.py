@@ -20,6 +20,13 @@ prints, in one run:
    `control_plane.drivers.zygote.fork_path`, printed by `pocketfleet serve` at start-up; the
    driver section runs as our own user.)
 4. Memory of a running idle instance per engine: PSS and USS from /proc/PID/smaps_rollup.
+0. With `--engines-only` alone: the wake of a `pocketfleet` instance through the proxy in the
+   layout `make run` gives as root (instances as their own uids, in the default sandbox,
+   forked by the zygote, woken from their standby), against a `pocketbase` instance's in the
+   same run: one of each, with the same data and traffic, their wakes alternating, each
+   `--asleep-s` seconds after its hibernation (an instance sleeps a while before its next
+   request). Also the control plane's own account of each wake (its event: start of the wake
+   to the engine's readiness).
 0. With `--sandbox-compare` (or alone with `--sandbox-only`): the cost of the instance sandbox
    (`control_plane/drivers/sandbox.py`). The same wake series and idle memory of `pocketbase`
    instances, measured in this run on two servers at once, one with `PF_SANDBOX=off` and one
@@ -40,6 +47,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -305,11 +313,16 @@ def set_log_index(auxiliary: Path, present: bool) -> None:
             db.execute("DROP INDEX IF EXISTS idx_pocketfleet_logs_created")
 
 
-def wake_series(serve: Serve, names: list[str], tokens: dict[str, str], wakes: int) -> list[float]:
+def wake_series(
+    serve: Serve, names: list[str], tokens: dict[str, str], wakes: int, *, hibernated: bool = False
+) -> list[float]:
+    """Hibernate (unless `hibernated`) and wake each of `names` in turn, `wakes` times: the
+    first request's times through the proxy."""
     results: list[float] = []
     for k in range(wakes):
         name = names[k % len(names)]
-        hibernate(serve, name)
+        if not hibernated:
+            hibernate(serve, name)
         with serve.instance(name) as client:
             client.headers["Authorization"] = tokens[name]
             try:
@@ -631,6 +644,49 @@ def measure_sandbox(root: Path, args: argparse.Namespace, note: Callable[[str, s
     note("idle PSS sandboxed / not", f"{on_memory[1] / off_memory[1]:.2f}x")
 
 
+def woken_in_ms(serve: Serve, name: str) -> float | None:
+    """The control plane's own figure for the instance's last wake (its status reason)."""
+    reason = str(serve.row(name).get("status_reason") or "")
+    found = re.search(r"woken by a request \((\d+) ms\)", reason)
+    return float(found.group(1)) if found else None
+
+
+def measure_engines(
+    serve: Serve, args: argparse.Namespace, note: Callable[[str, str], None]
+) -> None:
+    """Section 0 (`--engines-only`) of the module docstring."""
+    section(f"wake by engine: {args.wakes} wakes each, alternating, {args.asleep_s:g} s asleep")
+    names = {"pocketbase": "pbw", "pocketfleet": "pfw"}
+    tokens: dict[str, str] = {}
+    for engine, name in names.items():
+        serve.create(name, engine=engine)
+        with serve.instance(name) as client:
+            tokens[name] = superuser_token(client)
+            client.headers["Authorization"] = tokens[name]
+            fill(client, records=200, requests=300)
+    wakes: dict[str, list[float]] = {engine: [] for engine in names}
+    inside: dict[str, list[float]] = {engine: [] for engine in names}
+    for k in range(args.wakes + 1):
+        order = list(names.items()) if k % 2 == 0 else list(reversed(names.items()))
+        for engine, name in order:
+            hibernate(serve, name)
+            time.sleep(args.asleep_s)
+            took = wake_series(serve, [name], tokens, 1, hibernated=True)[0]
+            if k == 0:
+                continue  # the first wake of each warms up (pocketfleet's zygote starts)
+            wakes[engine].append(took)
+            own = woken_in_ms(serve, name)
+            if own is not None:
+                inside[engine].append(own)
+    for engine in names:
+        note(f"wake through the proxy, {engine}", summary(wakes[engine]))
+        if inside[engine]:
+            note(f"  the control plane's account of it, {engine}", summary(inside[engine]))
+    for q in (50, 95):
+        ratio = percentile(wakes["pocketfleet"], q) / percentile(wakes["pocketbase"], q)
+        note(f"wake p{q} pocketfleet / pocketbase", f"{ratio:.2f}x")
+
+
 def print_summary(report: list[tuple[str, str]]) -> None:
     section("summary")
     width = max(len(label) for label, _ in report)
@@ -655,6 +711,12 @@ def main() -> None:
     parser.add_argument(
         "--sandbox-only", action="store_true", help="measure only the sandbox's cost (0.)"
     )
+    parser.add_argument(
+        "--engines-only",
+        action="store_true",
+        help="measure only the wake of pocketfleet against pocketbase (0.)",
+    )
+    parser.add_argument("--asleep-s", type=float, default=1.0, help="with --engines-only")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="pf-bench-wake-"))
@@ -674,6 +736,10 @@ def main() -> None:
             return
         serve.start()
         serve.sign_in()
+        if args.engines_only:
+            measure_engines(serve, args, note)
+            print_summary(report)
+            return
         time.sleep(3)
         empty_cpu = idle_cpu(
             serve.process.pid if serve.process else 0, min(20.0, args.idle_seconds)

@@ -193,6 +193,7 @@ class Hibernator:
         await self._save(
             instance, InstanceState.HIBERNATED, reason, actor=instance.desired_by or ACTOR, **fields
         )
+        await self.driver.asleep(spec)  # (in the background: its next wake, made ready)
         if self.replication is not None and instance.status == InstanceState.HIBERNATED:
             try:
                 await self.replication.asleep(instance)

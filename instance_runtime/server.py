@@ -12,7 +12,10 @@ loaded, before the app is returned (so before serving, as PocketBase); one that 
 through the API write migration files into that folder (`core.automigrate`).
 `serve(data_dir, host, port, hooks_dir, ...)` runs it with uvicorn until SIGTERM/SIGINT, then drains
 writes and checkpoints the database; with `PF_ACTIVITY_SOCKET` in the environment it also
-reports its activity to the control plane (`instance_runtime.activity`).
+reports its activity to the control plane (`instance_runtime.activity`). After
+`notify_serving(fd)` (a zygote's child: `instance_runtime.zygote`), `serve()` writes `serving\n`
+on `fd` and closes it once it listens with its lifespan started, so that whoever started it
+need not poll its port.
 """
 
 from __future__ import annotations
@@ -59,6 +62,24 @@ from instance_runtime.core.events import LifecycleEvent
 from instance_runtime.hooks import loader as python_hooks
 
 log = logging.getLogger("instance_runtime")
+SERVING = b"serving\n"
+_serving_fd: list[int] = []  # where `serve()` says it listens (`notify_serving`)
+
+
+def notify_serving(fd: int) -> None:
+    """Have `serve()` write `SERVING` on `fd`, then close it, once it listens."""
+    _serving_fd[:] = [fd]
+
+
+def _say_serving() -> None:
+    while _serving_fd:
+        fd = _serving_fd.pop()
+        try:
+            os.write(fd, SERVING)
+        except OSError as err:  # nobody waits any more: serve on
+            log.warning("could not say that the server is up: %s", err)
+        finally:
+            os.close(fd)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -119,10 +140,10 @@ def create_app(
 
     app = Starlette(
         routes=[
+            *records.routes,  # first: the most requested (no route before it matches its paths)
             *health.routes,
             *collections_meta.routes,  # before /api/collections/{collection}/...
             *collections.routes,
-            *records.routes,
             *record_auth.routes,
             *record_auth_email.routes,
             *record_auth_otp.routes,
@@ -165,6 +186,8 @@ def serve(
     """See the module docstring."""
     import uvicorn
 
+    from instance_runtime.http_protocol import HttpProtocol
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     app = create_app(
         data_dir,
@@ -179,6 +202,7 @@ def serve(
         ActivityMiddleware(app, reporter) if reporter is not None else app,
         host=host,
         port=port,
+        http=HttpProtocol,  # httptools, one send per response
         log_level="warning",
         access_log=False,
         proxy_headers=False,  # as PocketBase: X-Forwarded-For counts only via trustedProxy
@@ -189,6 +213,11 @@ def serve(
     runtime: App = app.state.runtime
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                _say_serving()
+
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             realtime.realtime_of(runtime).close()  # open event streams would hold up the stop
             await super().shutdown(sockets)

@@ -17,7 +17,7 @@ and the zygote runs as root) that uid and gid with no supplementary groups; it t
 `python -m instance_runtime ARGS` in-process. Only `serve` commands are accepted.
 
 Optional members: `"nproc": N` (RLIMIT_NPROC), `"no_new_privs": true`, `"show": [{"folder":
-DIR, "paths": [PATH, ...]}, ...]` and `"join": PID`.
+DIR, "paths": [PATH, ...]}, ...]`, `"join": PID` and `"pass": [ROLE, ...]` (below).
 
 `show` (root only; without `join`) is for a child that runs as a uid which cannot enter DIR
 (the interpreter living under /root, mode 0700): the child gets a mount namespace of its own
@@ -32,9 +32,21 @@ host pid of a process in a sandbox the child must enter (pid 1 of its namespaces
 bubblewrap): the zygote forks a helper that joins PID's mount, pid, ipc and uts
 namespaces (`setns`), and the helper forks the child inside them and exits, so the child is a
 process of that sandbox, sees only its file system and its processes, and is reaped by its
-pid 1. A file descriptor sent with the request (SCM_RIGHTS) stays open in the child as fd 3
-(close-on-exec): the sandbox's holder waits for it to close, so the sandbox ends with the
-child.
+pid 1.
+
+File descriptors sent with the request (SCM_RIGHTS) are named, in order, by `"pass": [ROLE,
+...]` (without it, one descriptor is a `hold`); each stays open in the child from fd 3 on, in
+that order (close-on-exec), and every other descriptor is closed:
+- `hold`: kept for the child's life (the sandbox's holder waits for it to close, so the
+  sandbox ends with the child);
+- `ready`: a pipe's write end on which the child writes `serving\n` once it listens (after
+  its lifespan start-up; `instance_runtime.server.notify_serving`), so that the control plane
+  waits on it instead of polling the port; EOF first means the child died;
+- `go` (a standby): the child becomes the instance's process (everything above: uid, limits,
+  environment, log, folder), writes `parked\n` on `ready`, then waits on this pipe's read end
+  before it runs anything of the instance: `go\n` and it serves; EOF (the control plane
+  dropped the standby, or died) and it exits. A wake then costs the instance's own start
+  only. `go` needs `ready`.
 
 The zygote stays free of threads and event loops (each child starts its own), reaps its
 children, and exits when the process that started it dies (PR_SET_PDEATHSIG), so that a
@@ -46,6 +58,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import fcntl
 import functools
 import gc
 import importlib
@@ -101,6 +114,10 @@ _MS_BIND, _MS_REC, _MS_SLAVE = 0x1000, 0x4000, 0x80000
 _SHOWN_TMPFS = "mode=0755,size=64k,nr_inodes=1024"
 _SHOW_TIMEOUT_S = 5.0
 _REAP_EVERY_S = 1.0
+_ROLES = ("hold", "ready", "go")  # what a descriptor sent with a request is for
+_FIRST_KEPT_FD = 3
+_GO = b"go\n"
+_PARKED = b"parked\n"
 
 
 def preload() -> None:
@@ -226,12 +243,29 @@ def read_request(conn: socket.socket, fds: list[int]) -> dict[str, Any]:
     argv = request.get("argv")
     if not (isinstance(argv, list) and argv[1:4] == ["-m", "instance_runtime", "serve"]):
         raise ValueError("only `python -m instance_runtime serve ...` can be spawned")
+    roles = request.get("pass", ["hold"] if fds else [])
+    if (
+        not isinstance(roles, list)
+        or len(roles) != len(fds)
+        or len(set(roles)) != len(roles)
+        or not set(roles) <= set(_ROLES)
+        or ("go" in roles and "ready" not in roles)
+    ):
+        raise ValueError(f"`pass` must name each descriptor sent, once, among {_ROLES}")
+    request["pass"] = roles
     return request
 
 
-def become(request: dict[str, Any], open_sockets: list[socket.socket], keep: int | None) -> None:
-    """In the child: turn into the instance's process (see the module docstring); `keep`
-    stays open as fd 3."""
+def kept_fd(request: dict[str, Any], role: str) -> int | None:
+    """Where the descriptor sent for `role` is in the child once it has become the
+    instance's process (`become`), if one was sent."""
+    roles: list[str] = request["pass"]
+    return _FIRST_KEPT_FD + roles.index(role) if role in roles else None
+
+
+def become(request: dict[str, Any], open_sockets: list[socket.socket], keep: list[int]) -> None:
+    """In the child: turn into the instance's process (see the module docstring); the
+    descriptors `keep` stay open from fd 3 on, in that order."""
     for sock in open_sockets:
         sock.close()
     for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
@@ -243,11 +277,12 @@ def become(request: dict[str, Any], open_sockets: list[socket.socket], keep: int
     os.dup2(null, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
-    first_closed = 3
-    if keep is not None:
-        os.dup2(keep, 3, inheritable=False)
-        first_closed = 4
-    os.closerange(first_closed, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    # first out of the way (a descriptor received may sit where another one goes), then placed
+    past = _FIRST_KEPT_FD + len(keep)
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, past) for fd in keep]
+    for index, fd in enumerate(moved):
+        os.dup2(fd, _FIRST_KEPT_FD + index, inheritable=False)
+    os.closerange(past, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     nofile, address_space = int(request["nofile"]), int(request["address_space"])
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
@@ -281,8 +316,9 @@ def join_namespaces(pid: int) -> None:
 
 def spawn(request: dict[str, Any], open_sockets: list[socket.socket], fds: list[int]) -> int:
     """Fork a child that serves as `request` says (inside a sandbox when it names one to
-    join); return its pid as this zygote sees it."""
-    keep = fds[0] if fds else None
+    join); return its pid as this zygote sees it. `fds` are the descriptors of
+    `request["pass"]`, in its order."""
+    keep = list(fds)
     join = request.get("join")
     if join is None and not request.get("show"):
         pid = os.fork()
@@ -332,9 +368,7 @@ def spawn(request: dict[str, Any], open_sockets: list[socket.socket], fds: list[
     raise OSError(f"the child in the sandbox of pid {join} did not say who it is")
 
 
-def spawn_shown(
-    request: dict[str, Any], open_sockets: list[socket.socket], keep: int | None
-) -> int:
+def spawn_shown(request: dict[str, Any], open_sockets: list[socket.socket], keep: list[int]) -> int:
     """Fork a child that first gets the mount namespace of `request["show"]`, and return its
     pid once it has it; raise `OSError` (and let it exit) if it could not."""
     ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
@@ -365,15 +399,39 @@ def spawn_shown(
     return pid
 
 
+def wait_for_go(go: int, ready: int) -> bool:
+    """In a standby child that has become the instance's process: say so on `ready`, then
+    wait on `go`; whether to serve (False: the standby was dropped)."""
+    os.write(ready, _PARKED)
+    said = b""
+    while not said.endswith(b"\n"):
+        try:
+            chunk = os.read(go, 16)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        said += chunk
+    os.close(go)
+    return said == _GO
+
+
 def serve_child(
-    request: dict[str, Any], open_sockets: list[socket.socket], keep: int | None
+    request: dict[str, Any], open_sockets: list[socket.socket], keep: list[int]
 ) -> NoReturn:
-    """In the child: become the instance's process and serve until it ends; never returns."""
+    """In the child: become the instance's process and serve until it ends (a standby first
+    waits for its `go`); never returns."""
     code = 1
     try:
         become(request, open_sockets, keep)
+        ready, go = kept_fd(request, "ready"), kept_fd(request, "go")
+        if go is not None and ready is not None and not wait_for_go(go, ready):
+            os._exit(0)
+        from instance_runtime import server
         from instance_runtime.__main__ import main
 
+        if ready is not None:
+            server.notify_serving(ready)
         code = main(request["argv"][3:])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1

@@ -126,6 +126,10 @@ class Driver(ABC):
     def read_logs(self, spec: InstanceSpec, tail: int) -> list[str]:
         """The last `tail` lines of the instance's output."""
 
+    async def asleep(self, spec: InstanceSpec) -> None:  # noqa: B027  (optional hook)
+        """The instance hibernated (its engine was stopped): prepare what makes its next start
+        fast, in the background (must return at once). Default: nothing."""
+
     def cap_log(self, spec: InstanceSpec) -> None:  # noqa: B027  (optional hook)
         """Keep the instance's output under its size cap; called periodically (blocking)."""
 

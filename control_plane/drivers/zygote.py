@@ -53,6 +53,9 @@ _CONNECT_TIMEOUT_S = 1.0
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
 ZYGOTE_ENV = {"PATH": CHILD_PATH, "LANG": "C.UTF-8"}
 _ANSWER_TIMEOUT_S = 5.0
+# what a forked child writes on its `ready` pipe (`instance_runtime.zygote`, `pass`)
+PARKED = b"parked\n"
+SERVING = b"serving\n"
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ UPLOADS_SCOPE_KEY = "pocketfleet.uploads"
 DEFAULT_MAX_BODY = 32 << 20
 _TOKEN_CACHE_TTL = 30.0
 _TOKEN_CACHE_MAX = 1024
+_VERIFY = "verify_token"  # a short read: run inline (`core.db`)
 
 
 class JSONResponse(Response):
@@ -172,7 +173,9 @@ async def authenticate(header: str, app: App) -> Auth | None:
     hit = _cache.get(token)
     if hit is not None and hit[0] > now and hit[1] == app.auth_generation:
         return hit[2], hit[3]
-    found = await app.read(lambda conn, schema: auth.verify_token(conn, schema, token))
+    found = await app.read(
+        lambda conn, schema: auth.verify_token(conn, schema, token), inline_key=_VERIFY
+    )
     if found is None:
         return None
     if len(_cache) >= _TOKEN_CACHE_MAX:
@@ -255,7 +258,11 @@ def audiences(scope: Scope) -> tuple[str, str]:
 
 
 def _headers(request: Request) -> dict[str, str]:
-    return {k.lower().replace("-", "_"): v for k, v in request.headers.items()}
+    """The request's headers by `@request.headers.*` name (the last of a repeated one)."""
+    return {
+        k.decode("latin-1").lower().replace("-", "_"): v.decode("latin-1")
+        for k, v in request.scope["headers"]
+    }
 
 
 async def request_info(

@@ -8,6 +8,7 @@ leaves the answer in the event) after PocketBase's per-collection rate limit (`l
 returned record, create/update answer the record (200), delete 204.
 The body limit is PocketBase's: 32 MiB plus each json/editor/file field's maximum size.
 Create and update take multipart file uploads for `file` fields (see `core.files`).
+List and view read inline first (`core.db`: keyed by the request's shape).
 """
 
 from __future__ import annotations
@@ -98,8 +99,11 @@ async def list_records(request: Request) -> Response:
         result["items"] = enrich(conn, schema, coll, result["items"], info)
         return result
 
+    paging = [info.query.get(k, "") for k in ("expand", "page", "perPage", "skipTotal")]
+    shape = ("list", coll.id, params.filter, params.sort, *paging)
+
     async def answer(e: RecordsListRequestEvent) -> None:
-        e.result = await app.read(run)
+        e.result = await app.read(run, inline_key=shape)
 
     event = RecordsListRequestEvent(info, coll)
     await app.hooks.on_records_list_request.trigger(event, answer)
@@ -117,8 +121,10 @@ async def view_record(request: Request) -> Response:
         record = records.view_record(conn, schema, coll, rid, info)
         return enrich(conn, schema, coll, [record], info)[0]
 
+    shape = ("view", coll.id, info.query.get("expand", ""))
+
     async def answer(e: RecordRequestEvent) -> None:
-        e.record = await app.read(run)
+        e.record = await app.read(run, inline_key=shape)
 
     event = RecordRequestEvent(info, coll, record_id=rid)
     await app.hooks.on_record_view_request.trigger(event, answer)

@@ -13,7 +13,8 @@ Contract:
   `fn(conn, schema)` in a write transaction; `write_schema(fn)` does the same for a change of
   collections: `fn` returns `SchemaChange(value, schema)` with the schema reloaded inside the
   transaction, which the app installs once it has committed. `await app.read(fn)` runs
-  `fn(conn, schema)` on a reader.
+  `fn(conn, schema)` on a reader (with `inline_key=KEY`, a short read, first in the calling
+  thread: `core.db`).
 - `app.hooks` holds every event hook (`core.app_hooks`); `app.settings` the in-memory settings
   (`core.settings`), loaded at start; `app.rate_limiters` and `app.request_log` (the log in
   `data_dir/auxiliary.db`, `core.logs`) serve the request pipeline (`apis.middlewares`);
@@ -43,7 +44,7 @@ import contextvars
 import logging
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -193,9 +194,12 @@ class App:
         self.auth_generation += 1
         self.hooks.on_settings_reload.trigger(SettingsReloadEvent(values), lambda e: None)
 
-    async def read(self, fn: Callable[[sqlite3.Connection, Schema], T]) -> T:
+    async def read(
+        self, fn: Callable[[sqlite3.Connection, Schema], T], *, inline_key: Hashable | None = None
+    ) -> T:
+        """`inline_key`: a short read tried in this thread first (`Database.read`)."""
         schema = self.schema
-        return await self.db.read(lambda conn: fn(conn, schema))
+        return await self.db.read(lambda conn: fn(conn, schema), inline_key=inline_key)
 
     def _in_write(
         self, fn: Callable[[sqlite3.Connection], T], pending: Deferred

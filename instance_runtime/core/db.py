@@ -17,6 +17,16 @@ Contract:
   goes on in a new transaction.
 - `await db.read(fn)` runs `fn(conn)` on a read-only connection of a small thread pool; readers
   see the last committed state and never wait for the writer (WAL).
+- `await db.read(fn, inline_key=KEY)` first runs `fn` right in the calling (event loop) thread,
+  on that thread's own read-only connection: no hand-over to the pool, whose cost (a thread
+  switch, and the GIL passed back and forth at every row SQLite steps) is most of a short
+  read's. Only for reads that are usually short and never block on anything but SQLite: when
+  the run goes past the budget (5 ms of the thread's CPU time, Python's GIL switch interval:
+  no longer than a pool reader holding the GIL could stall the loop anyway; CPU time, so
+  that a loaded machine does not push reads off), SQLite interrupts it, its outcome
+  (value or error) is dropped and `fn` runs again on the pool, as every read of `KEY` (the
+  shape of the request, hashable) does for the next `_SLOW_FOR_S` seconds. `fn` must then
+  be repeatable (reads are).
 - `write_sync` / `read_sync` do the same from a thread that is not running the event loop
   (CLI, startup). `fn` must not keep the connection or rows past its return.
 - `on_connect` callbacks (e.g. registering SQL functions) run for every connection opened.
@@ -33,8 +43,10 @@ import asyncio
 import contextlib
 import queue
 import sqlite3
+import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,6 +67,12 @@ _PRAGMAS = (
 
 # How many queued writes at most share one commit.
 _MAX_GROUP = 64
+
+# Inline reads (see the module docstring): SQLite calls the budget check every this many VM
+# instructions (a few microseconds); a read key that went over stays on the pool this long.
+_PROGRESS_OPS = 1000
+_SLOW_FOR_S = 60.0
+_SLOW_KEYS_MAX = 512
 
 
 class DatabaseClosedError(RuntimeError):
@@ -144,6 +162,7 @@ class Database:
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="db-reader")
+        self._slow: dict[Hashable, float] = {}  # inline read key -> when to try inline again
 
     # ------------------------------------------------------------------ writes
     def _write_loop(self) -> None:
@@ -250,10 +269,49 @@ class Database:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(conn)` on a pooled read-only connection."""
+    def _run_inline(self, fn: Callable[[sqlite3.Connection], T]) -> list[T]:
+        """`[value]` when `fn` ran within the budget, `[]` when it went over (what it returned
+        or raised then is dropped)."""
+        conn = self._reader()
+        deadline = time.thread_time() + sys.getswitchinterval()
+        over = False
+
+        def check() -> int:
+            nonlocal over
+            if time.thread_time() > deadline:
+                over = True
+            return over
+
+        conn.set_progress_handler(check, _PROGRESS_OPS)
+        try:
+            value = fn(conn)
+        except BaseException:
+            if over:
+                return []
+            raise
+        finally:
+            conn.set_progress_handler(None, _PROGRESS_OPS)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        return [] if over else [value]
+
+    async def read(
+        self, fn: Callable[[sqlite3.Connection], T], *, inline_key: Hashable | None = None
+    ) -> T:
+        """Run `fn(conn)` on a pooled read-only connection (with `inline_key`: first in this
+        thread, see the module docstring)."""
         if self._closed:
             raise DatabaseClosedError("database is closed")
+        if inline_key is not None:
+            now = time.monotonic()
+            retry_at = self._slow.get(inline_key)
+            if retry_at is None or retry_at <= now:
+                done = self._run_inline(fn)
+                if done:
+                    return done[0]
+                if len(self._slow) >= _SLOW_KEYS_MAX:
+                    self._slow.clear()
+                self._slow[inline_key] = now + _SLOW_FOR_S
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._run_read, fn)
 

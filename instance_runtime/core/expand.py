@@ -129,7 +129,7 @@ def expand_records(
 ) -> dict[str, dict[str, Any]]:
     """See the module docstring: record id -> serialized `expand` object, for the records
     that got one."""
-    if not records:
+    if not records or not expand:
         return {}
     paths = normalize_expands(expand)
     if not paths:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -446,37 +447,68 @@ def to_db(f: Field, value: Any) -> Any:
     return value if value is not None else ""
 
 
-def from_db(f: Field, raw: Any) -> Any:
-    """The API value of a column value (tolerant of data written by other tools)."""
-    t = f.type
-    if f.is_multiple:
-        if isinstance(raw, str) and raw.startswith("["):
-            try:
-                parsed = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                return []
-            return [to_str(v) for v in parsed] if isinstance(parsed, list) else []
-        return to_str_list(raw)
-    if t == "number":
-        return number_out(to_float(raw))
-    if t == "bool":
-        return to_bool(raw)
-    if t == "json":
-        if raw is None or raw == "":
-            return None
-        if isinstance(raw, str | bytes):
-            try:
-                return orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                return raw
-        if isinstance(raw, float):  # e.g. avg() in a view: Go writes 2.0 as 2
-            return number_out(raw)
-        return raw
-    if t == "geoPoint":
-        return _prepare_geo(raw)
-    if t in ("select", "relation", "file") and isinstance(raw, str) and raw.startswith("["):
-        values = to_str_list(raw)
-        return values[-1] if values else ""
+def _multiple_from_db(raw: Any) -> list[str]:
+    if isinstance(raw, str) and raw.startswith("["):
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return []
+        return [to_str(v) for v in parsed] if isinstance(parsed, list) else []
+    return to_str_list(raw)
+
+
+def _number_from_db(raw: Any) -> int | float:
+    if type(raw) is int and -_MAX_SAFE_INT <= raw <= _MAX_SAFE_INT:
+        return raw  # what number_out(to_float(raw)) gives, without the round trip
+    return number_out(to_float(raw))
+
+
+def _json_from_db(raw: Any) -> Any:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str | bytes):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return raw
+    if isinstance(raw, float):  # e.g. avg() in a view: Go writes 2.0 as 2
+        return number_out(raw)
+    return raw
+
+
+def _text_from_db(raw: Any) -> str:
     if raw is None:
         return ""
     return raw if isinstance(raw, str) else to_str(raw)
+
+
+def _single_from_db(raw: Any) -> str:
+    """A single select/relation/file value (the last of a JSON array stored there)."""
+    if isinstance(raw, str) and raw.startswith("["):
+        values = to_str_list(raw)
+        return values[-1] if values else ""
+    return _text_from_db(raw)
+
+
+def from_db_decoder(f: Field) -> Callable[[Any], Any]:
+    """`from_db` for field `f`, as a function of the column value alone (the type dispatch
+    done once: `core.record_codec` keeps one per field)."""
+    if f.is_multiple:
+        return _multiple_from_db
+    t = f.type
+    if t == "number":
+        return _number_from_db
+    if t == "bool":
+        return to_bool
+    if t == "json":
+        return _json_from_db
+    if t == "geoPoint":
+        return _prepare_geo
+    if t in ("select", "relation", "file"):
+        return _single_from_db
+    return _text_from_db
+
+
+def from_db(f: Field, raw: Any) -> Any:
+    """The API value of a column value (tolerant of data written by other tools)."""
+    return from_db_decoder(f)(raw)

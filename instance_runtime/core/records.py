@@ -13,6 +13,8 @@ Contract:
   returns PocketBase's list result (items not yet serialized). Malformed input is a 400.
 - `check_rule(conn, schema, coll, rule, record_id, info)` is True when the record passes `rule`
   (rule "" = everyone, None = superusers only; a superuser passes every rule).
+- `view_record` finds the record under its view rule in one query (404 either way).
+- Rows are decoded and records serialized through their collection's plan (`core.record_codec`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from instance_runtime.core import rules
@@ -28,6 +30,7 @@ from instance_runtime.core.errors import ApiError, bad_request, superusers_only
 from instance_runtime.core.field_resolver import build_records_query, superuser_only_violation
 from instance_runtime.core.fields import from_db
 from instance_runtime.core.models import Collection, Field
+from instance_runtime.core.record_codec import codec_of, email_visible
 from instance_runtime.core.request_info import RequestInfo
 from instance_runtime.core.schema import Schema
 from instance_runtime.tools.dbutils import quote
@@ -42,7 +45,10 @@ _GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 
 
-def row_to_record(coll: Collection, names: list[str], row: Iterable[Any]) -> Record:
+def row_to_record(coll: Collection, names: list[str], row: Sequence[Any]) -> Record:
+    codec = codec_of(coll)
+    if names == codec.names and len(row) == len(names):
+        return codec.decode(row)
     record: Record = {}
     for name, raw in zip(names, row, strict=False):
         f = coll.field(name)
@@ -67,7 +73,7 @@ def find(conn: sqlite3.Connection, coll: Collection, record_id: str) -> Record |
     row = cur.fetchone()
     if row is None:
         return None
-    return row_to_record(coll, [f.name for f in coll.fields], row)
+    return codec_of(coll).decode(row)
 
 
 def fetch_many(conn: sqlite3.Connection, coll: Collection, ids: list[str]) -> dict[str, Record]:
@@ -84,17 +90,6 @@ def fetch_many(conn: sqlite3.Connection, coll: Collection, ids: list[str]) -> di
             record = row_to_record(coll, names, row)
             out[str(record["id"])] = record
     return out
-
-
-def _email_visible(coll: Collection, record: Record, info: RequestInfo) -> bool:
-    if info.is_superuser or record.get("emailVisibility"):
-        return True
-    return (
-        info.auth is not None
-        and info.auth_collection is not None
-        and info.auth_collection.id == coll.id
-        and info.auth_id == record.get("id")
-    )
 
 
 def managed_ids(
@@ -135,6 +130,9 @@ def serialize(
 ) -> dict[str, Any]:
     """PocketBase's JSON for one record (see the module docstring); `show_email` keeps an
     auth record's email whatever its visibility (a record the caller manages)."""
+    codec = codec_of(coll)
+    if codec.fast:  # the same, from an order of keys worked out once
+        return codec.serialize(record, info, expand, show_email=show_email)
     out: dict[str, Any] = {"collectionId": coll.id, "collectionName": coll.name}
     for f in coll.fields:
         if coll.is_auth and f.name in ("password", "tokenKey"):
@@ -145,12 +143,7 @@ def serialize(
             out[f.name] = ""
             continue
         out[f.name] = record.get(f.name, f.zero_value())
-    if (
-        coll.is_auth
-        and "email" in out
-        and not show_email
-        and not _email_visible(coll, record, info)
-    ):
+    if coll.is_auth and "email" in out and not show_email and not email_visible(coll, record, info):
         del out["email"]
     if expand is not None:
         out["expand"] = expand
@@ -283,8 +276,8 @@ def list_records(
         raise bad_request() from exc
     page = query.build(select_columns(coll, coll.name), limit=params.per_page, offset=params.offset)
     try:
-        names = [f.name for f in coll.fields]
-        items = [row_to_record(coll, names, row) for row in conn.execute(page.sql, page.params)]
+        decode = codec_of(coll).decode
+        items = [decode(row) for row in conn.execute(page.sql, page.params)]
         total = -1
         if not params.skip_total:
             count = query.build_count("id" if coll.is_view else "_rowid_")
@@ -329,12 +322,47 @@ def view_record(
     info: RequestInfo,
 ) -> Record:
     """The record `record_id` if the view rule lets `info` see it (403 / 404 otherwise)."""
-    if coll.viewRule is None and not info.is_superuser:
+    rule = coll.viewRule
+    if rule is None and not info.is_superuser:
         raise superusers_only()
+    if rule and not info.is_superuser:
+        found = _find_under_rule(conn, schema, coll, rule, record_id, info)
+        if found is not None:
+            if not found:
+                raise ApiError(404, "The requested resource wasn't found.")
+            return found[0]
     record = find(conn, coll, record_id)
-    if record is None or not check_rule(conn, schema, coll, coll.viewRule, record_id, info):
+    # rule "" (everyone) or a superuser: finding the record was the check
+    if record is None or (rule and not check_rule(conn, schema, coll, rule, record_id, info)):
         raise ApiError(404, "The requested resource wasn't found.")
     return record
+
+
+def _find_under_rule(
+    conn: sqlite3.Connection,
+    schema: Schema,
+    coll: Collection,
+    rule: str,
+    record_id: str,
+    info: RequestInfo,
+) -> list[Record] | None:
+    """`find` and `check_rule` in one query: `[record]`, or `[]` when there is none that
+    passes; None when the rule does not compile or its query fails (the caller then answers
+    as the two steps do: 404 for a missing record before the rule's 400)."""
+    try:
+        frag = rules.build_filter(schema, coll, rule, info, allow_hidden=True)
+    except ApiError:
+        return None
+    table = quote(coll.name)
+    sql = (
+        f"SELECT {select_columns(coll, coll.name)} FROM {table} {frag.joins}"
+        f" WHERE {table}.id = :_id AND ({frag.sql}) LIMIT 1"
+    )
+    try:
+        row = conn.execute(sql, {**frag.params, "_id": record_id}).fetchone()
+    except sqlite3.Error:
+        return None  # the two steps tell a missing record (404) from this error (400)
+    return [] if row is None else [codec_of(coll).decode(row)]
 
 
 def relation_targets(schema: Schema, f: Field) -> Collection | None:

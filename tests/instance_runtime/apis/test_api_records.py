@@ -318,3 +318,49 @@ def test_schema_change_keeps_data(world: World) -> None:
     assert "added" not in got and got["renamed"] == "keep"
     assert su.delete("/api/collections/migr2/truncate").status_code == 204
     assert su.get("/api/collections/migr2/records").json()["totalItems"] == 0
+
+
+def test_view_under_a_rule_with_a_join_is_one_answer(world: World) -> None:
+    """A view rule over a relation and the auth record (found and checked in one query):
+    a record that passes is answered whole, one that does not and a missing one are 404."""
+    _ok(world.su.post("/api/collections", json={
+        "name": "notes", "type": "base", "listRule": "", "createRule": "",
+        "viewRule": "author.name = 'Ada' && (@request.auth.id != '' || level < 5)",
+        "fields": [
+            {"name": "level", "type": "number"},
+            {"name": "author", "type": "relation", "collectionId": world.ids["authors"],
+             "maxSelect": 1},
+        ],
+    }))  # fmt: skip
+    reader = {"email": "reader@example.com", "password": USER_PASSWORD}
+    _ok(world.su.post("/api/collections/users/records", json={
+        **reader, "passwordConfirm": USER_PASSWORD}))  # fmt: skip
+    login = world.runtime.client().post(
+        "/api/collections/users/auth-with-password",
+        json={"identity": reader["email"], "password": USER_PASSWORD},
+    )  # (world.user's token may be revoked by an earlier test)
+    user = world.runtime.client(token=_ok(login)["token"])
+    # authors of its own (an earlier test renames world's Ada)
+    ada = _ok(world.su.post("/api/collections/authors/records", json={"name": "Ada"}))["id"]
+    bob = _ok(world.su.post("/api/collections/authors/records", json={"name": "Bob"}))["id"]
+    low = _ok(world.su.post("/api/collections/notes/records", json={
+        "level": 1, "author": ada}))  # fmt: skip
+    high = _ok(world.su.post("/api/collections/notes/records", json={
+        "level": 9, "author": ada}))  # fmt: skip
+    bobs = _ok(world.su.post("/api/collections/notes/records", json={
+        "level": 1, "author": bob}))  # fmt: skip
+    url = "/api/collections/notes/records/"
+    seen = _ok(world.guest.get(url + low["id"]))
+    assert seen["id"] == low["id"] and seen["level"] == 1 and seen["author"] == ada
+    assert seen == _ok(world.su.get(url + low["id"]))
+    for who, rid in [
+        (world.guest, high["id"]),
+        (world.guest, bobs["id"]),
+        (user, bobs["id"]),
+        (world.guest, "missing"),
+    ]:
+        answer = who.get(url + rid)
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["message"] == "The requested resource wasn't found."
+    assert _ok(user.get(url + high["id"]))["level"] == 9
+    assert _ok(world.su.get(url + bobs["id"]))["id"] == bobs["id"]

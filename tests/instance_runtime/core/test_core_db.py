@@ -141,6 +141,52 @@ def test_readers_do_not_wait_for_the_writer(db: Database) -> None:
     assert db.read_sync(_count) == 2
 
 
+def _thread_of(conn: sqlite3.Connection) -> int:
+    conn.execute("SELECT 1").fetchone()
+    return threading.get_ident()
+
+
+async def test_an_inline_read_runs_in_the_calling_thread(db: Database) -> None:
+    db.write_sync(lambda c: c.execute("INSERT INTO t (v) VALUES ('a')"))
+    assert await db.read(_thread_of, inline_key="short") == threading.get_ident()
+    assert await db.read(_count, inline_key="short") == 1
+    assert await db.read(_thread_of) != threading.get_ident()  # without a key: the pool
+
+
+async def test_an_inline_read_that_fails_within_its_budget_raises(db: Database) -> None:
+    def bad(conn: sqlite3.Connection) -> None:
+        conn.execute("SELECT * FROM missing_table")
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        await db.read(bad, inline_key="bad")
+
+
+_SLOW_SQL = (  # tens of millions of VM steps: far past 5 ms of CPU, unless interrupted
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000)"
+    " SELECT count(*) FROM c"
+)
+
+
+async def test_an_inline_read_past_its_budget_is_run_again_on_the_pool(db: Database) -> None:
+    runs: list[tuple[int, object]] = []
+
+    def slow(conn: sqlite3.Connection) -> int:
+        try:
+            value: object = conn.execute(_SLOW_SQL).fetchone()[0]
+        except sqlite3.OperationalError as exc:  # what a read that catches errors would see
+            value = exc
+        runs.append((threading.get_ident(), value))
+        return threading.get_ident()
+
+    here = threading.get_ident()
+    assert await db.read(slow, inline_key="slow") != here  # answered by the pool's run
+    assert runs[0][0] == here and isinstance(runs[0][1], sqlite3.OperationalError)
+    assert runs[1][1] == 2000000  # interrupted inline: its outcome dropped, run whole again
+    assert await db.read(slow, inline_key="slow") != here  # the key now goes to the pool
+    assert len(runs) == 3 and runs[2][1] == 2000000
+    assert await db.read(_thread_of, inline_key="short") == here  # other keys stay inline
+
+
 def test_wal_and_foreign_keys(db: Database) -> None:
     assert db.write_sync(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
     assert db.read_sync(lambda c: c.execute("PRAGMA foreign_keys").fetchone()[0]) == 1
