@@ -79,13 +79,25 @@ class Settings(BaseSettings):
     default_engine: str = "pocketbase"
     default_pocketbase_version: str = DEFAULT_POCKETBASE_VERSION
 
-    driver: Literal["process", "docker"] = Field(
+    driver: Literal["process", "docker", "swarm"] = Field(
         "process",
-        description="where instances run: child processes, or one container each on the "
-        "Docker engine at PF_DOCKER_HOST (control_plane/drivers/docker.py)",
+        description="where instances run: child processes, one container each on the "
+        "Docker engine at PF_DOCKER_HOST (control_plane/drivers/docker.py), or one Swarm "
+        "service each through the swarm manager at PF_DOCKER_HOST (drivers/swarm.py)",
     )
     docker_host: str = Field(
-        "unix:///var/run/docker.sock", description="the Docker engine's API (PF_DRIVER=docker)"
+        "unix:///var/run/docker.sock",
+        description="the Docker engine's API (PF_DRIVER=docker), or a Swarm manager's (swarm)",
+    )
+    swarm_node: str = Field(
+        "",
+        description="PF_DRIVER=swarm: the id of the node new instances are placed on when no "
+        "placement chose one; empty = the manager's own node",
+    )
+    swarm_instance_address: str = Field(
+        "127.0.0.1",
+        description="PF_DRIVER=swarm: the address instances listen on (host networking) and "
+        "are dialled at; loopback on a one-node swarm",
     )
     instance_port_range: tuple[int, int] = (20000, 29999)
     instance_users: bool = Field(

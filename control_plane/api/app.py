@@ -24,6 +24,7 @@ from control_plane.api import (
     hibernation,
     instances,
     jobs,
+    nodes,
     sessions,
     ssh_keys,
     tokens,
@@ -91,6 +92,7 @@ def create_api(
     app.include_router(files.router)
     app.include_router(jobs.router)
     app.include_router(deploys.router)
+    app.include_router(nodes.router)
     install_dashboard(app)
     # outermost last: a foreign Host is refused first, then the client address is found,
     # then the body is limited

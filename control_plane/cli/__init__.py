@@ -14,6 +14,7 @@ from control_plane.cli import (
     jobs,
     keys,
     local,
+    nodes,
 )
 from instance_runtime import cli as runtime_cli
 
@@ -39,6 +40,7 @@ app.add_typer(deploys.app, name="deploys")
 app.add_typer(fleet.fleet_app, name="fleet")
 app.add_typer(fleet.accounts_app, name="accounts")
 app.add_typer(fleet.engines_app, name="engines")
+app.add_typer(nodes.app, name="nodes")
 app.add_typer(account.app, name="tokens")
 app.add_typer(local.operator_app, name="operator")
 app.add_typer(runtime_cli.app, name="runtime")

@@ -132,6 +132,9 @@ class Instance(SQLModel, table=True):
     # disk_limit_mb 0: no quota)
     max_processes: int | None = None
     disk_limit_mb: int | None = None
+    # the Swarm node (id) holding its data (control_plane.nodes; "": this machine, or not
+    # placed yet)
+    node: str = Field(default="", max_length=64)
 
     # observed state, written by the reconciler through lifecycle.transition
     status: str = Field(default="provisioning", max_length=16, index=True)

@@ -46,7 +46,6 @@ import logging
 import math
 import os
 import secrets
-import shutil
 import threading
 import time
 from collections.abc import Mapping
@@ -69,6 +68,7 @@ from control_plane.drivers.base import (
     Stats,
 )
 from control_plane.drivers.docker_images import EngineImages, ImageError
+from control_plane.drivers.folders import move_or_delete, prepare
 from control_plane.drivers.launch import open_files_limit, port_accepts, port_is_free
 from control_plane.drivers.listeners import held_by
 from control_plane.drivers.spawning import ACTIVITY_SOCKET_ENV, Spawner
@@ -248,7 +248,7 @@ class DockerDriver(Driver):
         created; `.N` added if it exists) or delete it. Idempotent."""
         async with self._lock(spec):
             await asyncio.to_thread(self._remove_containers, spec)
-            await asyncio.to_thread(_move_or_delete, spec.layout.root, keep_at)
+            await asyncio.to_thread(move_or_delete, spec.layout.root, keep_at)
 
     def read_logs(self, spec: InstanceSpec, tail: int) -> list[str]:
         """The last `tail` lines the container printed (stdout and stderr)."""
@@ -272,6 +272,25 @@ class DockerDriver(Driver):
         except (ImageError, EngineError) as err:
             raise StartError(f"instance {spec.id}: no image for it: {err}") from err
 
+    def _user(self, spec: InstanceSpec) -> str:
+        """`UID:GID` the instance's processes run as: its own uid, or ours when not root."""
+        uid = self.spawner.run_as(spec)
+        return f"{uid}:{uid}" if uid is not None else f"{os.geteuid()}:{os.getegid()}"
+
+    def _binds(self, spec: InstanceSpec) -> dict[str, str]:
+        """Host paths bound at their own path in the instance's containers, with their mode
+        (`rw`/`ro`): its folder, runtime files under the private /tmp, the activity socket."""
+        root = str(spec.layout.root.absolute())
+        binds = {root: "rw"}
+        for path in spec.engine.runtime_paths(spec.version):
+            runtime = os.path.abspath(path)
+            if Path(runtime).is_relative_to(_TMP):  # the image's copy is under the private /tmp
+                binds[runtime] = "ro"
+        socket = spec.platform_env.get(ACTIVITY_SOCKET_ENV)
+        if socket and os.path.isabs(socket) and os.path.exists(socket):
+            binds[socket] = "rw"
+        return binds
+
     def _container_config(
         self,
         spec: InstanceSpec,
@@ -282,17 +301,11 @@ class DockerDriver(Driver):
     ) -> dict[str, Any]:
         """The `create_container` arguments of a container of the instance (`role`: serve or
         task), with the digest of everything in it as a label."""
-        uid = self.spawner.run_as(spec)
-        user = f"{uid}:{uid}" if uid is not None else f"{os.geteuid()}:{os.getegid()}"
+        user = self._user(spec)
         root = str(spec.layout.root.absolute())
-        binds: dict[str, Mapping[str, str]] = {root: {"bind": root, "mode": "rw"}}
-        for path in spec.engine.runtime_paths(spec.version):
-            runtime = os.path.abspath(path)
-            if Path(runtime).is_relative_to(_TMP):  # the image's copy is under the private /tmp
-                binds[runtime] = {"bind": runtime, "mode": "ro"}
-        socket = spec.platform_env.get(ACTIVITY_SOCKET_ENV)
-        if socket and os.path.isabs(socket) and os.path.exists(socket):
-            binds[socket] = {"bind": socket, "mode": "rw"}
+        binds: dict[str, Mapping[str, str]] = {
+            path: {"bind": path, "mode": mode} for path, mode in self._binds(spec).items()
+        }
         memory = spec.memory_limit_mb * 1024 * 1024
         nofile = open_files_limit(spec.max_open_files)
         host_config = self.api().create_host_config(
@@ -377,12 +390,7 @@ class DockerDriver(Driver):
             )
         except docker.errors.NotFound:
             return None
-        memory = raw.get("memory_stats") or {}
-        usage = int(memory.get("usage") or 0)
-        details = memory.get("stats") or {}
-        cache = details.get("inactive_file", details.get("total_inactive_file", 0))
-        cpu = ((raw.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0
-        return Stats(memory_bytes=max(0, usage - int(cache)), cpu_seconds=int(cpu) / 1e9)
+        return stats_of(raw)
 
     def _run_task(
         self, spec: InstanceSpec, argv: list[str], extra_env: dict[str, str]
@@ -432,34 +440,10 @@ class DockerDriver(Driver):
     # -- the folder ---------------------------------------------------------------------------
 
     def _prepare(self, spec: InstanceSpec) -> int | None:
-        """Create the folder layout (root 0700, parent 0711) and what the engine writes in it
-        (`Engine.prepare`), owned by the instance's uid when we are root; return that uid.
-        Every change of ownership is an lchown: never follows a tenant's link."""
+        """Create the instance's folder (`folders.prepare`: bind-mounted, so its ancestors
+        need not let the uid through); return the uid it belongs to (None: ours)."""
         uid = self.spawner.run_as(spec)
-        root = spec.layout.root.absolute()
-        try:
-            root.parent.mkdir(parents=True, exist_ok=True)
-            root.parent.chmod(0o711)
-            root.mkdir(mode=0o700, exist_ok=True)
-            if root.is_symlink() or not root.is_dir():
-                raise StartError(f"instance {spec.id}: {root} is not a folder")
-            root.chmod(0o700)
-            first_time = uid is not None and root.stat().st_uid != uid
-            for folder in spec.layout.folders():
-                folder.mkdir(mode=0o700, exist_ok=True)
-            written = spec.engine.prepare(spec.version, spec.layout)
-            if uid is None:
-                return None
-            if first_time:
-                for parent, dirs, files in os.walk(root):
-                    for name in (*dirs, *files):
-                        os.chown(os.path.join(parent, name), uid, uid, follow_symlinks=False)
-            else:
-                for path in (*spec.layout.folders(), *written):
-                    os.chown(path, uid, uid, follow_symlinks=False)
-            os.chown(root, uid, uid, follow_symlinks=False)
-        except OSError as err:
-            raise StartError(f"instance {spec.id}: cannot prepare its folder: {err}") from err
+        prepare(spec, uid, reached_by_path=False)
         return uid
 
     # -- health -------------------------------------------------------------------------------
@@ -487,9 +471,7 @@ class DockerDriver(Driver):
                     timeout = self.settings.start_timeout_s
                     why = f"was not healthy after {timeout:g}s"
                     raise StartError(await self._failure(spec, why))
-                if not listening and await port_accepts(spec.port):
-                    if os.geteuid() == 0 and not await asyncio.to_thread(held_by, pid, spec.port):
-                        raise PortTakenError(spec.id, spec.port)
+                if not listening and await self._listening(spec, pid):
                     listening = True
                 if listening and await self._probe(spec, min(remaining, 2.0)):
                     return
@@ -499,6 +481,15 @@ class DockerDriver(Driver):
         except BaseException:
             await asyncio.shield(asyncio.to_thread(self._kill, spec))
             raise
+
+    async def _listening(self, spec: InstanceSpec, pid: int) -> bool:
+        """Whether the instance's port accepts; as root, a listener that is not process `pid`'s
+        is a `PortTakenError`."""
+        if not await port_accepts(spec.port):
+            return False
+        if os.geteuid() == 0 and not await asyncio.to_thread(held_by, pid, spec.port):
+            raise PortTakenError(spec.id, spec.port)
+        return True
 
     async def _failure(self, spec: InstanceSpec, what: str) -> str:
         lines = await asyncio.to_thread(self.read_logs, spec, _ERROR_LOG_LINES)
@@ -520,15 +511,11 @@ class DockerDriver(Driver):
         return response.status_code == 200
 
 
-def _move_or_delete(root: Path, keep_at: Path | None) -> None:
-    if not root.exists():
-        return
-    if keep_at is None:
-        shutil.rmtree(root)
-        return
-    target, n = keep_at, 0
-    while target.exists():
-        n += 1
-        target = keep_at.with_name(f"{keep_at.name}.{n}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(root, target)
+def stats_of(raw: Mapping[str, Any]) -> Stats:
+    """`Stats` from a container's one-shot stats: memory less page cache, CPU seconds."""
+    memory = raw.get("memory_stats") or {}
+    usage = int(memory.get("usage") or 0)
+    details = memory.get("stats") or {}
+    cache = details.get("inactive_file", details.get("total_inactive_file", 0))
+    cpu = ((raw.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0
+    return Stats(memory_bytes=max(0, usage - int(cache)), cpu_seconds=int(cpu) / 1e9)

@@ -1,5 +1,5 @@
 """The driver a control plane runs its instances with: `PF_DRIVER` (`process`, the default,
-or `docker`). Callers get a `Driver` and never name a driver's class."""
+`docker` or `swarm`). Callers get a `Driver` and never name a driver's class."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from control_plane.settings import Settings
 
 def make_driver(settings: Settings) -> Driver:
     """A new driver object for `settings.driver` (cheap: nothing is contacted yet)."""
+    if settings.driver == "swarm":
+        from control_plane.drivers.swarm import SwarmDriver
+
+        return SwarmDriver(settings)
     if settings.driver == "docker":
         from control_plane.drivers.docker import DockerDriver  # the docker SDK only when used
 
