@@ -4,6 +4,8 @@ as one pure ASGI middleware (`RequestPipeline`, installed by `server.create_app`
 1. CORS: PocketBase's default CORS (any origin, `Vary: Origin`); an `OPTIONS` preflight is
    answered 204 here, before anything counts it.
 2. request log: times every request and adds PocketBase's log entry to `app.request_log`
+   just before the last part of its answer goes out (so requests are logged in the order
+   their clients saw the answers)
    (`core.logs`: written in batches by its own thread, never waited for) when the log keeps
    its level (`settings.logs.maxDays` not 0, `minLevel`): INFO, or ERROR for a status >= 400
    with the answer's `message` as `error` and its `data` as `details`; the client address only
@@ -130,23 +132,13 @@ class RequestPipeline:
         started = time.perf_counter()
         status = 0
         error_body = b""
+        logged = False
 
-        async def sender(message: Message) -> None:
-            nonlocal status, error_body
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                message["headers"] = [*message.get("headers", []), *extra]
-            elif status >= 400 and len(error_body) < _MAX_ERROR_BODY:
-                error_body += message.get("body", b"")
-            await send(message)
-
-        try:
-            refusal = await self._load_auth(scope)  # 4.
-            if refusal is not None:
-                await error_response(refusal)(scope, receive, sender)
-            else:
-                await self.app(scope, receive, sender)
-        finally:  # 2.
+        def log_once() -> None:  # 2.
+            nonlocal logged, status
+            if logged:
+                return
+            logged = True
             status = status or 500
             path = scope["path"]
             skipped = status < 400 and (
@@ -156,6 +148,29 @@ class RequestPipeline:
             if not skipped and self.runtime.request_log.enabled(level):
                 elapsed = (time.perf_counter() - started) * 1000
                 self._log(scope, status, level, elapsed, error_body)
+
+        async def sender(message: Message) -> None:
+            nonlocal status, error_body
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                message["headers"] = [*message.get("headers", []), *extra]
+            elif message["type"] == "http.response.body":
+                if status >= 400 and len(error_body) < _MAX_ERROR_BODY:
+                    error_body += message.get("body", b"")
+                if not message.get("more_body", False):
+                    # logged before the client has the answer (as PocketBase): its next
+                    # request is logged after this one
+                    log_once()
+            await send(message)
+
+        try:
+            refusal = await self._load_auth(scope)  # 4.
+            if refusal is not None:
+                await error_response(refusal)(scope, receive, sender)
+            else:
+                await self.app(scope, receive, sender)
+        finally:
+            log_once()  # no complete answer (an error, a client gone, a stream ended)
 
     async def _load_auth(self, scope: Scope) -> ApiError | None:
         found = await authenticate(_header(scope, b"authorization"), self.runtime)
