@@ -28,6 +28,7 @@ from proxy.handoff import HANDOFF_PATH, HandoffStore
 
 SERVICE_SUPERUSER = "dashboard@pocketfleet.invalid"
 _AUTH_PATH = "/api/collections/_superusers/auth-with-password"
+_SIGN_IN_RETRY_S = 5.0  # a refused connection is tried again this long (see `_sign_in`)
 
 
 class AdminAccessService:
@@ -65,16 +66,7 @@ class AdminAccessService:
             code, output = await self.driver.run_task(spec, task.argv, task.env)
             if code != 0:
                 raise Unavailable(f"could not prepare the admin sign-in: {output[-300:]}")
-            async with httpx.AsyncClient(
-                transport=self._transport, timeout=15, trust_env=False
-            ) as client:
-                try:
-                    answer = await client.post(
-                        f"http://127.0.0.1:{instance.port}{_AUTH_PATH}",
-                        json={"identity": SERVICE_SUPERUSER, "password": password},
-                    )
-                except httpx.HTTPError as exc:
-                    raise Unavailable(f"{name} did not answer the sign-in: {exc}") from exc
+            answer = await self._sign_in(account, name, instance.port, password)
         if answer.status_code != 200:
             raise Unavailable(f"{name} refused the sign-in ({answer.status_code})")
         body = answer.json()
@@ -83,3 +75,30 @@ class AdminAccessService:
             self.settings.instance_host(name), storage, spec.engine.admin_path
         )
         return f"{self.settings.instance_url(name)}{HANDOFF_PATH}?code={handoff}"
+
+    async def _sign_in(
+        self, account: Account, name: str, port: int, password: str
+    ) -> httpx.Response:
+        """The service superuser's sign-in at the instance. A refused connection is tried again
+        for a few seconds, at the port the control DB gives then: the instance may be moving
+        to another port (one found taken) or finishing a restart the reconciler began."""
+        deadline = asyncio.get_running_loop().time() + _SIGN_IN_RETRY_S
+        async with httpx.AsyncClient(
+            transport=self._transport, timeout=15, trust_env=False
+        ) as client:
+            while True:
+                try:
+                    return await client.post(
+                        f"http://127.0.0.1:{port}{_AUTH_PATH}",
+                        json={"identity": SERVICE_SUPERUSER, "password": password},
+                    )
+                except httpx.ConnectError as exc:
+                    if asyncio.get_running_loop().time() >= deadline:
+                        raise Unavailable(f"{name} did not answer the sign-in: {exc}") from exc
+                except httpx.HTTPError as exc:
+                    raise Unavailable(f"{name} did not answer the sign-in: {exc}") from exc
+                await asyncio.sleep(0.2)
+                instance = await self.instances.get(account, name)
+                if instance.status != InstanceState.RUNNING or instance.port is None:
+                    raise Unavailable(f"{name} is {instance.status}; start it to open its admin")
+                port = instance.port

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNNING = 60
+RUNNING = 40
 ASLEEP = 10
 
 

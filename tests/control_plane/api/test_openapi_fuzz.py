@@ -52,7 +52,7 @@ from tests.support.server import ServeProcess, running_server, sign_up
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 CHECKS = ("not_a_server_error", "response_schema_conformance")
 SEED = 13
-MAX_EXAMPLES = 20  # per operation and phase (the whole suite must stay under 15 min)
+MAX_EXAMPLES = 12  # per operation and phase (the whole suite must stay under 15 min)
 REQUEST_TIMEOUT_S = 30  # one request: a start or a restore waits for the instance
 RUN_DEADLINE_S = 180  # the whole run (under a minute here), within pytest's 300 s
 
