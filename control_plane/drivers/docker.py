@@ -55,7 +55,6 @@ from typing import Any
 import docker
 import docker.errors
 import docker.types
-import httpx
 import requests.exceptions
 
 from control_plane.drivers.base import (
@@ -69,6 +68,7 @@ from control_plane.drivers.base import (
 )
 from control_plane.drivers.docker_images import EngineImages, ImageError
 from control_plane.drivers.folders import move_or_delete, prepare
+from control_plane.drivers.health import ERROR_LOG_LINES, HealthProbe, failure_message
 from control_plane.drivers.launch import open_files_limit, port_accepts, port_is_free
 from control_plane.drivers.listeners import held_by
 from control_plane.drivers.spawning import ACTIVITY_SOCKET_ENV, Spawner
@@ -87,7 +87,6 @@ _PORT_POLL_MAX_S = 0.02
 _INSPECT_EVERY_S = 0.02
 _STATUS_HEALTH_TIMEOUT_S = 0.5
 _TASK_TIMEOUT_S = 60
-_ERROR_LOG_LINES = 20
 _TMP = "/tmp"
 _TMP_SIZE = "64m"
 _API_TIMEOUT_S = 60
@@ -121,7 +120,7 @@ class DockerDriver(Driver):
         self._images: EngineImages | None = None
         self._client_lock = threading.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
-        self._http: httpx.AsyncClient | None = None
+        self._health = HealthProbe()
 
     # -- the engine's API ---------------------------------------------------------------------
 
@@ -167,9 +166,7 @@ class DockerDriver(Driver):
 
     async def aclose(self) -> None:
         """Close the HTTP and Docker clients. Containers keep running."""
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._health.aclose()
         with self._client_lock:
             client, self._client, self._images = self._client, None, None
         if client is not None:
@@ -492,23 +489,12 @@ class DockerDriver(Driver):
         return True
 
     async def _failure(self, spec: InstanceSpec, what: str) -> str:
-        lines = await asyncio.to_thread(self.read_logs, spec, _ERROR_LOG_LINES)
-        tail = "\n".join(lines) if lines else "(empty)"
-        engine = f"{spec.engine.name} {spec.version}"
-        return f"instance {spec.id}: {engine} {what}; last log lines:\n{tail}"
+        lines = await asyncio.to_thread(self.read_logs, spec, ERROR_LOG_LINES)
+        return failure_message(spec, what, lines)
 
     async def _probe(self, spec: InstanceSpec, timeout: float) -> bool:
         """One GET of the engine's health path; True on 200."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
-            )
-        url = f"http://127.0.0.1:{spec.port}{spec.engine.health_path}"
-        try:
-            response = await self._http.get(url, timeout=timeout)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        return await self._health.healthy(spec, timeout)
 
 
 def stats_of(raw: Mapping[str, Any]) -> Stats:

@@ -48,7 +48,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
 import psutil
 
 from control_plane.drivers import sandbox
@@ -64,6 +63,7 @@ from control_plane.drivers.base import (
 from control_plane.drivers.cgroups import InstanceCgroups, cgroups_of
 from control_plane.drivers.folders import move_or_delete, open_log, prepare
 from control_plane.drivers.forks import Forks
+from control_plane.drivers.health import ERROR_LOG_LINES, HealthProbe, failure_message
 from control_plane.drivers.launch import port_accepts, port_is_free
 from control_plane.drivers.processes import (
     Proc,
@@ -95,7 +95,6 @@ _PORT_POLL_TIGHT_FOR_S = 0.2
 _PORT_POLL_MAX_S = 0.02
 _STATUS_HEALTH_TIMEOUT_S = 0.5
 _TASK_TIMEOUT_S = 60.0
-_ERROR_LOG_LINES = 20
 _ROTATED_SUFFIX = ".1"
 
 
@@ -114,15 +113,13 @@ class ProcessDriver(Driver):
         self._forks = Forks(self.spawner, self.zygotes) if self.zygotes is not None else None
         self._locks: dict[str, asyncio.Lock] = {}
         self._standbys = Standbys(self.spawner, self.zygotes, self._lock)
-        self._client: httpx.AsyncClient | None = None
+        self._health = HealthProbe()
 
     async def aclose(self) -> None:
         """Close the HTTP client, drop the standbys and stop the zygotes. Running instances
         are left running."""
         await self._standbys.aclose()
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._health.aclose()
         if self.zygotes is not None:
             await asyncio.to_thread(self.zygotes.close)
 
@@ -227,7 +224,7 @@ class ProcessDriver(Driver):
         )
         if proc is None:
             return Observed(RunState.STOPPED)
-        healthy = health and await self._probe(spec, _STATUS_HEALTH_TIMEOUT_S)
+        healthy = health and await self._health.healthy(spec, _STATUS_HEALTH_TIMEOUT_S)
         return Observed(RunState.RUNNING, proc.pid, healthy)
 
     def seems_alive(self, pid: int) -> bool:
@@ -463,7 +460,7 @@ class ProcessDriver(Driver):
                         # not our process's socket (ours would have failed to bind): move
                         raise PortTakenError(spec.id, spec.port)
                     listening = True
-                if listening and await self._probe(spec, min(remaining, 2.0)):
+                if listening and await self._health.healthy(spec, min(remaining, 2.0)):
                     return
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 if time.monotonic() - began > _PORT_POLL_TIGHT_FOR_S:
@@ -477,23 +474,7 @@ class ProcessDriver(Driver):
                     os.close(proc.ready)
 
     def _failure(self, spec: InstanceSpec, what: str) -> str:
-        lines = self.read_logs(spec, _ERROR_LOG_LINES)
-        tail = "\n".join(lines) if lines else "(empty)"
-        engine = f"{spec.engine.name} {spec.version}"
-        return f"instance {spec.id}: {engine} {what}; last log lines:\n{tail}"
-
-    async def _probe(self, spec: InstanceSpec, timeout: float) -> bool:
-        """One GET of the engine's health path; True on 200."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
-            )
-        url = f"http://127.0.0.1:{spec.port}{spec.engine.health_path}"
-        try:
-            response = await self._client.get(url, timeout=timeout)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        return failure_message(spec, what, self.read_logs(spec, ERROR_LOG_LINES))
 
     async def _end(self, spec: InstanceSpec, proc: Proc, *, graceful: bool) -> None:
         """End `proc` and its process group: SIGTERM and up to the stop timeout if `graceful`,

@@ -61,7 +61,6 @@ from typing import Any
 import docker
 import docker.errors
 import docker.types
-import httpx
 import requests.exceptions
 
 from control_plane.drivers.base import InstanceSpec, Observed, PortTakenError, RunState, StartError
@@ -467,13 +466,4 @@ class SwarmDriver(DockerDriver):
 
     async def _probe(self, spec: InstanceSpec, timeout: float) -> bool:
         """One GET of the engine's health path at the instance address; True on 200."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
-            )
-        url = f"http://{self._spec_address(spec)}:{spec.port}{spec.engine.health_path}"
-        try:
-            response = await self._http.get(url, timeout=timeout)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        return await self._health.healthy(spec, timeout, host=self._spec_address(spec))
