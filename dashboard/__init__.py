@@ -20,6 +20,7 @@ from dashboard import (
     instances_pages,
     job_pages,
     lifecycle_pages,
+    node_pages,
     operator_pages,
 )
 from dashboard.web import STATIC_DIR
@@ -28,6 +29,7 @@ from dashboard.web import STATIC_DIR
 def install_dashboard(app: FastAPI) -> None:
     """Serve the dashboard from `app` at `/` (next to the API under `/api`)."""
     pages = (auth_pages, instances_pages, instance_page, lifecycle_pages, account_pages)
-    for module in (*pages, deploy_pages, domain_pages, file_pages, job_pages, operator_pages):
+    operators = (operator_pages, node_pages)
+    for module in (*pages, deploy_pages, domain_pages, file_pages, job_pages, *operators):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

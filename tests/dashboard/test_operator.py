@@ -1,9 +1,10 @@
 """Operators in the browser: the fleet (filter, sort), suspending an account stops its
-instances, system health; and any account's page: API tokens and the password change."""
+instances, system health and nodes; and any account's page: API tokens and the password change."""
 
 from __future__ import annotations
 
 import re
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -109,12 +110,17 @@ def test_system_health(operator: Page, user_api: httpx.Client) -> None:
     expect(operator.get_by_label(re.compile("^Disk"))).to_be_visible()
     expect(operator.get_by_role("row", name=re.compile("pocketbase"))).to_contain_text("0.40.6")
     shot(operator, "operator-system")
+    operator.goto("/nodes")  # the process driver: one node, this machine, with Carol's instance
+    node = operator.get_by_role("row", name=re.compile(re.escape(socket.gethostname())))
+    expect(node).to_contain_text("1 running, 0 asleep")
+    shot(operator, "operator-nodes")
 
 
 def test_a_user_sees_no_operator_pages(browsing: Browsing, user_api: httpx.Client) -> None:
     page = browsing.new_page()
     log_in_in_browser(page, USER)
     expect(page.get_by_role("link", name="Fleet", exact=True)).to_have_count(0)
+    expect(page.get_by_role("link", name="Nodes", exact=True)).to_have_count(0)
     answer = page.goto("/fleet")
     assert answer is not None and answer.status == 403
 
