@@ -127,10 +127,10 @@ async def test_no_secret_on_a_command_line_and_root_helpers_get_no_tenant_variab
     )
     seen: list[psutil.Process] = []
     for _ in range(200):
-        seen = [
+        seen = [  # among this test's own processes only (the driver runs here)
             p
-            for p in psutil.process_iter(["name"])
-            if p.info["name"] == "bwrap" and _runs_as(p.children(), uid)
+            for p in _own_processes()
+            if _named(p, "bwrap") and _runs_as(p.children(), uid)
         ]
         if seen:
             break
@@ -153,6 +153,17 @@ def _outside_a_sandbox(uid: int, *argv: str) -> subprocess.Popen[bytes]:
     sleeper = [sys.executable, "-c", "import time; time.sleep(30)", *argv]
     setpriv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
     return subprocess.Popen([*setpriv, *sleeper])
+
+
+def _own_processes() -> list[psutil.Process]:
+    return psutil.Process().children(recursive=True)
+
+
+def _named(process: psutil.Process, name: str) -> bool:
+    try:
+        return process.name() == name
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _runs_as(processes: list[psutil.Process], uid: int) -> bool:
