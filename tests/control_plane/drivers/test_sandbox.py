@@ -128,9 +128,7 @@ async def test_no_secret_on_a_command_line_and_root_helpers_get_no_tenant_variab
     seen: list[psutil.Process] = []
     for _ in range(200):
         seen = [  # among this test's own processes only (the driver runs here)
-            p
-            for p in _own_processes()
-            if _named(p, "bwrap") and _runs_as(p.children(), uid)
+            p for p in _own_processes() if _named(p, "bwrap") and _runs_as(p.children(), uid)
         ]
         if seen:
             break
