@@ -54,6 +54,7 @@ from instance_runtime.apis import (
 )
 from instance_runtime.apis.base import error_response
 from instance_runtime.apis.middlewares import RequestPipeline
+from instance_runtime.apis.routing import IndexedRouter
 from instance_runtime.core import auth_origins, automigrate, file_storage, migrations
 from instance_runtime.core import crons as app_crons
 from instance_runtime.core.app import App
@@ -169,6 +170,8 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    # the same routes, each path tried only against those that can match it
+    app.router = IndexedRouter(app.router.routes, lifespan=lifespan)
     app.state.runtime = runtime
     return app
 

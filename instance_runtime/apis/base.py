@@ -271,7 +271,7 @@ async def request_info(
     found = await request_auth(request, app)
     info = RequestInfo(
         method=request.method.upper(),
-        query=dict(request.query_params),
+        query=dict(request.query_params) if request.scope.get("query_string") else {},
         headers=_headers(request),
         body=body or {},
     )

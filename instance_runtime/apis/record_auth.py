@@ -116,7 +116,11 @@ async def auth_response(
         return records.check_rule(conn, schema, coll, rule, rid, original)
 
     # an empty rule lets every existing record in: the record was just read, so no query
-    allowed = rule == "" or original.is_superuser or await app.read(may_authenticate)
+    allowed = (
+        rule == ""
+        or original.is_superuser
+        or await app.read(may_authenticate, inline_key=("authRule", coll.id))
+    )
     if not allowed:
         raise forbidden("The request doesn't satisfy the collection requirements to authenticate.")
     info.auth = {**record, "collectionId": coll.id, "collectionName": coll.name}
@@ -144,7 +148,8 @@ async def auth_response(
         def run(conn: sqlite3.Connection, schema: Schema) -> dict[str, Any]:
             return enrich(conn, schema, coll, [e.record], info)[0]
 
-        answer.update({"record": await app.read(run), "token": e.token})
+        shape = ("auth", coll.id, original.query.get("expand", ""))  # short: inline first
+        answer.update({"record": await app.read(run, inline_key=shape), "token": e.token})
         if second and request is not None and (coll.options.get("authAlert") or {}).get("enabled"):
             await _login_alert(app, coll, e.record, request)
         if e.meta:

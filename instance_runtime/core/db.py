@@ -95,11 +95,35 @@ def _connect(path: Path, *, readonly: bool, hooks: list[ConnectHook]) -> sqlite3
 
 
 class _WriteTask:
-    __slots__ = ("fn", "future")
+    """A queued write: answered through `future`, a thread's `concurrent.futures.Future`, or,
+    with `loop`, an `asyncio.Future` of that loop (resolved on it, see `_answer`)."""
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: Future[Any]) -> None:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        future: Future[Any] | asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.fn = fn
         self.future = future
+        self.loop = loop
+
+
+Answer = tuple["asyncio.Future[Any]", BaseException | None, Any]
+
+
+def _answer(answers: list[Answer]) -> None:
+    """On a loop: resolve the asyncio futures of a committed group's writes (a caller that
+    was cancelled meanwhile is not answered; its write stands or fails as the others)."""
+    for future, error, value in answers:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
 
 
 # A row of this temporary table marks the writer's open transaction: when a statement ends
@@ -229,11 +253,19 @@ class Database:
                 conn.execute("ROLLBACK")
             for i in pending:
                 done[i] = (done[i][0], exc, None)
+        by_loop: dict[asyncio.AbstractEventLoop, list[Answer]] = {}
         for task, error, value in done:
-            if error is None:
-                task.future.set_result(value)
+            future = task.future
+            if task.loop is not None:  # one wake-up of each loop for the whole group
+                assert isinstance(future, asyncio.Future)
+                by_loop.setdefault(task.loop, []).append((future, error, value))
+            elif error is None:
+                future.set_result(value)
             else:
-                task.future.set_exception(error)
+                future.set_exception(error)
+        for loop, answers in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_answer, answers)
 
     def submit_write(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
         """Queue `fn` for the writer; the returned future resolves after its commit."""
@@ -244,8 +276,15 @@ class Database:
         return future
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(conn)` in a write transaction (see the module docstring)."""
-        return await asyncio.wrap_future(self.submit_write(fn))
+        """Run `fn(conn)` in a write transaction (see the module docstring). The writer answers
+        an asyncio future directly, waking the loop once per committed group (no thread
+        future, condition and per-write wake-up of `asyncio.wrap_future`)."""
+        if self._closed:
+            raise DatabaseClosedError("database is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_WriteTask(fn, future, loop))
+        return await future
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`write` for threads that do not run the event loop."""

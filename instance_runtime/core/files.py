@@ -407,14 +407,16 @@ def place(
     prepared: Prepared,
 ) -> None:
     """See the module docstring."""
+    kept = _file_names(coll, record)
+    gone = _file_names(coll, old) - kept
+    placing = [u for u in prepared.uploads if u.name in kept]
+    if not placing and not gone and not prepared.uploads:
+        return  # nothing to place or remove (most writes): no look-up of the folder
     data_dir = data_dir_of(conn)
     if data_dir is None:
         if prepared.uploads:
             raise RuntimeError("uploads need a database on disk")
         return
-    kept = _file_names(coll, record)
-    gone = _file_names(coll, old) - kept
-    placing = [u for u in prepared.uploads if u.name in kept]
     if not placing and not gone:
         return
     holder = file_storage.holder_for_connection(conn, data_dir)

@@ -58,6 +58,7 @@ class _Handler(Generic[H]):
 class _Chain(Generic[H]):
     def __init__(self) -> None:
         self._handlers: list[_Handler[H]] = []
+        self._tagged = False  # whether any handler has tags (else every handler runs)
 
     def bind(self, fn: H, *, id: str = "", priority: int = 0) -> str:
         return self._add(fn, id, priority, frozenset())
@@ -67,21 +68,25 @@ class _Chain(Generic[H]):
         kept = [h for h in self._handlers if h.id != handler_id]
         kept.append(_Handler(handler_id, priority, next(_ids), fn, tags))
         kept.sort(key=lambda h: (h.priority, h.order))
-        self._handlers = kept
+        self._set(kept)
         return handler_id
 
+    def _set(self, handlers: list[_Handler[H]]) -> None:
+        self._handlers = handlers
+        self._tagged = any(h.tags for h in handlers)
+
     def unbind(self, *ids: str) -> None:
-        self._handlers = [h for h in self._handlers if h.id not in ids]
+        self._set([h for h in self._handlers if h.id not in ids])
 
     def unbind_all(self) -> None:
-        self._handlers = []
+        self._set([])
 
     def __len__(self) -> int:
         return len(self._handlers)
 
     def _matching(self, event: Event) -> list[H]:
         handlers = self._handlers
-        if not any(h.tags for h in handlers):
+        if not self._tagged:
             return [h.fn for h in handlers]
         tags = set(event.tags())
         return [h.fn for h in handlers if not h.tags or h.tags & tags]

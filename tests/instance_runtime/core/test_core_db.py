@@ -3,6 +3,7 @@ writer, and durability of acknowledged writes across a `kill -9` of the runtime.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sqlite3
 import threading
@@ -185,6 +186,33 @@ async def test_an_inline_read_past_its_budget_is_run_again_on_the_pool(db: Datab
     assert await db.read(slow, inline_key="slow") != here  # the key now goes to the pool
     assert len(runs) == 3 and runs[2][1] == 2000000
     assert await db.read(_thread_of, inline_key="short") == here  # other keys stay inline
+
+
+async def test_awaited_writes_committed_together_are_each_answered(db: Database) -> None:
+    """Writes awaited on the loop and queued behind a busy writer share one commit; each caller
+    gets its own value or error, and one whose caller gave up is still saved."""
+    release = threading.Event()
+    busy = db.submit_write(lambda conn: release.wait(30))
+
+    async def insert(i: int) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            if i == 3:
+                raise ValueError("refused")
+            return int(conn.execute("INSERT INTO t (v) VALUES (?)", (str(i),)).lastrowid or 0)
+
+        return await db.write(run)
+
+    tasks = [asyncio.create_task(insert(i)) for i in range(10)]
+    await asyncio.sleep(0.05)  # all queued behind the busy write
+    tasks[5].cancel()
+    release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert busy.result(timeout=30) is True
+    assert isinstance(results[3], ValueError) and isinstance(results[5], asyncio.CancelledError)
+    ids = [r for i, r in enumerate(results) if i not in (3, 5)]
+    assert len(set(ids)) == 8 and all(isinstance(r, int) and r > 0 for r in ids)
+    saved = db.read_sync(lambda c: sorted(int(v) for (v,) in c.execute("SELECT v FROM t")))
+    assert saved == [0, 1, 2, 4, 5, 6, 7, 8, 9]  # the abandoned write (5) stands
 
 
 def test_wal_and_foreign_keys(db: Database) -> None:
