@@ -6,10 +6,15 @@ mean the same to both, so `cron_trigger` rewrites the day-of-week field as the e
 of names crontab means (`1-5` → `mon,tue,wed,thu,fri`; `*/2` → `sun,tue,thu,sat`) and leaves
 the other fields to APScheduler. Used by every schedule of the control plane (snapshots,
 jobs). Imports nothing of pocketfleet.
+
+A trigger is built once per crontab text and shared (`cron_trigger` is cached: building one
+compiles every field, and the fleet's overview asks for the next fire of every instance's
+schedule); APScheduler never changes a trigger once built, and neither may its callers.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC
 
@@ -24,6 +29,7 @@ class CrontabError(ValueError):
     never quotes it."""
 
 
+@functools.lru_cache(maxsize=4096)
 def cron_trigger(cron: str) -> CronTrigger:
     """The trigger of the 5-field crontab `cron` (UTC), as crontab(5) means it. Raises
     `CrontabError` for a day of week crontab does not have, APScheduler's `ValueError` for

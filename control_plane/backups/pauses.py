@@ -14,10 +14,15 @@ the engine is started beside the resume, not after it).
 - `reconcile(rows, listed)`: the backups loop's pass (at least every `FOLDER_CHECK_EVERY_S`),
   which makes the paused set match the fleet whatever was missed: every listed instance that
   does not run and is not wanted running is paused, every paused one that runs (or is being
-  woken) is resumed. A Litestream that was (re)started or adopted replicates everything it
-  lists, so its shard's instances leave the set then (and their sleeping databases, shipped
-  before, are paused again without another wait); other shards' stay paused. Rows are
-  re-read right before a pause (one query), so a wake in between is not undone.
+  woken) is resumed. A Litestream that was (re)started replicates everything it lists, so its
+  shard's instances leave the set then (and their sleeping databases, shipped before, are
+  paused again without another wait); other shards' stay paused. A Litestream adopted from
+  the control plane before keeps the databases that one paused closed: the first pass that
+  sees a process new to it reads its `/list` once, and the instances all of whose databases
+  it lists as not replicating are in the set from then on (pausing them again could never
+  succeed: Litestream refuses to sync a database it has closed, 409; and their wake must
+  resume them). Rows are re-read right before a pause (one query), so a wake in between is
+  not undone.
 
 The lag this costs: none for a sleeping instance (its last writes were synced when it was
 paused), and for an instance started outside the hooks (after a crash of the control plane,
@@ -73,6 +78,7 @@ class ReplicationPauses:
         self.paused: set[str] = set()  # instance ids whose databases Litestream does not monitor
         self._listed: set[str] = set()  # instance ids Litestream replicates (the last pass's)
         self._processes: dict[int, int | None] = {}  # shard -> the Litestream `paused` is about
+        self._unread: set[int] = set()  # shards whose process's closed databases are not read yet
         # paused once fully shipped, and not run since (whatever Litestream runs now)
         self._quiet: set[str] = set()
 
@@ -85,6 +91,7 @@ class ReplicationPauses:
             of = self.replication.shard_of
             self.paused = {key for key in self.paused if of(key) != shard}
             self._processes[shard] = pid
+            self._unread.add(shard)
         return pid is not None
 
     def _running(self) -> set[int]:
@@ -118,6 +125,7 @@ class ReplicationPauses:
         running = self._running()
         if not running:
             return
+        await self._read_closed(running, listed)
         self.paused &= self._listed
         of = self.replication.shard_of
         rows = [row for row in rows if of(row.id) in running]
@@ -130,6 +138,30 @@ class ReplicationPauses:
         idle = [r for r in idle if not_running(r)]
         if idle:
             await self._pause(await self._still_idle(idle))
+
+    async def _read_closed(self, running: set[int], listed: Sequence[ReplicatedDb]) -> None:
+        """Add to `paused` the listed instances of the processes new to this control plane
+        whose databases their Litestream lists, none of them replicating (an adopted one keeps
+        what the control plane before paused; one started just now opened them all before its
+        control socket answered). A process whose `/list` did not answer is read again at the
+        next pass."""
+        shards = sorted(self._unread & running)
+        if not shards:
+            return
+        parts = await asyncio.gather(*(self.replication.processes[k].status() for k in shards))
+        of = self.replication.shard_of
+        groups: dict[str, list[str]] = {}  # instance id -> its listed databases
+        for db in listed:
+            groups.setdefault(db.instance_id, []).append(str(db.path))
+        for shard, status in zip(shards, parts, strict=True):
+            if not status:
+                continue  # not answered (a process that lists nothing runs no more)
+            self._unread.discard(shard)
+            for key, paths in groups.items():
+                if of(key) == shard and all(
+                    p in status and not status[p].replicating for p in paths
+                ):
+                    self.paused.add(key)
 
     async def _still_idle(self, rows: list[Instance]) -> list[Instance]:
         ids = [row.id for row in rows]

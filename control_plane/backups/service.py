@@ -380,7 +380,7 @@ class BackupService:
     def next_run(self, instance_id: str) -> datetime | None:
         if self._scheduler is None:
             return None
-        return self._scheduler.persistent_jobs().get(JOB_PREFIX + instance_id, ("", None))[1]
+        return self._scheduler.next_run_time(JOB_PREFIX + instance_id)
 
     async def schedule_public(self, instance: Instance) -> SchedulePublic:
         async with self.db() as session:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from apscheduler.triggers.cron import CronTrigger
 
 from control_plane.backups.schedule import parse
 from control_plane.crontab import CrontabError, cron_trigger, days_of_week
@@ -52,3 +53,18 @@ def test_a_snapshot_schedule_for_sunday_fires_on_sunday() -> None:
 def test_what_crontab_does_not_have_is_refused(cron: str) -> None:
     with pytest.raises(CrontabError):
         cron_trigger(cron)
+
+
+def test_a_crontab_is_built_once_and_fires_as_a_new_trigger_would() -> None:
+    first = cron_trigger("17 4 * * 1-5")
+    assert cron_trigger("17 4 * * 1-5") is first  # shared: built once per text
+    fresh = CronTrigger(minute="17", hour="4", day_of_week="mon,tue,wed,thu,fri", timezone=UTC)
+    moment = MONDAY
+    for _ in range(8):
+        fire = first.get_next_fire_time(None, moment)
+        assert fire is not None and fire == fresh.get_next_fire_time(None, moment)
+        moment = fire.replace(second=1)
+    with pytest.raises(CrontabError):  # a refusal is not kept: it is refused every time
+        cron_trigger("0 3 * * 8")
+    with pytest.raises(CrontabError):
+        cron_trigger("0 3 * * 8")
