@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/wake.py [--instances 8] [--wakes 60] [--hibernated 1000]
                                    [--running 50] [--idle-seconds 60] [--log-rows 150000]
+    .venv/bin/python bench/wake.py --engines-only [--wakes 30] [--breakdown]
 
 Runs `pocketfleet serve` on a scratch folder (as root, instances run as their own uids) and
 prints, in one run:
@@ -26,7 +27,11 @@ prints, in one run:
    same run: one of each, with the same data and traffic, their wakes alternating, each
    `--asleep-s` seconds after its hibernation (an instance sleeps a while before its next
    request). Also the control plane's own account of each wake (its event: start of the wake
-   to the engine's readiness).
+   to the engine's readiness). With `--breakdown` too: serve logs at info level, and where
+   each wake's time goes is printed per engine, p50 and p95 of every span (the hibernator's
+   marks, the process driver's account of the start and the embedded proxy's, from serve's
+   log), with the control plane's CPU during each wake and, interleaved in the same run, the
+   PocketBase binary started by hand on a copy of the instance's folder until it answers.
 0. With `--sandbox-compare` (or alone with `--sandbox-only`): the cost of the instance sandbox
    (`control_plane/drivers/sandbox.py`). The same wake series and idle memory of `pocketbase`
    instances, measured in this run on two servers at once, one with `PF_SANDBOX=off` and one
@@ -121,8 +126,9 @@ def memory_text(memory: tuple[int, int, int]) -> str:
 class Serve:
     """`pocketfleet serve` as a child process, with an API client signed in as an operator."""
 
-    def __init__(self, root: Path, extra_env: dict[str, str]) -> None:
+    def __init__(self, root: Path, extra_env: dict[str, str], log_level: str = "warning") -> None:
         self.root = root
+        self.log_level = log_level
         self.port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PF_")}
         self.env.update(
@@ -140,7 +146,7 @@ class Serve:
     def start(self) -> None:
         log = (self.root / "serve.log").open("ab")
         self.process = subprocess.Popen(
-            [str(BIN / "pocketfleet"), "serve", "--log-level", "warning"],
+            [str(BIN / "pocketfleet"), "serve", "--log-level", self.log_level],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -251,35 +257,39 @@ def hibernate(serve: Serve, name: str) -> None:
 
 def raw_pocketbase_starts(folder: Path, token: str, times: int) -> list[float]:
     """The PocketBase binary started by hand on a copy of `folder` until it answers."""
-    binary = BIN / "pocketbase"
     copy = Path(tempfile.mkdtemp(prefix="pf-bench-raw-"))
     shutil.copytree(folder, copy / "i", dirs_exist_ok=True)
-    root = copy / "i"
-    results: list[float] = []
     try:
-        for _ in range(times):
-            port = free_port()
-            argv = [str(binary), "serve", "--http", f"127.0.0.1:{port}"]
-            for flag, sub in FOLDERS:
-                argv += [flag, str(root / sub)]
-            started = time.perf_counter()
-            process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            with httpx.Client(
-                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": token}
-            ) as client:
-                while True:
-                    try:
-                        response = client.get(FIRST_REQUEST)
-                        break
-                    except httpx.TransportError:
-                        time.sleep(0.0005)
-                results.append((time.perf_counter() - started) * 1000)
-                assert response.status_code == 200, response.text
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
+        return [hand_started(copy / "i", token) for _ in range(times)]
     finally:
         shutil.rmtree(copy, ignore_errors=True)
-    return results
+
+
+def hand_started(root: Path, token: str) -> float:
+    """Milliseconds from starting the PocketBase binary by hand on the instance folder `root`
+    (no sandbox) until it answers FIRST_REQUEST; it is stopped again."""
+    port = free_port()
+    argv = [str(BIN / "pocketbase"), "serve", "--http", f"127.0.0.1:{port}"]
+    for flag, sub in FOLDERS:
+        argv += [flag, str(root / sub)]
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": token}
+        ) as client:
+            while True:
+                try:
+                    response = client.get(FIRST_REQUEST)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.0005)
+            took = (time.perf_counter() - started) * 1000
+            assert response.status_code == 200, response.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    return took
 
 
 def fill_request_log(auxiliary: Path, rows: int) -> int:
@@ -645,10 +655,15 @@ def measure_sandbox(root: Path, args: argparse.Namespace, note: Callable[[str, s
 
 
 def woken_in_ms(serve: Serve, name: str) -> float | None:
-    """The control plane's own figure for the instance's last wake (its status reason)."""
-    reason = str(serve.row(name).get("status_reason") or "")
-    found = re.search(r"woken by a request \((\d+) ms\)", reason)
-    return float(found.group(1)) if found else None
+    """The control plane's own figure for the instance's last wake (its status reason, which
+    is recorded once the woken request was answered: waited for up to 2 s)."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        reason = str(serve.row(name).get("status_reason") or "")
+        found = re.search(r"woken by a request \((\d+) ms\)", reason)
+        if found or time.monotonic() > deadline:
+            return float(found.group(1)) if found else None
+        time.sleep(0.01)
 
 
 def measure_engines(
@@ -666,25 +681,149 @@ def measure_engines(
             fill(client, records=200, requests=300)
     wakes: dict[str, list[float]] = {engine: [] for engine in names}
     inside: dict[str, list[float]] = {engine: [] for engine in names}
-    for k in range(args.wakes + 1):
-        order = list(names.items()) if k % 2 == 0 else list(reversed(names.items()))
-        for engine, name in order:
-            hibernate(serve, name)
-            time.sleep(args.asleep_s)
-            took = wake_series(serve, [name], tokens, 1, hibernated=True)[0]
-            if k == 0:
-                continue  # the first wake of each warms up (pocketfleet's zygote starts)
-            wakes[engine].append(took)
-            own = woken_in_ms(serve, name)
-            if own is not None:
-                inside[engine].append(own)
+    by_hand: list[float] = []
+    cpu: dict[str, list[float]] = {engine: [] for engine in names}  # serve's, during each wake
+    served = psutil.Process(serve.process.pid if serve.process else os.getpid())
+    copy = Path(tempfile.mkdtemp(prefix="pf-bench-raw-"))
+    if args.breakdown:  # the baseline: PocketBase by hand on a copy of pbw's folder
+        hibernate(serve, names["pocketbase"])
+        folder = serve.root / "data" / "instances" / serve.row(names["pocketbase"])["id"]
+        shutil.copytree(folder, copy / "i", dirs_exist_ok=True)
+    log_path = serve.root / "serve.log"
+    log_from = log_path.stat().st_size if log_path.exists() else 0
+    try:
+        for k in range(args.wakes + 1):
+            order = list(names.items()) if k % 2 == 0 else list(reversed(names.items()))
+            for engine, name in order:
+                hibernate(serve, name)
+                time.sleep(args.asleep_s)
+                cpu_before = served.cpu_times()
+                took = wake_series(serve, [name], tokens, 1, hibernated=True)[0]
+                cpu_after = served.cpu_times()
+                if k == 0:
+                    continue  # the first wake of each warms up (pocketfleet's zygote starts)
+                wakes[engine].append(took)
+                cpu[engine].append(
+                    1000 * sum(a - b for a, b in zip(cpu_after[:2], cpu_before[:2], strict=True))
+                )
+                own = woken_in_ms(serve, name)
+                if own is not None:
+                    inside[engine].append(own)
+            if args.breakdown and k > 0:
+                by_hand.append(hand_started(copy / "i", tokens[names["pocketbase"]]))
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
     for engine in names:
         note(f"wake through the proxy, {engine}", summary(wakes[engine]))
         if inside[engine]:
             note(f"  the control plane's account of it, {engine}", summary(inside[engine]))
+        if args.breakdown:
+            note(f"  the control plane's CPU during it, {engine}", summary(cpu[engine]))
     for q in (50, 95):
         ratio = percentile(wakes["pocketfleet"], q) / percentile(wakes["pocketbase"], q)
         note(f"wake p{q} pocketfleet / pocketbase", f"{ratio:.2f}x")
+    if by_hand:
+        note("baseline: PocketBase started by hand until it answers", summary(by_hand))
+        for engine in names:
+            extra = percentile(wakes[engine], 50) - percentile(by_hand, 50)
+            note(f"wake p50 {engine} - hand-started p50", f"{extra:+.1f} ms")
+    if args.breakdown:
+        with log_path.open("rb") as file:
+            file.seek(log_from)
+            text = file.read().decode(errors="replace")
+        for engine, name in names.items():
+            host = f"{name}.localhost"
+            spans = wake_spans(text, host, serve.row(name)["id"], wakes[engine])
+            print_breakdown(engine, spans)
+
+
+# One wake in serve.log (`--log-level info`): the hibernator's marks (control_plane/hibernation
+# `_Timeline`), the process driver's account of the start, the embedded proxy's line.
+_HIBERNATOR_LINE = re.compile(r"wake (\S+): ((?:\w+=[\d.]+ ?)+) ms")
+_DRIVER_LINE = re.compile(
+    r"instance (\w+): (?:forked|cold) pid \d+ healthy in ([\d.]+) ms "
+    r"\(running after ([\d.]+) ms, healthy after ([\d.]+) ms\)"
+)
+_PROXY_LINE = re.compile(
+    r"woken request (\S+): wake=([\d.]+) first_byte=([\d.]+) last_byte=([\d.]+) ms"
+)
+# (label, span): the rows of the breakdown, in the order a wake goes through them
+BREAKDOWN_ROWS = (
+    ("proxy asks -> instance taken (exclusive)", "exclusive"),
+    ("  read the instance row", "read"),
+    ("  wake slot", "slot"),
+    ("  driver.start, in all", "start"),
+    ("    driver: before the launch (lock, checks)", "driver_before"),
+    ("    driver: launch -> process running", "driver_running"),
+    ("    driver: running -> healthy", "driver_healthy"),
+    ("    driver: after healthy (cgroup join)", "driver_after"),
+    ("  wait for `desired = running` commit", "marked"),
+    ("  publish the UP route", "published"),
+    ("  settle -> proxy resumes", "handoff"),
+    ("proxy: wake, in all", "wake"),
+    ("proxy forwards -> first byte from the instance", "first_byte"),
+    ("first byte -> last byte", "last_byte"),
+    ("client: outside the proxy (connect, parse, send)", "outside"),
+    ("client: in all", "client"),
+    ("(after) until the held requests were answered", "answered"),
+    ("(after) then record `running`", "saved"),
+)
+# the hibernator's spans from the wake's start to the route published
+BREAKDOWN_KEYS_TO_PUBLISH = ("exclusive", "read", "slot", "start", "marked", "published")
+
+
+def wake_spans(
+    text: str, host: str, instance_id: str, client: list[float]
+) -> dict[str, list[float]]:
+    """Each span of BREAKDOWN_ROWS over the timed wakes (the first, warm-up wake dropped)."""
+    marks = [
+        {k: float(v) for k, v in (pair.split("=") for pair in found.group(2).split())}
+        for found in _HIBERNATOR_LINE.finditer(text)
+        if found.group(1).split(":")[0] == host
+    ]
+    driver = [
+        tuple(float(x) for x in found.groups()[1:])
+        for found in _DRIVER_LINE.finditer(text)
+        if found.group(1) == instance_id
+    ]
+    proxy = [
+        tuple(float(x) for x in found.groups()[1:])
+        for found in _PROXY_LINE.finditer(text)
+        if found.group(1).split(":")[0] == host
+    ]
+    n = len(client)
+    marks, driver, proxy = marks[-n:], driver[-n:], proxy[-n:]
+    spans: dict[str, list[float]] = {key: [] for _, key in BREAKDOWN_ROWS}
+    if not (len(marks) == len(driver) == len(proxy) == n):
+        print(f"  (breakdown of {host}: {len(marks)}/{len(driver)}/{len(proxy)} lines for {n})")
+        return spans
+    for mark, (whole, running, healthy), (wake, first, last), total in zip(
+        marks, driver, proxy, client, strict=True
+    ):
+        for key in (*BREAKDOWN_KEYS_TO_PUBLISH, "answered", "saved"):
+            spans[key].append(mark.get(key, 0.0))
+        spans["driver_before"].append(mark.get("start", 0.0) - whole)
+        spans["driver_running"].append(running)
+        spans["driver_healthy"].append(healthy - running)
+        spans["driver_after"].append(whole - healthy)
+        until_published = sum(mark.get(key, 0.0) for key in BREAKDOWN_KEYS_TO_PUBLISH)
+        spans["handoff"].append(wake - until_published)
+        spans["wake"].append(wake)
+        spans["first_byte"].append(first)
+        spans["last_byte"].append(last)
+        spans["outside"].append(total - wake - first - last)
+        spans["client"].append(total)
+    return spans
+
+
+def print_breakdown(engine: str, spans: dict[str, list[float]]) -> None:
+    section(f"breakdown of a wake, {engine} (ms over {len(spans['client'])} wakes)")
+    if not spans["client"]:
+        return
+    print(f"  {'span':<52} {'p50':>7} {'p95':>7}")
+    for label, key in BREAKDOWN_ROWS:
+        values = spans[key]
+        print(f"  {label:<52} {percentile(values, 50):7.2f} {percentile(values, 95):7.2f}")
 
 
 def print_summary(report: list[tuple[str, str]]) -> None:
@@ -717,11 +856,16 @@ def main() -> None:
         help="measure only the wake of pocketfleet against pocketbase (0.)",
     )
     parser.add_argument("--asleep-s", type=float, default=1.0, help="with --engines-only")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="with --engines-only: where each wake's time goes, from serve's log (info level)",
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="pf-bench-wake-"))
     root.chmod(0o711)
-    serve = Serve(root, {"PF_IDLE_TIMEOUT_S": "0"})
+    serve = Serve(root, {"PF_IDLE_TIMEOUT_S": "0"}, "info" if args.breakdown else "warning")
     report: list[tuple[str, str]] = []
 
     def note(label: str, value: str) -> None:

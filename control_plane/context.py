@@ -36,6 +36,7 @@ from control_plane.services.engines import EngineService
 from control_plane.services.hibernation import HibernationService
 from control_plane.services.instances import InstanceService
 from control_plane.services.metrics import MetricsService
+from control_plane.services.moves import MoveService
 from control_plane.services.system import SystemService
 from control_plane.settings import Settings
 from control_plane.sftp.host_key import load_host_key
@@ -123,6 +124,7 @@ class ControlPlane:
         files = FileService(settings, instances)
         deploys = DeployService(settings, files)
         await deploys.recover()  # deploys a stopped control plane left half done
+        await MoveService(settings, db, engines, driver, reconciler).recover()  # its holds
         return cls(
             settings=settings,
             engine=engine,

@@ -12,12 +12,16 @@ The reconciler makes it so; this module is its half that deals with sleep:
 - `Hibernator.wake` (the proxy's `proxy.wake.Waker`): the fast path of a held request. It
   takes the instance exclusively (`Reconciler.exclusive`: a hibernation in progress finishes
   first), reads the instance (one query), starts the engine while `desired = running` is
-  written beside it, publishes the `UP` route and hands the upstream to every held request
-  before it records `running` (so the database is off the critical path). Concurrent calls
-  join one wake; a semaphore (`PF_WAKE_CONCURRENCY`) bounds how many instances start at
-  once. A failed start answers `WakeFailed` with a back-off (1, 2, 4 ... s) during which
-  requests are refused at once, and after `PF_MAX_CRASH_RESTARTS` failures in a row the
-  instance is `failed` (its route `stopped`).
+  written beside it, publishes the `UP` route and hands the upstream to every held request.
+  It records `running` once they were answered (at most `_ANSWERED_WAIT_S` later: the
+  database work would compete with their forwarding for the event loop), and only then
+  resumes the replication of its databases, in the background (`ReplicationLink.awake`:
+  Litestream reads the WAL first, so the held requests' writes are shipped too; a failed
+  wake resumes nothing). Each wake logs its spans (`wake HOST: exclusive=... ms`, info).
+  Concurrent calls join one wake; a semaphore (`PF_WAKE_CONCURRENCY`) bounds how many
+  instances start at once. A failed start answers `WakeFailed` with a back-off (1, 2, 4 ...
+  s) during which requests are refused at once, and after `PF_MAX_CRASH_RESTARTS` failures
+  in a row the instance is `failed` (its route `stopped`).
 
 Crash safety: `desired = running` is committed before a woken instance is recorded `running`;
 if the control plane dies in between, the next reconcile pass finds an instance that should
@@ -45,6 +49,7 @@ from control_plane.db.models import Account, Instance, utcnow
 from control_plane.drivers.base import Driver, InstanceSpec, StartError
 from control_plane.engines.registry import EngineRegistry
 from control_plane.lifecycle import IllegalTransition, InstanceState, transition
+from control_plane.routes_for import upstream_for
 from control_plane.settings import Settings
 from control_plane.specs import spec_for
 from proxy.activity import ActivityTracker, HostActivity
@@ -59,6 +64,9 @@ ACTOR = "reconciler"
 _DRAIN_POLL_FIRST_S = 0.001
 _DRAIN_POLL_MAX_S = 0.05
 _REFUSED_RETRY_AFTER_S = 5
+# A woken instance is recorded `running` once the requests held for its wake were answered,
+# or after this many seconds (an upload, an event stream, more traffic)
+_ANSWERED_WAIT_S = 0.5
 
 
 def sleeping_settled() -> ColumnElement[bool]:
@@ -141,7 +149,7 @@ class Hibernator:
         self.driver = driver
         self.activity = activity
         self.reconciler = reconciler
-        self._wakes: dict[str, asyncio.Future[Upstream]] = {}
+        self._wakes: dict[str, _Wake] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.wake_concurrency)
         self.replication: ReplicationLink | None = None  # set by the assembled control plane
@@ -179,7 +187,7 @@ class Hibernator:
             )
             return
         await self.reconciler.publish(self._asleep_route(instance, host))
-        await self._drain(host)
+        await self._drain(host, time.monotonic() + self.settings.hibernate_drain_s)
         await self.driver.stop(spec, instance.pid)
         seen = self.activity.snapshot().get(host)
         fields: dict[str, Any] = {"pid": None, "hibernated_at": utcnow(), "memory_bytes": None}
@@ -207,10 +215,9 @@ class Hibernator:
         name = instance.name or instance.former_name
         return Route(host, instance.id, RouteState.ASLEEP, None, f"Instance {name} is asleep.")
 
-    async def _drain(self, host: str) -> None:
-        """Wait until no request is in flight to `host` (event streams aside), at most
-        `hibernate_drain_s` seconds."""
-        deadline = time.monotonic() + self.settings.hibernate_drain_s
+    async def _drain(self, host: str, deadline: float) -> None:
+        """Wait until no request is in flight to `host` (event streams aside), at most until
+        `deadline` (monotonic)."""
         delay = _DRAIN_POLL_FIRST_S
         while self.activity.in_flight(host) > 0 and time.monotonic() < deadline:
             await asyncio.sleep(delay)
@@ -220,21 +227,21 @@ class Hibernator:
 
     async def wake(self, route: Route) -> Upstream:
         """Wake the instance of an asleep route; see `proxy.wake.Waker` for the contract."""
-        future = self._wakes.get(route.instance_id)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            future.add_done_callback(_retrieve)
-            self._wakes[route.instance_id] = future
-            task = asyncio.create_task(self._wake(route, future), name=f"wake {route.host}")
+        wake = self._wakes.get(route.instance_id)
+        if wake is None:
+            wake = self._wakes[route.instance_id] = _Wake()
+            task = asyncio.create_task(self._wake(route, wake), name=f"wake {route.host}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(future)
+        return await wake.join()
 
-    async def _wake(self, route: Route, future: asyncio.Future[Upstream]) -> None:
+    async def _wake(self, route: Route, wake: _Wake) -> None:
         name = route.host.partition(".")[0]
+        future = wake.outcome
         try:
             async with self.reconciler.exclusive(route.instance_id):
-                await self._wake_exclusively(route, future, name)
+                wake.timeline.mark("exclusive")
+                await self._wake_exclusively(route, wake, name)
         except WakeFailed as failed:
             _settle(future, failed)
         except asyncio.CancelledError:
@@ -244,19 +251,19 @@ class Hibernator:
             log.exception("waking %s failed", route.host)
             _settle(future, WakeFailed(f"Instance {name} could not be woken: {exc}", 5))
         finally:
-            if self._wakes.get(route.instance_id) is future:
+            if self._wakes.get(route.instance_id) is wake:
                 del self._wakes[route.instance_id]
 
-    async def _wake_exclusively(
-        self, route: Route, future: asyncio.Future[Upstream], name: str
-    ) -> None:
+    async def _wake_exclusively(self, route: Route, wake: _Wake, name: str) -> None:
+        future, timeline = wake.outcome, wake.timeline
         started = time.monotonic()
         async with self.db.read() as session:
             row = await session.get(Instance, route.instance_id)
+        timeline.mark("read")
         if row is None or row.port is None or row.name is None:
             raise WakeFailed(f"Instance {name} is gone.", _REFUSED_RETRY_AFTER_S)
         if row.status == InstanceState.RUNNING and row.pid is not None:
-            _settle(future, Upstream("127.0.0.1", row.port))  # woken meanwhile
+            _settle(future, upstream_for(self.driver, row, row.port))  # woken meanwhile
             return
         if row.status != InstanceState.HIBERNATED or row.desired not in ("running", "hibernated"):
             raise WakeFailed(f"Instance {name} is {row.status}.", _REFUSED_RETRY_AFTER_S)
@@ -266,11 +273,12 @@ class Hibernator:
             wait = math.ceil((row.next_start_at - utcnow()).total_seconds())
             raise WakeFailed(f"Instance {name} failed to start; retry in {wait} s.", wait)
         spec = spec_for(self.settings, self.engines, row)
-        self.replication_awake(row)
         async with self._slots:
+            timeline.mark("slot")
             marking = asyncio.create_task(self._mark_waking(row.id))
             try:
                 pid, spec = await self.reconciler.start_instance(spec)
+                timeline.mark("start")
             except StartError as err:
                 await marking
                 raise await self._wake_failed(row, route, err.reason) from None
@@ -278,22 +286,45 @@ class Hibernator:
                 marking.cancel()
                 raise
             await marking
-        upstream = Upstream("127.0.0.1", spec.port)
+            timeline.mark("marked")
+        upstream = upstream_for(self.driver, row, spec.port)
         await self.reconciler.publish(Route(route.host, row.id, RouteState.UP, upstream))
+        timeline.mark("published")
         _settle(future, upstream)
         took_ms = (time.monotonic() - started) * 1000
-        await self._save(
-            row,
-            InstanceState.RUNNING,
-            f"woken by a request ({took_ms:.0f} ms)",
-            actor=WAKE_ACTOR,
-            pid=pid,
-            started_at=utcnow(),
-            running_generation=row.generation,
-            crash_count=0,
-            next_start_at=None,
-            hibernated_at=None,
-        )
+        # the database work below would compete with the held requests for the event loop
+        await self._answered(route.host, wake)
+        timeline.mark("answered")
+        try:
+            await self._save(
+                row,
+                InstanceState.RUNNING,
+                f"woken by a request ({took_ms:.0f} ms)",
+                actor=WAKE_ACTOR,
+                pid=pid,
+                started_at=utcnow(),
+                running_generation=row.generation,
+                crash_count=0,
+                next_start_at=None,
+                hibernated_at=None,
+            )
+        finally:
+            # after the answer, not beside the start (where its event-loop time delayed the
+            # answer): Litestream reads the WAL first when it resumes, so what the held
+            # requests wrote meanwhile is shipped too
+            self.replication_awake(row)
+        timeline.mark("saved")
+        log.info("wake %s: %s", route.host, timeline.text())
+
+    async def _answered(self, host: str, wake: _Wake) -> None:
+        """Return once every request held for `wake` has taken its upstream and none is in
+        flight to `host` any more (event streams aside), or after `_ANSWERED_WAIT_S`."""
+        deadline = time.monotonic() + _ANSWERED_WAIT_S
+        if wake.held:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_ANSWERED_WAIT_S):
+                    await wake.handed.wait()
+        await self._drain(host, deadline)
 
     async def _mark_waking(self, instance_id: str) -> None:
         """Commit `desired = running` (so a crash from here on ends with the instance up)."""
@@ -373,6 +404,45 @@ class Hibernator:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _Wake:
+    """One wake in progress: its outcome, the requests held for it and its timeline."""
+
+    def __init__(self) -> None:
+        self.outcome: asyncio.Future[Upstream] = asyncio.get_running_loop().create_future()
+        self.outcome.add_done_callback(_retrieve)
+        self.held = 0  # requests awaiting the outcome now
+        self.handed = asyncio.Event()  # set once the outcome is there and none awaits it
+        self.timeline = _Timeline()
+
+    async def join(self) -> Upstream:
+        """The outcome, for one held request (cancelling this call leaves the wake going)."""
+        self.held += 1
+        try:
+            return await asyncio.shield(self.outcome)
+        finally:
+            # (the proxy forwards at once, in this step: it counts in flight from here on)
+            self.held -= 1
+            if self.held == 0 and self.outcome.done():
+                self.handed.set()
+
+
+class _Timeline:
+    """Monotonic marks of one wake, for its log line: each span in ms since the mark before
+    (the first since the wake was asked)."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+        self._spans: list[tuple[str, float]] = []
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self._spans.append((name, (now - self._last) * 1000))
+        self._last = now
+
+    def text(self) -> str:
+        return " ".join(f"{name}={ms:.2f}" for name, ms in self._spans) + " ms"
 
 
 def _settle(future: asyncio.Future[Upstream], outcome: Upstream | WakeFailed) -> None:

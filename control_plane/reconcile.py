@@ -34,10 +34,11 @@ from control_plane.hibernation import Hibernator, sleeping_settled
 from control_plane.lifecycle import IllegalTransition, InstanceState, transition
 from control_plane.limits import QUOTA_ACTOR, quota_stop_reason
 from control_plane.metrics import FleetSampler
+from control_plane.routes_for import route_for
 from control_plane.settings import Settings
 from control_plane.specs import spec_for
 from proxy.activity import ActivityTracker
-from proxy.routes import Route, RouteSink, RouteState, Upstream
+from proxy.routes import Route, RouteSink, RouteState
 
 log = structlog.get_logger("reconcile")
 
@@ -124,6 +125,7 @@ class Reconciler:
         self._stopping = False
         self._slots = asyncio.Semaphore(RECONCILE_CONCURRENCY)
         self.hibernator = Hibernator(settings, db, engines, driver, activity, self)
+        self._unlocated: list[Instance] = []  # see `_locate`
 
     # ----- the loop
 
@@ -133,6 +135,7 @@ class Reconciler:
     async def run(self) -> None:
         """Reconcile until cancelled. The first pass publishes every route at once."""
         await self.routes.replace_all(await self._all_routes())
+        await self._locate()
         while not self._stopping:
             self._wake.clear()
             try:
@@ -390,6 +393,9 @@ class Reconciler:
     async def _record_running(self, instance: Instance, pid: int | None, *, adopted: bool) -> None:
         now = utcnow()
         fields: dict[str, object] = {"pid": pid, "next_start_at": None}
+        node = self.driver.node_of(instance.id)
+        if node is not None:  # Instance.node: where the driver placed it
+            fields["node"] = node
         if not adopted or instance.running_generation is None:
             fields["running_generation"] = instance.generation
         if not adopted or instance.started_at is None:
@@ -508,17 +514,7 @@ class Reconciler:
     # ----- routes, trash
 
     def _route_for(self, instance: Instance, up: bool | None = None) -> Route | None:
-        if not instance.name:
-            return None
-        host = self.settings.instance_host(instance.name)
-        running = instance.status == InstanceState.RUNNING if up is None else up
-        if running and instance.port is not None:
-            return Route(host, instance.id, RouteState.UP, Upstream("127.0.0.1", instance.port))
-        state = (
-            RouteState.ASLEEP if instance.status == InstanceState.HIBERNATED else RouteState.STOPPED
-        )
-        reason = f"Instance {instance.name} is {instance.status}."
-        return Route(host, instance.id, state, None, reason)
+        return route_for(self.settings, self.driver, instance, up)
 
     async def _push_route(self, instance: Instance, up: bool | None = None) -> None:
         route = self._route_for(instance, up)
@@ -536,7 +532,22 @@ class Reconciler:
             ).all()
         routes = [r for r in (self._route_for(i) for i in rows) if r is not None]
         self._pushed = {r.host: r for r in routes}
+        self._unlocated = [row for row in rows if row.node]
         return routes
+
+    async def _locate(self) -> None:
+        """Once the driver knows where the nodes of the instances `_all_routes` published
+        are (dialled at first as if on this machine, so that every route goes out at once),
+        push again the routes that are still up and now go elsewhere."""
+        rows, self._unlocated = self._unlocated, []
+        await self.driver.locate({row.node for row in rows})
+        for row in rows:
+            route = self._route_for(row)
+            pushed = self._pushed.get(route.host) if route is not None else None
+            if route is None or pushed is None or pushed.state is not RouteState.UP:
+                continue
+            if route.state is RouteState.UP and pushed.upstream != route.upstream:
+                await self.publish(route)
 
     def _sweep_trash(self) -> None:
         trash = self.settings.trash_dir

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
         description="PF_DRIVER=swarm: the address instances listen on (host networking) and "
         "are dialled at; loopback on a one-node swarm",
     )
+    swarm_node_engines: dict[str, str] = Field(
+        default_factory=dict,
+        description="PF_DRIVER=swarm: the Docker engine API of each node other than the "
+        'manager\'s, by node id or hostname ({"worker-1": "ssh://root@10.0.0.2"}; unix://, '
+        "ssh:// or tcp:// on a private network), used only to load pocketfleet's images there "
+        "(drivers/swarm_images.py); a node without one must hold them already",
+    )
     instance_port_range: tuple[int, int] = (20000, 29999)
     instance_users: bool = Field(
         True, description="when running as root, run each instance as its own uid"

@@ -54,4 +54,5 @@ def spec_for(settings: Settings, engines: EngineRegistry, instance: Instance) ->
         log_max_bytes=settings.instance_log_max_bytes,
         max_processes=max_processes_of(settings, instance),
         cpu_weight=settings.instance_cpu_weight,
+        node=instance.node,
     )

@@ -9,7 +9,9 @@ of what flows through (compressed bodies and server-sent events pass untouched).
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterable
 from functools import lru_cache
 from typing import Final
@@ -25,6 +27,8 @@ from proxy.hostrouting import normalize_host, request_host
 from proxy.routes import Route, RouteState, RouteTable, Upstream
 from proxy.transport import UpstreamTransport
 from proxy.wake import WakeFailed, Waker, wake_within
+
+log = logging.getLogger(__name__)
 
 # Hop-by-hop headers (RFC 9110 section 7.6.1): they describe one connection, so they are
 # dropped in both directions, with any header a `Connection` header names and `Proxy-*`.
@@ -84,8 +88,9 @@ class EmbeddedProxy:
       method may be tried again).
     - `ASLEEP`: with a `Waker` (see `proxy.wake`, `use_waker`), the request is held while
       the instance wakes and then forwarded as if it had been `UP`; a wake that fails or takes
-      longer than `wake_timeout_s` gives 503 with `Retry-After`. Without a waker: 503 with
-      `Retry-After`.
+      longer than `wake_timeout_s` gives 503 with `Retry-After` (a woken request logs one
+      info line: how long its wake, its answer's first byte and its last byte took). Without
+      a waker: 503 with `Retry-After`.
     - `STOPPED`: 503.
     - Hosts not in the table: 404.
 
@@ -166,18 +171,44 @@ class EmbeddedProxy:
         elif route.state is RouteState.UP and route.upstream is not None:
             await self._forward(scope, receive, send, route, route.upstream, raw_host, host)
         elif route.state is RouteState.ASLEEP and self._waker is not None:
-            try:
-                upstream = await wake_within(self._waker, route, self._wake_timeout_s)
-            except WakeFailed as failed:
-                retry = (b"retry-after", b"%d" % failed.retry_after_s)
-                await _send_error(send, 503, failed.message, (retry,))
-                return
-            await self._forward(scope, receive, send, route, upstream, raw_host, host)
+            await self._wake_and_forward(scope, receive, send, route, raw_host, host)
         elif route.state is RouteState.ASLEEP:
             message = route.reason or f"Instance {_name(route)} is asleep."
             await _send_error(send, 503, message, ((b"retry-after", _ASLEEP_RETRY_AFTER),))
         else:
             await _send_error(send, 503, route.reason or f"Instance {_name(route)} is stopped.")
+
+    async def _wake_and_forward(
+        self, scope: Scope, receive: Receive, send: Send, route: Route, raw_host: str, host: str
+    ) -> None:
+        """Hold the request while its instance wakes, then forward it; one log line says how
+        long the wake and the answer's first and last bytes took."""
+        assert self._waker is not None
+        asked = time.monotonic()
+        try:
+            upstream = await wake_within(self._waker, route, self._wake_timeout_s)
+        except WakeFailed as failed:
+            retry = (b"retry-after", b"%d" % failed.retry_after_s)
+            await _send_error(send, 503, failed.message, (retry,))
+            return
+        woken = time.monotonic()
+        first_byte = 0.0
+
+        async def timed_send(message: Message) -> None:
+            nonlocal first_byte
+            if not first_byte and message["type"] == "http.response.start":
+                first_byte = time.monotonic()
+            await send(message)
+
+        await self._forward(scope, receive, timed_send, route, upstream, raw_host, host)
+        done = time.monotonic()
+        log.info(
+            "woken request %s: wake=%.2f first_byte=%.2f last_byte=%.2f ms",
+            host,
+            (woken - asked) * 1000,
+            ((first_byte or done) - woken) * 1000,
+            (done - (first_byte or done)) * 1000,
+        )
 
     async def _handoff(self, scope: Scope, send: Send, host: str) -> None:
         assert self._handoffs is not None

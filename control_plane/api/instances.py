@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import Query, Response, status
 
-from control_plane.api.deps import CP, CurrentAccount, DeployAccount
+from control_plane.api.deps import CP, CurrentAccount, DeployAccount, Operator
 from control_plane.api.errors import error_responses
 from control_plane.api.routing import api_router
 from control_plane.db.models import Instance, utcnow
 from control_plane.lifecycle import InstanceState
 from control_plane.limits import disk_limit_mb_of, disk_state, max_processes_of
+from control_plane.nodes.schemas import MovePublic, MoveRequest
 from control_plane.schemas import (
     EnvPublic,
     EnvUpdate,
@@ -20,6 +21,7 @@ from control_plane.schemas import (
     InstanceUpdate,
     LogsPublic,
 )
+from control_plane.services.moves import MoveService
 from control_plane.settings import Settings
 
 # 403: a suspended account; on create, over the account's quota
@@ -84,6 +86,14 @@ async def start_instance(cp: CP, account: CurrentAccount, name: str) -> Instance
 @router.post("/api/instances/{name}/stop", responses=NOT_FOUND)
 async def stop_instance(cp: CP, account: CurrentAccount, name: str) -> InstancePublic:
     return instance_public(cp.settings, await cp.instances.stop(account, name))
+
+
+@router.post("/api/instances/{name}/move", responses=error_responses(404, 409, 422, 503))
+async def move_instance(cp: CP, _operator: Operator, name: str, data: MoveRequest) -> MovePublic:
+    """Operators: move the instance to another node (stopped, re-pinned, started there);
+    says how long it was unreachable (`control_plane.services.moves`)."""
+    moves = MoveService(cp.settings, cp.db, cp.engines, cp.driver, cp.reconciler)
+    return await moves.move(name, data.node)
 
 
 @router.post("/api/instances/{name}/admin-link", responses=error_responses(404, 409, 503))

@@ -6,11 +6,12 @@ databases most of which sleep. A hibernated instance writes nothing, so its data
 paused through Litestream's control socket, once
 Litestream says they are shipped up to their last transaction (`ReplicationSupervisor.sync`,
 waited for; `pause`: a last sync to the replica, then no monitor) and resumed when it
-starts again (`resume`: Litestream reads the WAL first, so nothing written meanwhile is lost;
-the engine is started beside the resume, not after it).
+starts again (`resume`: Litestream reads the WAL first, so nothing written meanwhile is lost:
+a wake resumes once its held requests are answered, a start by the reconciler beside it).
 
 - `asleep(instance)`: called once the instance's engine is stopped (hibernation);
-- `awake(instance)`: called when it is about to start (a wake, a start by the reconciler);
+- `awake(instance)`: called when it starts again (after a wake has answered; beside a start
+  by the reconciler);
 - `reconcile(rows, listed)`: the backups loop's pass (at least every `FOLDER_CHECK_EVERY_S`),
   which makes the paused set match the fleet whatever was missed: every listed instance that
   does not run and is not wanted running is paused, every paused one that runs (or is being

@@ -153,6 +153,16 @@ def wake(name: str) -> None:
     show(ApiClient().call("POST", f"/api/instances/{name}/wake"))
 
 
+@app.command("move")
+def move(
+    name: str,
+    node: Annotated[str, typer.Option(help="the target node (its id or hostname)")],
+) -> None:
+    """Operators: move an instance to another node, with its data; prints its downtime."""
+    moved = ApiClient().call("POST", f"/api/instances/{name}/move", json={"node": node})
+    print(f"{moved['instance']}: on node {moved['node']}, down {moved['downtime_ms']:.0f} ms")
+
+
 @app.command("set")
 def set_(
     name: str,

@@ -27,6 +27,8 @@ def nodes_ls() -> None:
         state = f"[{style}]{row['state']}[/]"
         if row["availability"] != "active":
             state += f" ({row['availability']})"
+        if row.get("drained"):
+            state += " (drained)"
         table.add_row(
             row["name"],
             row["address"],
@@ -46,3 +48,12 @@ def nodes_join_command() -> None:
     found = ApiClient().call("GET", "/api/nodes/join-command")
     print(found["command"])
     console.print(f"then, on a manager: {found['label_command']}", style="dim", highlight=False)
+
+
+@app.command("drain")
+def nodes_drain(name: str) -> None:
+    """Take no more instances on the node, and move each of its instances to another node."""
+    drained = ApiClient().call("POST", f"/api/nodes/{name}/drain", timeout=None)
+    for moved in drained["moved"]:
+        print(f"{moved['instance']}: on node {moved['node']}, down {moved['downtime_ms']:.0f} ms")
+    print(f"node {drained['node']} drained ({len(drained['moved'])} instances moved)")

@@ -4,17 +4,28 @@ Contract, for every method: idempotent (starting a running instance or stopping 
 succeeds and changes nothing), safe to call after the control plane restarted (state is passed
 in, never remembered only in memory), and never blocks the event loop. Only the reconciler
 calls a driver; handlers write desired state.
+
+Where an instance is reached: `address(instance_id, node)` is the host the proxy (embedded or
+Caddy) dials it at, on its own port: `127.0.0.1` for the process and docker drivers (every
+instance on this machine, on loopback), the address of the node it runs on for swarm. It is
+answered without I/O, from what the driver learned at the instance's last `start` or
+`status` (else from `node`, the node recorded for it in the control DB, whose address
+`locate` learned); `node_of` is the node the driver last saw it on, which the reconciler
+records as `Instance.node`. `InstanceSpec.node` is the node its data is on (the control DB's
+`Instance.node`, "" = not placed yet): a driver with nodes starts it there.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 from control_plane.engines.base import Engine, InstanceLayout
+
+LOOPBACK = "127.0.0.1"
 
 
 class StartError(Exception):
@@ -47,6 +58,8 @@ class InstanceSpec:
     # 1-10000, 100 = an equal share).
     max_processes: int = 256
     cpu_weight: int = 100
+    # the node holding its data (`Instance.node`; "" = this machine, or not placed yet)
+    node: str = ""
 
 
 class PortTakenError(StartError):
@@ -125,6 +138,23 @@ class Driver(ABC):
     @abstractmethod
     def read_logs(self, spec: InstanceSpec, tail: int) -> list[str]:
         """The last `tail` lines of the instance's output."""
+
+    def address(self, instance_id: str, node: str = "") -> str:
+        """The host the instance is dialled at (on its own port) by the proxy: where it runs
+        as last seen by `start`/`status`, else on `node` (its recorded node). No I/O; a node
+        whose address the driver does not know yet reads as this machine's. Default:
+        127.0.0.1 (instances run on this machine, on loopback)."""
+        return LOOPBACK
+
+    def node_of(self, instance_id: str) -> str | None:
+        """The node the instance was last seen placed on (`start`, `status`); None when the
+        driver has no nodes or has not seen it. No I/O. Default: None."""
+        return None
+
+    async def locate(self, nodes: Collection[str]) -> None:  # noqa: B027  (optional hook)
+        """Learn where instances on `nodes` (node ids recorded in the control DB) are
+        dialled, so that `address` knows it before their first `status` (a restarted
+        control plane publishing its routes). Never raises. Default: nothing."""
 
     async def asleep(self, spec: InstanceSpec) -> None:  # noqa: B027  (optional hook)
         """The instance hibernated (its engine was stopped): prepare what makes its next start

@@ -13,9 +13,10 @@ with a service where that one has a container:
   A stop also stops the task's container itself when it is on the manager's engine: Swarm's
   agent waits 2 s (a fixed delay of the engine) before it stops a task.
 - Placement: a constraint `node.id==NODE`, NODE the node holding the instance's data: the
-  one recorded on an existing service, else `PF_SWARM_NODE`, else the ready, active node
-  with pocketfleet's label (`pocketfleet.node=true`) with the most free memory
-  (`control_plane.nodes.placement`), else (no node labelled) the manager's own node.
+  control DB's (`spec.node`), else the one recorded on an existing service, else
+  `PF_SWARM_NODE`, else the ready, active node with pocketfleet's label
+  (`pocketfleet.node=true`) with the most free memory (`control_plane.nodes.placement`),
+  else (no node labelled) the manager's own node.
 - The task: the image by its id (`sha256:...`: the Swarm agent pulls nothing, no registry is
   involved), host networking (the `host` network: the engine listens on ADDRESS:PORT,
   ADDRESS being `PF_SWARM_INSTANCE_ADDRESS`, 127.0.0.1, on the manager's own node, and the
@@ -42,8 +43,13 @@ with a service where that one has a container:
   node's own kernel), and stopping it waits for Swarm's agent (about 3 s). `read_logs` works
   for every node (the service's logs, through the manager); `run_task` (a container on the
   manager's engine, which must hold the instance's folder), `stats` and `seems_alive` are
-  still of the manager's node only, and the image must already be on the node (`docker save |
-  docker load` keeps its id; the node agent of issue 18 is to do it).
+  still of the manager's node only. The image is loaded into the node's engine before a
+  service is pinned there (`swarm_images`: `docker save | docker load` from the manager's
+  engine to the one `PF_SWARM_NODE_ENGINES` names; the id is kept).
+- Where an instance is dialled (`address`): the address of the node its service is pinned to,
+  learned at `start`/`status` (or by `locate` for the node recorded in the control DB); the
+  node is `spec.node` when set (the control DB's `Instance.node`: a move changes it, and the
+  next start of the stopped service re-pins it there), else the one on its service.
 
 Errors of the manager other than "no such service" propagate (never read as "stopped").
 """
@@ -55,7 +61,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import docker
@@ -73,6 +79,7 @@ from control_plane.drivers.docker import (
     stats_of,
 )
 from control_plane.drivers.launch import open_files_limit, port_is_free
+from control_plane.drivers.swarm_images import NodeImages
 from control_plane.engines.base import EngineError
 from control_plane.nodes import swarm as swarm_nodes
 from control_plane.nodes.placement import choose
@@ -89,6 +96,7 @@ _TMP_BYTES = 64 << 20
 _STATUS_HEALTH_TIMEOUT_S = 0.5
 _REMOVE_TIMEOUT_S = 30.0
 _RESTART_DELAY_NS = 2_000_000_000
+_RequestError = requests.exceptions.RequestException
 
 
 def _replicas(service: Mapping[str, Any]) -> int:
@@ -114,6 +122,8 @@ class SwarmDriver(DockerDriver):
         super().__init__(settings, client)
         self._placed: dict[str, str] = {}  # instance id -> its service's node, as last seen
         self._addresses: dict[str, str] = {}  # node id -> where its instances listen
+        self._own: str | None = None  # the manager's node id, once asked
+        self._node_images = NodeImages(settings.swarm_node_engines)
 
     # -- the service's state ------------------------------------------------------------------
 
@@ -126,7 +136,7 @@ class SwarmDriver(DockerDriver):
         the manager's own node, else the node's address in the swarm. Blocking (cached)."""
         if node not in self._addresses:
             client = self._manager()
-            if node == swarm_nodes.own_node(client):
+            if node == self._own_node():
                 self._addresses[node] = self.settings.swarm_instance_address
             else:
                 status = client.inspect_node(node).get("Status") or {}
@@ -134,10 +144,7 @@ class SwarmDriver(DockerDriver):
         return self._addresses[node]
 
     def _spec_address(self, spec: InstanceSpec) -> str:
-        node = self._placed.get(spec.id)
-        if node is None:
-            return self.settings.swarm_instance_address
-        return self._addresses.get(node, self.settings.swarm_instance_address)
+        return self.address(spec.id, spec.node)
 
     def _service(self, spec: InstanceSpec) -> dict[str, Any] | None:
         """The instance's service, None if there is none; one of that name that is not the
@@ -197,8 +204,10 @@ class SwarmDriver(DockerDriver):
             "TaskIDs": frozenset(str(task.get("ID")) for task in tasks),
         }
 
-    def _placement(self, service: Mapping[str, Any] | None) -> str:
+    def _placement(self, spec: InstanceSpec, service: Mapping[str, Any] | None) -> str:
         """The node the instance's data is on, or goes to (see the module docstring)."""
+        if spec.node:
+            return spec.node
         if service is not None:
             placed = ((service.get("Spec") or {}).get("Labels") or {}).get(LABEL_NODE)
             if placed:
@@ -213,7 +222,7 @@ class SwarmDriver(DockerDriver):
             if chosen is None:
                 raise StartError("no node with pocketfleet's label is ready and active")
             return chosen.id
-        node = swarm_nodes.own_node(client)
+        node = self._own_node()
         if not node:
             where = self.settings.docker_host
             raise StartError(f"the engine at {where} is not a swarm manager")
@@ -221,10 +230,24 @@ class SwarmDriver(DockerDriver):
 
     # -- the service's spec -------------------------------------------------------------------
 
+    def _image_on(self, spec: InstanceSpec, node: str) -> str:
+        """The id of the instance's image, which `node`'s engine holds (loaded there from the
+        manager's engine when needed: `swarm_images`)."""
+        image_id = self._image_id(spec)
+        if node != self._own_node():
+            self._node_images.ensure(self._manager(), node, image_id, self._image(spec))
+        return image_id
+
     def _image_id(self, spec: InstanceSpec) -> str:
-        tag = self._image(spec)
-        image: dict[str, Any] = self._manager().inspect_image(tag)
+        """The id of the instance's image on the manager's engine (built there if needed)."""
+        image: dict[str, Any] = self._manager().inspect_image(self._image(spec))
         return str(image["Id"])
+
+    def _own_node(self) -> str:
+        """The manager's node id ("" outside a swarm). Blocking (cached)."""
+        if self._own is None:
+            self._own = swarm_nodes.own_node(self._manager())
+        return self._own
 
     def _argv(self, spec: InstanceSpec, address: str) -> list[str]:
         try:
@@ -296,10 +319,10 @@ class SwarmDriver(DockerDriver):
         deadline = time.monotonic() + self.settings.start_timeout_s
         if info is not None and info["Pending"]:
             return self._wait_for_task(spec, deadline, frozenset())
-        image = self._image_id(spec)
         self._prepare(spec)
         service = info["Service"] if info is not None else None
-        node = self._placement(service)
+        node = self._placement(spec, service)
+        image = self._image_on(spec, node)
         self._placed[spec.id] = node
         if self._address(node) == "127.0.0.1" and not port_is_free(spec.port):
             raise PortTakenError(spec.id, spec.port)
@@ -421,6 +444,30 @@ class SwarmDriver(DockerDriver):
         super()._remove_containers(spec)
 
     # -- the Driver contract (what differs) ---------------------------------------------------
+
+    def address(self, instance_id: str, node: str = "") -> str:
+        """The address of the node the instance's service is pinned to (as last seen), else
+        of `node`; `PF_SWARM_INSTANCE_ADDRESS` for the manager's own node and for a node
+        whose address is not known yet (`locate` learns it)."""
+        placed = self._placed.get(instance_id) or node
+        return self._addresses.get(placed, self.settings.swarm_instance_address)
+
+    def node_of(self, instance_id: str) -> str | None:
+        """The node its service is pinned to, as last seen."""
+        return self._placed.get(instance_id)
+
+    async def locate(self, nodes: Collection[str]) -> None:
+        """Ask the manager the address of each of `nodes` it does not know yet."""
+
+        def learn() -> None:
+            for node in nodes:
+                try:
+                    self._address(node)
+                except (docker.errors.DockerException, _RequestError, StartError) as err:
+                    log.warning("the address of node %s is not known: %s", node, err)
+
+        if any(node not in self._addresses for node in nodes):
+            await asyncio.to_thread(learn)
 
     async def status(self, spec: InstanceSpec, pid: int | None, *, health: bool = True) -> Observed:
         """RUNNING with the task's pid (one quick health probe unless `health=False`) while

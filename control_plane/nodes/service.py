@@ -4,9 +4,11 @@ driver:
 - `PF_DRIVER=swarm`: the Swarm's nodes with pocketfleet's label, read through the manager at
   `PF_DOCKER_HOST` (`swarm.py`): address, state, availability, memory (the node's description)
   and free memory (less the memory limits of the instances placed there); disk only for the
-  node the control plane runs on (its data folder's file system). The node of every instance
-  is its service's placement label (the truth: Swarm pins the service there); `nodes` records
-  it in `Instance.node` where the column differs (a copy, for readers of the database).
+  node the control plane runs on (its data folder's file system). The node an instance is
+  counted on is its service's placement label (where Swarm pins it now). `Instance.node` is
+  the node its data is on (desired state: the reconciler records where the driver placed it,
+  a move changes it); `nodes` fills it in only where it is still empty (an instance placed
+  before the column existed), never overwriting it (a move may be under way).
 - `process` / `docker`: one node, this machine (hostname, memory and disk from psutil), which
   every instance is on.
 
@@ -35,7 +37,7 @@ from control_plane.lifecycle import InstanceState
 from control_plane.nodes import swarm
 from control_plane.nodes.placement import free_memory
 from control_plane.nodes.schemas import JoinCommandPublic, NodePublic
-from control_plane.services.errors import Conflict, Unavailable
+from control_plane.services.errors import Conflict, Invalid, Unavailable
 from control_plane.settings import Settings
 
 _RUNNING = {InstanceState.RUNNING.value, InstanceState.PROVISIONING.value}
@@ -69,6 +71,7 @@ class NodeService:
                 role=node.role,
                 state=node.state,
                 availability=node.availability,
+                drained=node.drained,
                 memory_bytes=node.memory_bytes,
                 memory_free_bytes=free_memory(node, committed),
                 disk_bytes=disk.total if node.id == own else None,
@@ -89,6 +92,44 @@ class NodeService:
         command, label = await asyncio.to_thread(self._call, swarm.join_command)
         return JoinCommandPublic(command=command, label_command=label)
 
+    # -- for moves and drains (PF_DRIVER=swarm) ------------------------------------------------
+
+    def require_swarm(self, what: str) -> None:
+        if self.settings.driver != "swarm":
+            raise Conflict(
+                f"{what} needs a swarm: this control plane runs PF_DRIVER="
+                f"{self.settings.driver} (one machine)"
+            )
+
+    async def resolve(self, name: str) -> swarm.SwarmNode:
+        """The labelled node whose id or hostname is `name` (an id first); 422 when none is,
+        or when several nodes have that hostname."""
+        found: list[swarm.SwarmNode] = await asyncio.to_thread(self._call, swarm.nodes)
+        by_id = [node for node in found if node.id == name]
+        named = by_id or [node for node in found if node.name == name]
+        if not named:
+            raise Invalid(f"no node with pocketfleet's label is named {name!r}", field="node")
+        if len(named) > 1:
+            raise Invalid(f"{len(named)} nodes are named {name!r}: give its id", field="node")
+        return named[0]
+
+    async def swarm_state(self) -> tuple[list[swarm.SwarmNode], dict[str, tuple[str, int]]]:
+        """The labelled nodes and every instance's (node, memory limit)."""
+        found, placed, _ = await asyncio.to_thread(self._read_swarm)
+        return found, placed
+
+    async def set_drained(self, node_id: str, drained: bool) -> None:
+        def mark(client: Any) -> None:
+            swarm.set_drained(client, node_id, drained)
+
+        await asyncio.to_thread(self._call, mark)
+
+    async def live_task_nodes(self, instance_id: str) -> list[str]:
+        nodes: list[str] = await asyncio.to_thread(
+            self._call, lambda client: swarm.live_task_nodes(client, instance_id)
+        )
+        return nodes
+
     # -- reading ------------------------------------------------------------------------------
 
     async def _instances(self) -> dict[str, str]:
@@ -102,14 +143,14 @@ class NodeService:
             return dict(rows.all())
 
     async def _record(self, rows: dict[str, str], nodes: dict[str, str]) -> None:
-        """Copy each instance's node (its service's placement) into `Instance.node`."""
+        """Copy each instance's node (its service's placement) into an empty `Instance.node`."""
         async with self.db() as session:
             changed = False
             for instance_id, node in nodes.items():
                 if instance_id not in rows:
                     continue
                 instance = await session.get(Instance, instance_id)
-                if instance is not None and instance.node != node:
+                if instance is not None and not instance.node:
                     instance.node = node
                     session.add(instance)
                     changed = True

@@ -1,7 +1,10 @@
 """Reading a Swarm through a manager's API (the docker SDK, blocking: callers use threads):
 its nodes with pocketfleet's label (`pocketfleet.node=true`), the memory committed on each
 (the memory limits of pocketfleet's services pinned there), which node each instance's service
-is on, and the command that joins a new machine."""
+is on, the nodes its tasks still run on, and the command that joins a new machine.
+Writing: a node's drain mark (`pocketfleet.drained=true`, a node label kept by the Swarm: no
+new or moved instance goes there; Swarm's own `drain` availability is not used, since Swarm
+would then reschedule the tasks elsewhere without their data)."""
 
 from __future__ import annotations
 
@@ -14,20 +17,29 @@ from control_plane.nodes.placement import NodeCapacity
 
 NODE_LABEL = "pocketfleet.node"
 PLACED_ON_LABEL = "pocketfleet.placed-on"  # on an instance's service: the node it is pinned to
+DRAINED_LABEL = "pocketfleet.drained"
+_LIVE_TASK_STATES = {
+    "new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting",
+    "running",
+}  # fmt: skip
 
 SWARM_PORT = 2377
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SwarmNode(NodeCapacity):
     name: str
     address: str
     role: str
 
 
-def _labelled(node: Mapping[str, Any]) -> bool:
+def _label_set(node: Mapping[str, Any], label: str) -> bool:
     labels = (node.get("Spec") or {}).get("Labels") or {}
-    return str(labels.get(NODE_LABEL, "")).lower() == "true"
+    return str(labels.get(label, "")).lower() == "true"
+
+
+def _labelled(node: Mapping[str, Any]) -> bool:
+    return _label_set(node, NODE_LABEL)
 
 
 def nodes(client: Any) -> list[SwarmNode]:
@@ -48,6 +60,7 @@ def nodes(client: Any) -> list[SwarmNode]:
                 name=str(description.get("Hostname") or node["ID"]),
                 address=str(status.get("Addr") or ""),
                 role=str(spec.get("Role") or "worker"),
+                drained=_label_set(node, DRAINED_LABEL),
             )
         )
     return sorted(found, key=lambda node: (node.name, node.id))
@@ -91,3 +104,26 @@ def join_command(client: Any) -> tuple[str, str]:
     address = str(own[0]["Addr"]) if own else f"{swarm.get('NodeAddr')}:{SWARM_PORT}"
     label = f"docker node update --label-add {NODE_LABEL}=true NEW_NODE_HOSTNAME"
     return f"docker swarm join --token {token} {address}", label
+
+
+def set_drained(client: Any, node_id: str, drained: bool) -> None:
+    """Mark `node_id` drained for pocketfleet (or clear the mark)."""
+    node = client.inspect_node(node_id)
+    spec = dict(node["Spec"])
+    labels = dict(spec.get("Labels") or {})
+    if drained:
+        labels[DRAINED_LABEL] = "true"
+    else:
+        labels.pop(DRAINED_LABEL, None)
+    spec["Labels"] = labels
+    client.update_node(node_id, node["Version"]["Index"], spec)
+
+
+def live_task_nodes(client: Any, instance_id: str) -> list[str]:
+    """The nodes where a task of the instance's services runs or is on its way."""
+    found: list[str] = []
+    for service in client.services(filters={"label": f"{INSTANCE_LABEL}={instance_id}"}):
+        for task in client.tasks(filters={"service": service["ID"]}):
+            if (task.get("Status") or {}).get("State") in _LIVE_TASK_STATES:
+                found.append(str(task.get("NodeID") or ""))
+    return found

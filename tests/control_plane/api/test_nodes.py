@@ -78,3 +78,24 @@ def test_the_cli_lists_the_node(serve: ServeProcess, operator_token: str) -> Non
         [str(BIN / "pocketfleet"), "nodes", "join-command"], env=env, capture_output=True, text=True
     )
     assert joined.returncode == 1 and "PF_DRIVER=process" in joined.stderr
+
+
+def test_moves_and_drains_are_for_operators_on_a_swarm(
+    serve: ServeProcess, operator: httpx.Client
+) -> None:
+    """Move and drain: 401 without credentials, 403 for a tenant, 422 for a bad body, 409 on
+    the process driver (one machine: nowhere to move to)."""
+    move, drain = "/api/instances/noded/move", f"/api/nodes/{socket.gethostname()}/drain"
+    with serve.client() as anonymous:
+        assert anonymous.post(move, json={"node": "x"}).status_code == 401
+        assert anonymous.post(drain).status_code == 401
+        token = sign_up(anonymous, "moves-tenant@example.com")
+    with serve.client(token) as tenant:
+        assert tenant.post(move, json={"node": "x"}).status_code == 403
+        assert tenant.post(drain).status_code == 403
+    assert operator.post(move, json={}).status_code == 422
+    assert operator.post(move, json={"node": ""}).status_code == 422
+    refused = operator.post(move, json={"node": "x"})
+    assert refused.status_code == 409 and "PF_DRIVER=process" in refused.json()["detail"]
+    refused = operator.post(drain)
+    assert refused.status_code == 409 and "PF_DRIVER=process" in refused.json()["detail"]

@@ -4,7 +4,8 @@ a real `pocketfleet serve` and its real Litestream, asked through Litestream's c
 - a hibernated instance's databases are no longer monitored by Litestream, and what it wrote
   before it slept is in the replica (the pause's last sync);
 - woken by a request, its databases are replicated again, and what it writes then reaches the
-  replica;
+  replica (the wake resumes them once it answered: the write came first);
+- a wake that fails (its engine does not start) resumes nothing: the databases stay paused;
 - when its Litestream is restarted (it died, or another instance of its shard changed the
   list), it monitors every database again, and the sleeping instance's are paused again by the
   next pass;
@@ -148,3 +149,23 @@ def test_a_first_start_restarts_the_litestream_of_its_own_shard_only(
     }  # every other shard kept its process
     if shard_folder(serve, path).name != own:
         assert litestream_says(serve, path)[1][path] == "stopped"  # still paused
+
+
+def test_a_failed_wake_leaves_the_replication_paused(serve: ServeProcess, tenant: Tenant) -> None:
+    # (last in the module: its broken database is listed, paused, until it is deleted)
+    name = unique("nowake")
+    tenant.create(name).setup()
+    path = data_db(serve, tenant, name)
+    wait_listed(serve, path, "replicating")
+    hibernate(tenant, name)
+    wait_listed(serve, path, "stopped")
+    Path(path).write_bytes(b"this is not a database" * 512)  # the engine fails to start
+    try:
+        with serve.instance_client(name) as client:
+            response = client.get("/api/health")
+        assert response.status_code == 503, response.text
+        assert tenant.instance(name)["status"] == "hibernated"
+        # the wake resumes replication only once it answered: Litestream never reopens it
+        assert litestream_says(serve, path)[1][path] == "stopped"
+    finally:
+        assert tenant.api.delete(f"/api/instances/{name}?purge=true").status_code == 204

@@ -35,3 +35,11 @@ def test_nodes_down_paused_or_draining_get_nothing() -> None:
 def test_ties_go_to_the_first_node() -> None:
     first, second = node("a", 8), node("b", 8)
     assert choose([first, second], {}) == first
+
+
+def test_a_node_drained_by_pocketfleet_gets_nothing() -> None:
+    drained = NodeCapacity(id="drained", state="ready", availability="active", memory_bytes=GB)
+    drained = NodeCapacity(**{**drained.__dict__, "drained": True})
+    small = node("small", 1)
+    assert choose([drained, small], {"small": GB // 2}) == small
+    assert choose([drained], {}) is None
