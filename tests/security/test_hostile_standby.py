@@ -60,9 +60,15 @@ async def driver() -> AsyncIterator[tuple[ProcessDriver, Path]]:
 
 async def _zygote_up(driver: ProcessDriver, key: str) -> None:
     assert driver.zygotes is not None
-    for _ in range(600):
+    await _listening(driver.zygotes, key)
+
+
+async def _listening(zygotes: Zygotes, key: str) -> None:
+    """Wait until zygote `key` accepts connections (its socket file exists from bind on)."""
+    for _ in range(900):
+        assert zygotes.running(key), f"zygote {key} exited"
         try:
-            _, writer = await asyncio.open_unix_connection(str(driver.zygotes.socket_path(key)))
+            _, writer = await asyncio.open_unix_connection(str(zygotes.socket_path(key)))
             writer.close()
             return
         except OSError:
@@ -178,10 +184,7 @@ async def test_descriptors_named_wrongly_are_refused(
     pipes = [os.pipe() for _ in range(fds)]
     try:
         assert await zygotes.spawn(key, command, {}) is None  # starts it
-        for _ in range(600):
-            if zygotes.socket_path(key).exists():
-                break
-            await asyncio.sleep(0.1)
+        await _listening(zygotes, key)
         request: dict[str, object] = {
             "argv": [engine.python, "-m", "instance_runtime", "serve", "--dir", str(root)],
             "cwd": str(root),
