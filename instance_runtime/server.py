@@ -29,7 +29,6 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -159,19 +158,19 @@ def create_app(
             *files.routes,
             hook_routes,
         ],
-        middleware=[
-            Middleware(backups.RestartGateMiddleware, runtime=runtime),  # held during a restore
-            Middleware(RequestPipeline, runtime=runtime),
-        ],
-        exception_handlers={
-            ApiError: _api_error,
-            HTTPException: _http_error,
-            Exception: _server_error,
-        },
         lifespan=lifespan,
     )
     # the same routes, each path tried only against those that can match it
     app.router = IndexedRouter(app.router.routes, lifespan=lifespan)
+    # the whole middleware stack in one layer: the restart gate (held during a restore),
+    # PocketBase's middlewares, starlette's two exception layers (`apis.middlewares`)
+    app.middleware_stack = RequestPipeline(
+        app.router,
+        runtime,
+        gate=backups.gate_of(runtime),
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        server_error=_server_error,
+    )
     app.state.runtime = runtime
     return app
 

@@ -30,8 +30,8 @@ Contract (every route but the download answers 401 to a guest and 403 to a non-s
 - `{key}` is one path segment of the raw path (`%2F` in it stays part of the key, as in
   PocketBase; an unescaped `/` is another route: 404).
 
-`RestartGateMiddleware` (outermost, installed by `server.create_app`) lets every HTTP request
-through `core.restart_gate`; `bind(app)` binds `core.backups` and has a restore end the
+`gate_of(app)` is the `core.restart_gate` every HTTP request passes (the request pipeline's
+first step, `apis.middlewares`); `bind(app)` binds `core.backups` and has a restore end the
 realtime streams first.
 """
 
@@ -50,7 +50,6 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from instance_runtime.apis.base import (
     client_ip,
@@ -67,6 +66,7 @@ from instance_runtime.core import backups as service
 from instance_runtime.core.app import App
 from instance_runtime.core.errors import ApiError, FieldError, bad_request, forbidden, not_found
 from instance_runtime.core.request_info import SUPERUSERS
+from instance_runtime.core.restart_gate import RestartGate
 from instance_runtime.tools.client_ip import ip_in_list
 from instance_runtime.tools.cron import _go_quote  # Go's strconv.Quote
 from instance_runtime.tools.filesystem import Storage, StorageError
@@ -91,22 +91,9 @@ def bind(app: App) -> service.Backups:
     return backups
 
 
-class RestartGateMiddleware:
-    """See the module docstring."""
-
-    def __init__(self, app: ASGIApp, runtime: App) -> None:
-        self.app = app
-        self.gate = service.backups_of(runtime).gate
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        await self.gate.enter()
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.gate.leave()
+def gate_of(runtime: App) -> RestartGate:
+    """The restart gate every HTTP request passes (`apis.middlewares`, step 0)."""
+    return service.backups_of(runtime).gate
 
 
 def _backups(request: Request) -> service.Backups:

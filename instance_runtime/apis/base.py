@@ -21,9 +21,11 @@ Contract:
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
@@ -47,8 +49,33 @@ _TOKEN_CACHE_MAX = 1024
 _VERIFY = "verify_token"  # a short read: run inline (`core.db`)
 
 
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
 class JSONResponse(Response):
+    """orjson's JSON; without `headers`, `media_type` or `background`, its headers are built
+    here directly (the same two that starlette's `init_headers` builds, in its order)."""
+
     media_type = "application/json"
+
+    def __init__(
+        self,
+        content: Any = None,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        if headers is not None or media_type is not None or background is not None:
+            super().__init__(content, status_code, headers, media_type, background)
+            return
+        self.status_code = status_code
+        self.background = None
+        self.body = body = orjson.dumps(content)
+        if status_code < 200 or status_code in (204, 304):
+            self.raw_headers = [_JSON_TYPE]
+        else:
+            self.raw_headers = [(b"content-length", b"%d" % len(body)), _JSON_TYPE]
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)

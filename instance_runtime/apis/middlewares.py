@@ -17,15 +17,36 @@ as one pure ASGI middleware (`RequestPipeline`, installed by `server.create_app`
    (`METHOD path` and `path` labels; 429). Handlers read the result with `base.request_auth`.
 
 Errors answered here are PocketBase's JSON; everything else passes through unchanged.
+
+With `gate`, `exception_handlers` and `server_error` (as `server.create_app` installs it, as the
+app's whole middleware stack), the same layer also does, for HTTP requests, what three more
+layers did before it, with the same effects and without their frames and `send` wrappers:
+
+0. restart gate (outermost): `await gate.enter()` ... `gate.leave()` around the request
+   (`core.restart_gate`: requests wait while a restore restarts the app).
+5. starlette's `ExceptionMiddleware` (innermost): the handlers are put in the scope for the
+   routes (`starlette.exception_handlers`); an exception out of the router with a handler (a
+   404/405 `HTTPException`, an `ApiError`) is answered by it through steps 1-3, unless the answer
+   had started (then a `RuntimeError`, as starlette).
+6. starlette's `ServerErrorMiddleware`: any other exception (after its log entry, a 500) is
+   answered by `server_error` unless the answer had started, and re-raised for the server.
+Any other scope (lifespan) goes through starlette's `ExceptionMiddleware` to `app`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
 import orjson
+from starlette._utils import is_async_callable
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from instance_runtime.apis.base import (
@@ -42,6 +63,7 @@ from instance_runtime.core.app import App
 from instance_runtime.core.errors import ApiError, forbidden
 from instance_runtime.core.logs import ERROR, INFO
 from instance_runtime.core.request_info import SUPERUSERS
+from instance_runtime.core.restart_gate import RestartGate
 from instance_runtime.tools.client_ip import ip_in_list
 from instance_runtime.tools.rate_limit import find_rule
 
@@ -49,6 +71,8 @@ _ALLOW_METHODS = b"GET,HEAD,PUT,PATCH,POST,DELETE"
 _SKIP_SUCCESS_LOG = frozenset({"/api/oauth2-redirect", "/api/logs"})  # SkipSuccessActivityLog
 _SKIP_SUCCESS_PREFIX = "/api/logs/"
 _MAX_ERROR_BODY = 64 << 10  # of an error answer kept for its log entry
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+_HANDLERS_KEY = "starlette.exception_handlers"
 _SECURITY_HEADERS = [
     (b"x-xss-protection", b"1; mode=block"),
     (b"x-content-type-options", b"nosniff"),
@@ -108,19 +132,58 @@ def _preflight(origin: str, scope: Scope) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-class RequestPipeline:
-    """See the module docstring: the four steps in one ASGI layer (one wrapper of `send`)."""
+def handler_for(handlers: tuple[dict[Any, Any], dict[int, Any]], exc: Exception) -> Any:
+    """The handler starlette's `wrap_app_handling_exceptions` picks for `exc` (None: none)."""
+    exception_handlers, status_handlers = handlers
+    handler = None
+    if isinstance(exc, HTTPException):
+        handler = status_handlers.get(exc.status_code)
+    if handler is None:
+        for cls in type(exc).__mro__:
+            if cls in exception_handlers:
+                return exception_handlers[cls]
+    return handler
 
-    def __init__(self, app: ASGIApp, runtime: App) -> None:
+
+class RequestPipeline:
+    """See the module docstring: the steps in one ASGI layer (one wrapper of `send`)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        runtime: App,
+        *,
+        gate: RestartGate | None = None,
+        exception_handlers: Mapping[Any, ErrorHandler] | None = None,
+        server_error: ErrorHandler | None = None,
+    ) -> None:
         self.app = app
         self.runtime = runtime
+        self.gate = gate
+        self.server_error = server_error
+        self._other = ExceptionMiddleware(app, handlers=exception_handlers)  # same handlers
+        self._handlers = (self._other._exception_handlers, self._other._status_handlers)
+        self._catch = exception_handlers is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await (self._other if self._catch else self.app)(scope, receive, send)
             return
+        gate = self.gate
+        if gate is None:
+            await self._serve(scope, receive, send)
+            return
+        await gate.enter()  # 0.
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            gate.leave()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False  # the answer's start went out (to `send`)
         origin = _header(scope, b"origin")
         if scope["method"] == "OPTIONS":  # 1. CORS preflight, before anything counts it
+            started = True
             await send(
                 {"type": "http.response.start", "status": 204, "headers": _preflight(origin, scope)}
             )
@@ -129,7 +192,7 @@ class RequestPipeline:
         extra = [*_SECURITY_HEADERS, (b"vary", b"Origin")]  # 1. and 3.
         if origin:
             extra.append((b"access-control-allow-origin", b"*"))
-        started = time.perf_counter()
+        started_at = time.perf_counter()
         status = 0
         error_body = b""
         logged = False
@@ -146,14 +209,15 @@ class RequestPipeline:
             )
             level = ERROR if status >= 400 else INFO
             if not skipped and self.runtime.request_log.enabled(level):
-                elapsed = (time.perf_counter() - started) * 1000
+                elapsed = (time.perf_counter() - started_at) * 1000
                 self._log(scope, status, level, elapsed, error_body)
 
         async def sender(message: Message) -> None:
-            nonlocal status, error_body
+            nonlocal status, error_body, started
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 message["headers"] = [*message.get("headers", []), *extra]
+                started = True
             elif message["type"] == "http.response.body":
                 if status >= 400 and len(error_body) < _MAX_ERROR_BODY:
                     error_body += message.get("body", b"")
@@ -164,13 +228,40 @@ class RequestPipeline:
             await send(message)
 
         try:
-            refusal = await self._load_auth(scope)  # 4.
-            if refusal is not None:
-                await error_response(refusal)(scope, receive, sender)
-            else:
-                await self.app(scope, receive, sender)
-        finally:
-            log_once()  # no complete answer (an error, a client gone, a stream ended)
+            try:
+                refusal = await self._load_auth(scope)  # 4.
+                if refusal is not None:
+                    await error_response(refusal)(scope, receive, sender)
+                elif not self._catch:
+                    await self.app(scope, receive, sender)
+                else:
+                    scope[_HANDLERS_KEY] = self._handlers
+                    try:
+                        await self.app(scope, receive, sender)
+                    except Exception as exc:  # 5.
+                        handler = handler_for(self._handlers, exc)
+                        if handler is None:
+                            raise
+                        if started:
+                            message = "Caught handled exception, but response already started."
+                            raise RuntimeError(message) from exc
+                        request = Request(scope, receive, sender)
+                        if is_async_callable(handler):
+                            response = await handler(request, exc)
+                        else:
+                            response = await run_in_threadpool(handler, request, exc)
+                        if response is not None:
+                            await response(scope, receive, sender)
+                        exc.__traceback__ = None  # as starlette: a reused exception
+            finally:
+                log_once()  # no complete answer (an error, a client gone, a stream ended)
+        except Exception as exc:  # 6.
+            if self.server_error is None:
+                raise
+            response = await self.server_error(Request(scope), exc)
+            if not started:
+                await response(scope, receive, send)
+            raise exc
 
     async def _load_auth(self, scope: Scope) -> ApiError | None:
         found = await authenticate(_header(scope, b"authorization"), self.runtime)

@@ -12,17 +12,31 @@ and a request no candidate matches, goes through starlette's own `Router.app` un
 `routes` must not change after the first request (the app's own never do; hook routes change
 inside their `RouteTable`).
 
+Each plain `Route` over an async function endpoint (starlette's `request_response`) is served
+by `lean_endpoint`, to the same effect: the endpoint's answer, or for an exception it raises
+the handler starlette would pick (`starlette.exception_handlers` of the scope; none: the
+exception goes on). A plain answer (`Response.__call__`, no background task) is sent straight
+to `send`; any other (a stream, a file) through starlette's own exception wrapper, as before.
+
 Why: starlette tries every route in turn (a regular expression and two dicts each); an auth
 refresh, twenty routes down, spent a tenth of its time there.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette._utils import get_route_path
+from starlette._exception_handler import wrap_app_handling_exceptions
+from starlette._utils import get_route_path, is_async_callable
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route, Router
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from instance_runtime.apis.middlewares import handler_for
 
 _ANY = None  # a last segment that no route names literally
 Shape = tuple[int, str | None]
@@ -40,11 +54,57 @@ def _segments(route: BaseRoute) -> tuple[int, str | None] | None:
     return len(parts), (_ANY if "{" in last else last)
 
 
+_NO_HANDLERS: tuple[dict[Any, Any], dict[int, Any]] = ({}, {})
+
+
+def lean_endpoint(endpoint: Callable[[Request], Awaitable[Response]]) -> ASGIApp:
+    """starlette's `request_response(endpoint)` for an async `endpoint` (see the module
+    docstring)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        try:
+            response = await endpoint(request)
+        except Exception as exc:
+            handler = handler_for(scope.get("starlette.exception_handlers", _NO_HANDLERS), exc)
+            if handler is None:
+                raise
+            if is_async_callable(handler):
+                handled = await handler(request, exc)
+            else:
+                handled = await run_in_threadpool(handler, request, exc)
+            exc.__traceback__ = None  # as starlette: a reused exception
+            if handled is not None:
+                await handled(scope, receive, send)
+            return
+        if type(response).__call__ is Response.__call__ and response.background is None:
+            await response(scope, receive, send)
+            return
+
+        async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+            await response(scope, receive, send)
+
+        await wrap_app_handling_exceptions(answer, request)(scope, receive, send)
+
+    return app
+
+
+def _lean(route: BaseRoute) -> None:
+    if (
+        type(route) is Route
+        and inspect.iscoroutinefunction(route.endpoint)
+        and getattr(route.app, "__qualname__", "") == "request_response.<locals>.app"
+    ):
+        route.app = lean_endpoint(route.endpoint)
+
+
 class IndexedRouter(Router):
     """See the module docstring."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        for route in self.routes:
+            _lean(route)
         self._shapes: dict[Shape, list[BaseRoute]] = {}
         self._literals: set[str] | None = None
         self._longest = 0

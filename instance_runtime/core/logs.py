@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -90,6 +91,7 @@ CREATE INDEX IF NOT EXISTS idx_logs_created_hour
 CREATE INDEX IF NOT EXISTS idx_pocketfleet_logs_created on `_logs` (`created`);
 """
 _INSERT = "INSERT INTO `_logs` (`id`, `level`, `message`, `data`, `created`) VALUES (?, ?, ?, ?, ?)"
+_INSERT_ROWS = 100  # rows per INSERT (5 parameters each: far below SQLite's limit of 32766)
 
 _ID_LENGTH = 15
 _ID_ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789"
@@ -162,7 +164,16 @@ def _create_schema(conn: sqlite3.Connection) -> None:
 
 
 def _insert(conn: sqlite3.Connection, rows: list[tuple[str, int, str, str, str]]) -> None:
-    conn.executemany(_INSERT, rows)
+    """`rows` in statements of up to `_INSERT_ROWS` rows each: `executemany` releases the GIL
+    at every row, and each time the event loop's thread takes it back through a futex."""
+    for start in range(0, len(rows), _INSERT_ROWS):
+        chunk = rows[start : start + _INSERT_ROWS]
+        conn.execute(_insert_statement(len(chunk)), [value for row in chunk for value in row])
+
+
+@functools.cache
+def _insert_statement(count: int) -> str:
+    return _INSERT + ", (?, ?, ?, ?, ?)" * (count - 1)
 
 
 def _delete_per_settings(conn: sqlite3.Connection, max_days: int, min_level: int) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from instance_runtime.core import logs as logs_module
 from instance_runtime.core.app import App
 from instance_runtime.core.log_query import find_log, list_logs, logs_stats
 from instance_runtime.core.logs import (
@@ -92,6 +93,24 @@ def test_a_start_opens_nothing_and_entries_land_in_pocketbase_rows(
         journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert {"idx_logs_level", "idx_logs_message", "idx_logs_created_hour"} <= indexes
     assert "idx_pocketfleet_logs_created" in indexes and journal == "wal"
+
+
+def test_a_batch_larger_than_one_insert_statement_lands_whole_and_in_order(
+    tmp_path: Path, settings: Settings
+) -> None:
+    log = RequestLog(tmp_path / "big.db", lambda: settings, batch_size=1000, interval=30)
+    try:
+        count = 2 * logs_module._INSERT_ROWS + 7  # two full statements and a short one
+        for i in range(count):
+            log.add(INFO if i % 2 else ERROR, f"GET /n/{i}", {"n": i})
+        log.flush()
+        found = rows(log.path)
+    finally:
+        log.close()
+    assert [r[2] for r in found] == [f"GET /n/{i}" for i in range(count)]
+    assert [r[1] for r in found[:2]] == [ERROR, INFO]
+    assert [orjson.loads(r[3])["n"] for r in found] == list(range(count))
+    assert len({r[0] for r in found}) == count
 
 
 def test_entries_are_written_in_batches_by_count_or_by_time(
