@@ -85,6 +85,17 @@ def wait_listed(serve: ServeProcess, path: str, status: str, timeout: float = 60
         time.sleep(0.1)
 
 
+def asleep(serve: ServeProcess, tenant: Tenant, prefix: str) -> tuple[str, str, int]:
+    """A new instance, replicated, then hibernated with its database paused: its name, its
+    data.db and the pid of the Litestream that lists it stopped."""
+    name = unique(prefix)
+    tenant.create(name).setup()
+    path = data_db(serve, tenant, name)
+    wait_listed(serve, path, "replicating")
+    hibernate(tenant, name)
+    return name, path, wait_listed(serve, path, "stopped")
+
+
 def hibernate(tenant: Tenant, name: str) -> None:
     answer = tenant.api.post(f"/api/instances/{name}/hibernate")
     assert answer.status_code == 200, answer.text
@@ -114,12 +125,7 @@ def test_a_sleeping_instance_is_paused_after_a_last_sync_and_resumed_when_woken(
 def test_a_restarted_litestream_has_sleeping_databases_paused_again(
     serve: ServeProcess, tenant: Tenant
 ) -> None:
-    sleeper = unique("sleeper")
-    tenant.create(sleeper).setup()
-    path = data_db(serve, tenant, sleeper)
-    wait_listed(serve, path, "replicating")
-    hibernate(tenant, sleeper)
-    first = wait_listed(serve, path, "stopped")
+    _, path, first = asleep(serve, tenant, "sleeper")
 
     os.kill(first, signal.SIGTERM)  # the supervisor's next pass starts it again
     assert wait_listed(serve, path, "stopped") != first
@@ -128,12 +134,7 @@ def test_a_restarted_litestream_has_sleeping_databases_paused_again(
 def test_a_first_start_restarts_the_litestream_of_its_own_shard_only(
     serve: ServeProcess, tenant: Tenant
 ) -> None:
-    sleeper = unique("asleep")
-    tenant.create(sleeper).setup()
-    path = data_db(serve, tenant, sleeper)
-    wait_listed(serve, path, "replicating")
-    hibernate(tenant, sleeper)
-    wait_listed(serve, path, "stopped")
+    _, path, _ = asleep(serve, tenant, "asleep")
     before = shard_pids(serve)
 
     newcomer = unique("newcomer")
@@ -153,12 +154,7 @@ def test_a_first_start_restarts_the_litestream_of_its_own_shard_only(
 
 def test_a_failed_wake_leaves_the_replication_paused(serve: ServeProcess, tenant: Tenant) -> None:
     # (last in the module: its broken database is listed, paused, until it is deleted)
-    name = unique("nowake")
-    tenant.create(name).setup()
-    path = data_db(serve, tenant, name)
-    wait_listed(serve, path, "replicating")
-    hibernate(tenant, name)
-    wait_listed(serve, path, "stopped")
+    name, path, _ = asleep(serve, tenant, "nowake")
     Path(path).write_bytes(b"this is not a database" * 512)  # the engine fails to start
     try:
         with serve.instance_client(name) as client:
