@@ -32,6 +32,7 @@ from control_plane.engines.pocketfleet import PocketfleetEngine
 from control_plane.settings import Settings
 from tests.support.ports import free_port
 from tests.support.server import scratch_dir
+from tests.support.zygotes import zygote_listening
 
 EARLY_SERVING_HOOK = """
 import os, time
@@ -60,20 +61,7 @@ async def driver() -> AsyncIterator[tuple[ProcessDriver, Path]]:
 
 async def _zygote_up(driver: ProcessDriver, key: str) -> None:
     assert driver.zygotes is not None
-    await _listening(driver.zygotes, key)
-
-
-async def _listening(zygotes: Zygotes, key: str) -> None:
-    """Wait until zygote `key` accepts connections (its socket file exists from bind on)."""
-    for _ in range(900):
-        assert zygotes.running(key), f"zygote {key} exited"
-        try:
-            _, writer = await asyncio.open_unix_connection(str(zygotes.socket_path(key)))
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise AssertionError("the zygote did not come up")
+    await zygote_listening(driver.zygotes, key, timeout=90)
 
 
 def _environ_of(pid: int) -> bytes:
@@ -184,7 +172,7 @@ async def test_descriptors_named_wrongly_are_refused(
     pipes = [os.pipe() for _ in range(fds)]
     try:
         assert await zygotes.spawn(key, command, {}) is None  # starts it
-        await _listening(zygotes, key)
+        await zygote_listening(zygotes, key, timeout=90)
         request: dict[str, object] = {
             "argv": [engine.python, "-m", "instance_runtime", "serve", "--dir", str(root)],
             "cwd": str(root),

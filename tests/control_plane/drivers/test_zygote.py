@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 
 import httpx
@@ -19,20 +18,12 @@ from control_plane.drivers.process import ProcessDriver
 from control_plane.engines.pocketfleet import PocketfleetEngine
 from control_plane.settings import Settings
 from tests.control_plane.conftest import SpecFactory
+from tests.support.zygotes import zygote_listening
 
 
 async def zygote_ready(driver: ProcessDriver, key: str, timeout: float = 60) -> None:
     assert driver.zygotes is not None
-    path = driver.zygotes.socket_path(key)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _, writer = await asyncio.open_unix_connection(str(path))
-            writer.close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, "the zygote did not come up"
-            await asyncio.sleep(0.1)
+    await zygote_listening(driver.zygotes, key, timeout)
 
 
 async def test_a_started_instance_is_forked_by_the_zygote(

@@ -36,6 +36,7 @@ from tests.control_plane.conftest import SpecFactory
 from tests.control_plane.drivers.test_zygote import zygote_ready
 from tests.support.s3 import ACCESS_KEY, SECRET_KEY, MotoServer
 from tests.support.smtp import SmtpServer
+from tests.support.zygotes import zygote_listening
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="instances get uids only as root")
 
@@ -347,10 +348,7 @@ async def test_a_child_that_cannot_be_shown_the_runtime_is_refused(
     key = "per-uid-refusal"
     try:
         assert await zygotes.spawn(key, command, {}) is None  # starts it
-        for _ in range(600):
-            if zygotes.socket_path(key).exists():
-                break
-            await asyncio.sleep(0.1)
+        await zygote_listening(zygotes, key)
         request = {
             "argv": [engine.python, "-m", "instance_runtime", "serve", "--dir", str(tmp_path)],
             "cwd": str(tmp_path),
