@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,10 @@ def test_a_squatted_port_never_serves_a_sleeping_instances_visitors(
     assert sleeper.secrets_seen() == [sleeper.secret]
     moved = port_of(serve, sleeper.instance.id)
     assert moved != port
+    # recorded `running` once the woken requests are answered (within 0.5 s of the answer)
+    deadline = time.monotonic() + 5
+    while victim_tenant.row(name)["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert victim_tenant.row(name)["status"] == "running"
 
     sent = Path(hostile.instance.folder / "squatted.log")
